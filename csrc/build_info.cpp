@@ -1,0 +1,18 @@
+#include <llmint8/build_info.h>
+
+#include <torch/version.h>
+
+namespace llmint8 {
+
+BuildInfo build_info() {
+#ifdef LLMINT8_WITH_CUDA
+  constexpr bool cuda = true;
+  const std::string archs = LLMINT8_CUDA_ARCHS;
+#else
+  constexpr bool cuda = false;
+  const std::string archs;
+#endif
+  return BuildInfo{LLMINT8_VERSION, cuda, archs, TORCH_VERSION};
+}
+
+}  // namespace llmint8

@@ -1,0 +1,45 @@
+// Torch-free int8 x int8 -> int32 GEMM on the CPU with a fused epilogue.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+
+namespace llmint8::cpu::kernels {
+
+// 1 / 127^2: the two absmax scales of a dequantized int8 product.
+constexpr float kInv127Squared = 1.f / (127.f * 127.f);
+
+// Exact int32 dot product of two int8 vectors (the caller guarantees
+// K <= 133,144, so no partial sum can overflow).
+inline int32_t dot_s8s8_s32(const int8_t* a, const int8_t* b, int64_t K) {
+  int32_t acc = 0;
+  for (int64_t k = 0; k < K; ++k) acc += static_cast<int32_t>(a[k]) * static_cast<int32_t>(b[k]);
+  return acc;
+}
+
+// For every m in [0, M) and n in [n_begin, n_end): store(m, n, A[m, :] . B[n, :]).
+// A: [M, K] int8, B: [N, K] int8, row-major. Weight rows are walked in blocks
+// that stay in cache while every row of A passes over them.
+template <typename Store>
+void int8_gemm(const int8_t* A, const int8_t* B, int64_t M, int64_t K, int64_t n_begin, int64_t n_end,
+               Store&& store) {
+  const int64_t block = std::max<int64_t>(1, (256 * 1024) / std::max<int64_t>(K, 1));
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += block) {
+    const int64_t n1 = std::min(n_end, n0 + block);
+    for (int64_t m = 0; m < M; ++m) {
+      const int8_t* a = A + m * K;  // 64-bit offsets: M * K may pass 2^31
+      for (int64_t n = n0; n < n1; ++n) store(m, n, dot_s8s8_s32(a, B + n * K, K));
+    }
+  }
+}
+
+}  // namespace llmint8::cpu::kernels
+
+namespace llmint8::cpu::kernels {
+
+// acc * row_stat * col_stat / 127^2: an int32 product back to real units.
+inline float dequantize_product(int32_t acc, float row_stat, float col_stat) {
+  return static_cast<float>(acc) * (row_stat * col_stat * kInv127Squared);
+}
+
+}  // namespace llmint8::cpu::kernels

@@ -1,0 +1,117 @@
+// CPU kernels of int8_vectorwise_quant, int8_vectorwise_dequant and int8_double_quant.
+#include "cpu/quantize_rowwise_cpu.h"
+
+#include "cpu/kernels/quantize_rowwise.h"
+#include "op_checks.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/accumulate.h>
+#include <torch/library.h>
+
+namespace llmint8::cpu {
+
+at::Tensor as_rows(const at::Tensor& A) {
+  const int64_t rows = c10::multiply_integers(A.sizes().begin(), A.sizes().end() - 1);
+  return A.reshape({rows, A.size(-1)}).contiguous();
+}
+
+std::vector<int64_t> output_shape(const at::Tensor& A, int64_t N) {
+  auto shape = A.sizes().vec();
+  shape.back() = N;
+  return shape;
+}
+
+at::Tensor bias_fp32(const std::optional<at::Tensor>& bias) {
+  return bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
+}
+
+at::Tensor outlier_column_mask(const at::Tensor& A2, double threshold) {
+  const int64_t rows = A2.size(0), K = A2.size(1);
+  auto mask = at::empty({K}, A2.options().dtype(at::kByte));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A2.scalar_type(), "outlier_column_mask", [&] {
+    kernels::mark_outlier_columns(A2.const_data_ptr<scalar_t>(), rows, K, static_cast<float>(threshold),
+                                  mask.data_ptr<uint8_t>());
+  });
+  return mask;
+}
+
+std::pair<at::Tensor, at::Tensor> quantize_rows(const at::Tensor& A2, const at::Tensor& mask) {
+  const int64_t rows = A2.size(0), K = A2.size(1);
+  auto CA = at::empty({rows, K}, A2.options().dtype(at::kChar));
+  auto SCA = at::empty({rows}, A2.options().dtype(at::kFloat));
+  const uint8_t* is_outlier = mask.defined() ? mask.const_data_ptr<uint8_t>() : nullptr;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A2.scalar_type(), "quantize_rows", [&] {
+    const scalar_t* a = A2.const_data_ptr<scalar_t>();
+    int8_t* q = CA.data_ptr<int8_t>();
+    float* stats = SCA.data_ptr<float>();
+    at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) stats[r] = kernels::quantize_row(a + r * K, K, is_outlier, q + r * K);
+    });
+  });
+  return {CA, SCA};
+}
+
+namespace {
+
+// Sorted int64 indices of the flagged columns.
+at::Tensor mask_to_columns(const at::Tensor& mask) { return at::nonzero(mask).flatten(); }
+
+std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>> int8_vectorwise_quant_cpu(const at::Tensor& A,
+                                                                                          double threshold) {
+  op_checks::vectorwise_quant("int8_vectorwise_quant", A, threshold);
+  const auto A2 = as_rows(A);
+  at::Tensor mask;
+  std::optional<at::Tensor> outlier_cols;
+  if (threshold > 0.0) {
+    mask = outlier_column_mask(A2, threshold);
+    outlier_cols = mask_to_columns(mask);
+  }
+  auto [CA, SCA] = quantize_rows(A2, mask);
+  return {CA.view(A.sizes()), SCA, outlier_cols};
+}
+
+at::Tensor int8_vectorwise_dequant_cpu(const at::Tensor& A, const at::Tensor& stats) {
+  op_checks::vectorwise_dequant(A, stats);
+  const auto A2 = as_rows(A);
+  const auto s = stats.contiguous();
+  const int64_t rows = A2.size(0), K = A2.size(1);
+  auto out = at::empty({rows, K}, A.options().dtype(at::kFloat));
+  at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+    kernels::dequantize_rows(A2.const_data_ptr<int8_t>(), s.const_data_ptr<float>(), K, r0, r1,
+                             out.data_ptr<float>());
+  });
+  return out.view(A.sizes());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, std::optional<at::Tensor>> int8_double_quant_cpu(
+    const at::Tensor& A, double threshold) {
+  op_checks::vectorwise_quant("int8_double_quant", A, threshold);
+  const auto A2 = as_rows(A);
+  const int64_t rows = A2.size(0), K = A2.size(1);
+  at::Tensor mask;
+  std::optional<at::Tensor> outlier_cols;
+  if (threshold > 0.0) {
+    mask = outlier_column_mask(A2, threshold);
+    outlier_cols = mask_to_columns(mask);
+  }
+  auto [CA, row_stats] = quantize_rows(A2, mask);
+  auto CAt = at::empty({rows, K}, A.options().dtype(at::kChar));
+  auto col_stats = at::empty({K}, A.options().dtype(at::kFloat));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A2.scalar_type(), "int8_double_quant", [&] {
+    kernels::quantize_columns(A2.const_data_ptr<scalar_t>(), rows, K,
+                              mask.defined() ? mask.const_data_ptr<uint8_t>() : nullptr, CAt.data_ptr<int8_t>(),
+                              col_stats.data_ptr<float>());
+  });
+  return {CA.view(A.sizes()), CAt.view(A.sizes()), row_stats, col_stats, outlier_cols};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(llmint8, CPU, m) {
+  m.impl("int8_vectorwise_quant", &int8_vectorwise_quant_cpu);
+  m.impl("int8_vectorwise_dequant", &int8_vectorwise_dequant_cpu);
+  m.impl("int8_double_quant", &int8_double_quant_cpu);
+}
+
+}  // namespace llmint8::cpu

@@ -1,0 +1,17 @@
+#pragma once
+
+#include <string>
+
+namespace llmint8 {
+
+// How this copy of the library was built.
+struct BuildInfo {
+  std::string version;             // e.g. "0.1.0"
+  bool cuda;                       // CUDA kernels compiled in
+  std::string cuda_architectures;  // CMake's list, e.g. "80-real,90-real,90-virtual"
+  std::string torch_version;       // LibTorch headers the library was built against
+};
+
+BuildInfo build_info();
+
+}  // namespace llmint8
