@@ -62,7 +62,7 @@ void check_size(const char* op, const char* name, const at::Tensor& t, int64_t d
                 const char* what) {
   const auto& actual = t.sym_size(dim);
   TORCH_CHECK_VALUE(actual == expected, "llmint8::", op, ": argument '", name, "' must have size ", expected,
-                    " in dimension ", dim, " (", what, "), got ", actual, " (shape ", shape_string(t), ")");
+                    " in dimension ", dim < 0 ? dim + t.dim() : dim, " (", what, "), got ", actual, " (shape ", shape_string(t), ")");
 }
 
 void check_same_device(const char* op, const char* ref_name, const at::Tensor& reference, const char* name,

@@ -36,6 +36,7 @@ class MatMul8bitLt : public torch::autograd::Function<MatMul8bitLt> {
                             const std::optional<at::Tensor>& weight) {
     const bool weight_grad = weight.has_value() && weight->requires_grad();
     ctx->save_for_backward({CB, SCB, weight_grad ? A : at::Tensor()});
+    ctx->saved_data["has_bias"] = bias.has_value();
     ctx->saved_data["a_dtype"] = static_cast<int64_t>(A.scalar_type());
     ctx->saved_data["a_shape"] = A.sizes().vec();
     ctx->saved_data["bias_dtype"] = static_cast<int64_t>(bias.has_value() ? bias->scalar_type() : at::kFloat);
@@ -53,15 +54,18 @@ class MatMul8bitLt : public torch::autograd::Function<MatMul8bitLt> {
     const int64_t N = CB.size(0);
     const auto dY = grad_outputs[0].reshape({-1, N}).to(at::kFloat);  // [rows, N]
 
+    // needs_input_grad counts only the tensor inputs that were passed: A, CB, SCB, [bias], [weight].
+    const bool has_bias = ctx->saved_data["has_bias"].toBool();
+    const size_t bias_edge = 3, weight_edge = has_bias ? 4 : 3;
     at::Tensor dA, dbias, dW;
     if (ctx->needs_input_grad(0)) {
       const auto W = CB.to(at::kFloat) * SCB.unsqueeze(1).div(127.0);  // [N, K]
       dA = dY.mm(W).to(a_dtype).view(a_shape);
     }
-    if (ctx->needs_input_grad(3)) {
+    if (has_bias && ctx->needs_input_grad(bias_edge)) {
       dbias = dY.sum(0).to(static_cast<at::ScalarType>(ctx->saved_data["bias_dtype"].toInt()));
     }
-    if (ctx->needs_input_grad(5)) {
+    if (A.defined() && ctx->needs_input_grad(weight_edge)) {
       const auto A2 = A.reshape({-1, A.size(-1)}).to(at::kFloat);
       dW = dY.t().mm(A2).to(static_cast<at::ScalarType>(ctx->saved_data["weight_dtype"].toInt()));
     }

@@ -26,7 +26,10 @@ def _check_quant_args(op: str, A: torch.Tensor, threshold: float) -> None:
 def _outlier_cols(A: torch.Tensor, threshold: float):
     if threshold == 0.0:
         return None
-    count = torch.library.get_ctx().new_dynamic_size(max=A.shape[-1])
+    K = A.shape[-1]
+    # new_dynamic_size takes only static bounds; a symbolic K is bounded by a check instead.
+    count = torch.library.get_ctx().new_dynamic_size(max=K if isinstance(K, int) else None)
+    torch._check(count <= K)
     return A.new_empty((count,), dtype=torch.int64)
 
 

@@ -37,7 +37,9 @@ def _nan_absmax(x: torch.Tensor, dim: int) -> torch.Tensor:
 def _codes(x: torch.Tensor, stat: torch.Tensor) -> torch.Tensor:
     """rint(x * (127 / stat)) in fp32; 0 where stat is 0 or not finite."""
     usable = torch.isfinite(stat) & (stat > 0)
-    scale = torch.where(usable, 127.0 / torch.where(usable, stat, torch.ones_like(stat)), torch.zeros_like(stat))
+    # 127 / stat correctly rounded to fp32 (Python's `127.0 / tensor` multiplies by a reciprocal: 1 ulp off).
+    safe = torch.where(usable, stat, torch.ones_like(stat)).double()
+    scale = torch.where(usable, (127.0 / safe).float(), torch.zeros_like(stat))
     q = torch.round(x * scale).clamp(-127, 127)
     return torch.where(usable, q, torch.zeros_like(q)).to(torch.int8)
 

@@ -1,0 +1,38 @@
+"""The package itself: native library loaded, build info, CMake prefix, every op registered."""
+
+import os
+
+import torch
+
+import llmint8
+
+EXPECTED_OPS = {
+    "int8_vectorwise_quant", "int8_vectorwise_dequant", "int8_linear_matmul", "int8_mm_dequant",
+    "int8_scaled_mm", "int8_mixed_scaled_mm", "int8_double_quant", "int8_linear",
+}
+
+
+def test_build_info_reports_version_cuda_and_architectures():
+    info = llmint8.build_info()
+    assert info["version"] == llmint8.__version__
+    assert info["torch_version"] == torch.__version__.split("+")[0]
+    assert isinstance(info["cuda"], bool)
+    if info["cuda"]:
+        assert "80" in info["cuda_architectures"] and "90" in info["cuda_architectures"]
+
+
+def test_cmake_prefix_path_holds_the_package_config():
+    config = os.path.join(llmint8.cmake_prefix_path, "llmint8", "llmint8Config.cmake")
+    assert os.path.isfile(config), config
+    header = os.path.join(os.path.dirname(llmint8.__file__), "include", "llmint8", "llmint8.h")
+    assert os.path.isfile(header)
+
+
+def test_every_op_is_registered_with_cpu_and_meta_kernels():
+    for name in EXPECTED_OPS:
+        op = getattr(torch.ops.llmint8, name).default
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "CPU"), name
+        has_meta = torch._C._dispatch_has_kernel_for_dispatch_key(op.name(), "Meta")
+        has_fake = torch._library.simple_registry.singleton.find(op.name()).fake_impl.kernel is not None
+        assert has_meta or has_fake, name
+    assert torch._C._dispatch_has_kernel_for_dispatch_key("llmint8::int8_linear", "Autograd")
