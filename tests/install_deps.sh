@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what building and testing llmint8 needs on a fresh Debian machine:
+# the compilers' helpers and Catch2 from Debian, the pinned Python packages from PyPI.
+# Safe to run again: it installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=(cmake ninja-build ccache catch2 g++)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "llmint8: installing Debian packages: ${missing[*]}"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -q "${missing[@]}"
+fi
+
+python3 -m pip install -q -r tests/requirements.txt
