@@ -56,11 +56,7 @@ std::tuple<at::Tensor, std::optional<at::Tensor>> int8_mixed_scaled_mm_cpu(
   const int64_t K = A.size(-1);
   const auto A2 = as_rows(A);
   const auto cols = outlier_cols.has_value() ? outlier_cols->contiguous() : at::empty({0}, A.options().dtype(at::kLong));
-  if (cols.numel() > 0) {
-    const int64_t lo = cols.min().item<int64_t>(), hi = cols.max().item<int64_t>();
-    TORCH_CHECK_INDEX(lo >= 0 && hi < K, "llmint8::int8_mixed_scaled_mm: argument 'outlier_cols' must hold column ",
-                      "indices in [0, ", K, "), got values in [", lo, ", ", hi, "]");
-  }
+  check_outlier_cols_range("int8_mixed_scaled_mm", cols, K);
   auto Y = mixed_forward(A2, as_rows(CA), SCA, CB, SCB, cols, bias).view(output_shape(A, CB.size(0)));
   std::optional<at::Tensor> sub_a;
   if (outlier_cols.has_value()) sub_a = A2.index_select(1, cols);

@@ -6,25 +6,9 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <c10/util/accumulate.h>
 #include <torch/library.h>
 
 namespace llmint8::cpu {
-
-at::Tensor as_rows(const at::Tensor& A) {
-  const int64_t rows = c10::multiply_integers(A.sizes().begin(), A.sizes().end() - 1);
-  return A.reshape({rows, A.size(-1)}).contiguous();
-}
-
-std::vector<int64_t> output_shape(const at::Tensor& A, int64_t N) {
-  auto shape = A.sizes().vec();
-  shape.back() = N;
-  return shape;
-}
-
-at::Tensor bias_fp32(const std::optional<at::Tensor>& bias) {
-  return bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
-}
 
 at::Tensor outlier_column_mask(const at::Tensor& A2, double threshold) {
   const int64_t rows = A2.size(0), K = A2.size(1);

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The GPU machine's one call: build against its torch (no network there, so
+# nothing is installed), run the Catch2 and pytest suites on CUDA,
+# compute-sanitizer (memcheck, racecheck) over the Catch2 suite, the benchmark,
+# and print a short summary. Logs go to $OUT (or ./gpu-out) when set.
+#   bash tests/run_gpu.sh [--quick-bench|--no-bench]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-gpu-out}"
+mkdir -p "$out"
+bench_args=()
+case "${1:-}" in
+  --quick-bench) bench_args=(--quick) ;;
+  --no-bench) bench_args=(none) ;;
+esac
+declare -A status
+
+step() {  # step NAME COMMAND...: runs it, logs to $out/NAME.log, records pass/fail
+  local name=$1; shift
+  echo "== $name"
+  if "$@" > "$out/$name.log" 2>&1; then status[$name]=pass; else status[$name]="FAIL (see $name.log)"; fi
+  tail -n 5 "$out/$name.log"
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+export LLMINT8_BUILD_DIR=build-gpu CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" LLMINT8_BUILD_TESTS=1
+step build python3 -m pip install --no-build-isolation --no-deps -v .
+if [ "${status[build]}" = pass ]; then
+  step catch2 ctest --test-dir build-gpu --output-on-failure
+  step pytest bash -c "cd tests/python && python3 -m pytest -q -p no:cacheprovider ."
+  step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests
+  step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests
+  if [ "${bench_args[0]:-}" != none ]; then
+    step bench python3 benchmarks/bench_linear.py "${bench_args[@]}" --json "$out/bench.json"
+  fi
+fi
+
+echo "== summary ($(head -n1 "$out/gpu.txt"))"
+failed=0
+for name in build catch2 pytest memcheck racecheck bench; do
+  [ -n "${status[$name]:-}" ] || continue
+  echo "$name: ${status[$name]}"
+  [ "${status[$name]}" = pass ] || failed=1
+done
+grep -E "passed|failed" "$out/pytest.log" 2>/dev/null | tail -n 1
+grep -E "assertions|test cases" "$out/catch2.log" 2>/dev/null | tail -n 1
+grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$out/memcheck.log" "$out/racecheck.log" 2>/dev/null
+exit $failed
