@@ -6,7 +6,8 @@
 #include <c10/util/Exception.h>
 
 #include <cmath>
-#include <sstream>
+#include <cstdio>
+#include <string>
 
 namespace llmint8::checks {
 
@@ -29,10 +30,27 @@ const char* dtype_name(at::ScalarType t) {
   }
 }
 
+// Numbers are formatted here rather than streamed into the error message:
+// TORCH_CHECK builds its message in a stream constructed in this library, and
+// on some toolchains (seen with g++ 13 against the torch 2.11 wheel) inserting
+// an integer into such a stream crashes instead of raising.
+std::string text(int64_t v) { return std::to_string(v); }
+
+std::string text(const c10::SymInt& v) {
+  if (auto concrete = v.maybe_as_int()) return std::to_string(*concrete);
+  return v.toSymNodeImplUnowned()->str();
+}
+
+std::string text(double v) {
+  char buffer[32];
+  std::snprintf(buffer, sizeof(buffer), "%g", v);
+  return buffer;
+}
+
 std::string shape_string(const at::Tensor& t) {
-  std::ostringstream s;
-  s << t.sym_sizes();
-  return s.str();
+  std::string s = "[";
+  for (int64_t d = 0; d < t.dim(); ++d) s += (d ? ", " : "") + text(t.sym_size(d));
+  return s + "]";
 }
 
 }  // namespace
@@ -49,37 +67,39 @@ void check_float_dtype(const char* op, const char* name, const at::Tensor& t) {
 }
 
 void check_dim(const char* op, const char* name, const at::Tensor& t, int64_t expected) {
-  TORCH_CHECK_VALUE(t.dim() == expected, "llmint8::", op, ": argument '", name, "' must have ", expected,
-                    " dimension(s), got ", t.dim(), " (shape ", shape_string(t), ")");
+  TORCH_CHECK_VALUE(t.dim() == expected, "llmint8::", op, ": argument '", name, "' must have ", text(expected),
+                    " dimension(s), got ", text(t.dim()), " (shape ", shape_string(t), ")");
 }
 
 void check_min_dim(const char* op, const char* name, const at::Tensor& t, int64_t minimum) {
-  TORCH_CHECK_VALUE(t.dim() >= minimum, "llmint8::", op, ": argument '", name, "' must have at least ", minimum,
-                    " dimension(s), got ", t.dim(), " (shape ", shape_string(t), ")");
+  TORCH_CHECK_VALUE(t.dim() >= minimum, "llmint8::", op, ": argument '", name, "' must have at least ",
+                    text(minimum), " dimension(s), got ", text(t.dim()), " (shape ", shape_string(t), ")");
 }
 
 void check_size(const char* op, const char* name, const at::Tensor& t, int64_t dim, const c10::SymInt& expected,
                 const char* what) {
   const auto& actual = t.sym_size(dim);
-  TORCH_CHECK_VALUE(actual == expected, "llmint8::", op, ": argument '", name, "' must have size ", expected,
-                    " in dimension ", dim < 0 ? dim + t.dim() : dim, " (", what, "), got ", actual, " (shape ", shape_string(t), ")");
+  TORCH_CHECK_VALUE(actual == expected, "llmint8::", op, ": argument '", name, "' must have size ", text(expected),
+                    " in dimension ", text(dim < 0 ? dim + t.dim() : dim), " (", what, "), got ", text(actual),
+                    " (shape ", shape_string(t), ")");
 }
 
 void check_same_device(const char* op, const char* ref_name, const at::Tensor& reference, const char* name,
                        const at::Tensor& t) {
   TORCH_CHECK_VALUE(t.device() == reference.device(), "llmint8::", op, ": argument '", name,
-                    "' must be on the same device as '", ref_name, "' (", reference.device(), "), got ", t.device());
+                    "' must be on the same device as '", ref_name, "' (", reference.device().str(), "), got ",
+                    t.device().str());
 }
 
 void check_threshold(const char* op, double threshold) {
   TORCH_CHECK_VALUE(std::isfinite(threshold) && threshold >= 0.0, "llmint8::", op,
                     ": argument 'threshold' must be a finite number >= 0 (0 disables outlier handling), got ",
-                    threshold);
+                    text(threshold));
 }
 
 void check_k_limit(const char* op, const char* name, const c10::SymInt& K) {
-  TORCH_CHECK_VALUE(K <= kMaxInt8DotK, "llmint8::", op, ": argument '", name, "' has K = ", K,
-                    " columns; int8 dot products overflow int32 past K = ", kMaxInt8DotK);
+  TORCH_CHECK_VALUE(K <= kMaxInt8DotK, "llmint8::", op, ": argument '", name, "' has K = ", text(K),
+                    " columns; int8 dot products overflow int32 past K = ", text(kMaxInt8DotK));
 }
 
 c10::SymInt rows_of(const at::Tensor& A) {
@@ -146,7 +166,7 @@ void linear_matmul_out(const at::Tensor& A, const at::Tensor& B, const at::Tenso
 at::ScalarType output_dtype(const char* op, std::optional<at::ScalarType> dtype, at::ScalarType fallback) {
   const auto t = dtype.value_or(fallback);
   TORCH_CHECK_TYPE(t == at::kHalf || t == at::kBFloat16 || t == at::kFloat, "llmint8::", op,
-                   ": argument 'dtype' must be float16, bfloat16 or float32, got ", t);
+                   ": argument 'dtype' must be float16, bfloat16 or float32, got ", dtype_name(t));
   return t;
 }
 

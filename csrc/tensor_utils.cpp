@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <c10/util/accumulate.h>
 
+#include <string>
+
 namespace llmint8 {
 
 at::Tensor as_rows(const at::Tensor& A) {
@@ -23,8 +25,9 @@ at::Tensor bias_fp32(const std::optional<at::Tensor>& bias) {
 void check_outlier_cols_range(const char* op, const at::Tensor& cols, int64_t K) {
   if (cols.numel() == 0) return;
   const int64_t lo = cols.min().item<int64_t>(), hi = cols.max().item<int64_t>();
+  // Numbers go in as text: see the note on text() in checks.cpp.
   TORCH_CHECK_INDEX(lo >= 0 && hi < K, "llmint8::", op, ": argument 'outlier_cols' must hold column indices in [0, ",
-                    K, "), got values in [", lo, ", ", hi, "]");
+                    std::to_string(K), "), got values in [", std::to_string(lo), ", ", std::to_string(hi), "]");
 }
 
 }  // namespace llmint8

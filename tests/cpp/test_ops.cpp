@@ -64,8 +64,8 @@ TEST_CASE("int8_linear_matmul is exact and int8_scaled_mm matches the reference"
     const auto bias = at::randn({N}).to(device);
     const auto ref = A.cpu().to(at::kDouble).mm(B.cpu().to(at::kDouble).t()) * row.cpu().to(at::kDouble).unsqueeze(1) *
                          col.cpu().to(at::kDouble).unsqueeze(0) / (127.0 * 127.0) + bias.cpu().to(at::kDouble);
-    REQUIRE(matches_reference(llmint8::int8_scaled_mm(A, B, row, col, bias, at::kBFloat16), ref));
-    REQUIRE(matches_reference(llmint8::int8_mm_dequant(acc, row, col, at::kFloat, bias), ref));
+    REQUIRE(matches_reference(llmint8::int8_scaled_mm(A, B, row, col, bias, at::kBFloat16).cpu(), ref));
+    REQUIRE(matches_reference(llmint8::int8_mm_dequant(acc, row, col, at::kFloat, bias).cpu(), ref));
   }
 }
 
