@@ -100,11 +100,16 @@ at::Tensor mixed_forward(const at::Tensor& A2, const at::Tensor& CA2, const at::
   const auto CBc = CB.contiguous();
   auto acc = at::empty({M, N}, A2.options().dtype(at::kInt));
   int8_gemm_into(CA2, CBc, acc.data_ptr<int32_t>());
-  OutlierTerm term{float_kind(A2.scalar_type()), A2.const_data_ptr(),
-                   cols.defined() ? cols.const_data_ptr<int32_t>() : nullptr,
-                   count.defined() ? count.const_data_ptr<int32_t>() : nullptr, CBc.const_data_ptr<int8_t>(), K};
-  return dequantize_product(acc, SCA.contiguous(), SCB.contiguous(), bias_fp32(bias),
-                            cols.defined() ? &term : nullptr, A2.scalar_type());
+  const auto scb = SCB.contiguous();
+  if (!cols.defined()) return dequantize_product(acc, SCA.contiguous(), scb, bias_fp32(bias), nullptr, A2.scalar_type());
+  // Scratch of a fixed size (the outlier count stays on the device): M x 64 and 64 x N floats.
+  auto sub_a = at::empty({M, kOutlierCapacity}, A2.options().dtype(at::kFloat));
+  auto sub_w = at::empty({kOutlierCapacity, N}, A2.options().dtype(at::kFloat));
+  const OutlierTerm term{float_kind(A2.scalar_type()), A2.const_data_ptr(), cols.const_data_ptr<int32_t>(),
+                         count.const_data_ptr<int32_t>(), CBc.const_data_ptr<int8_t>(), K,
+                         sub_a.data_ptr<float>(), sub_w.data_ptr<float>()};
+  C10_CUDA_CHECK(launch_gather_outlier_columns(term, M, N, scb.const_data_ptr<float>(), stream()));
+  return dequantize_product(acc, SCA.contiguous(), scb, bias_fp32(bias), &term, A2.scalar_type());
 }
 
 std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>> int8_vectorwise_quant_cuda(const at::Tensor& A,

@@ -40,19 +40,30 @@ cudaError_t launch_dequantize_rows(const int8_t* q, const float* stats, int64_t 
 cudaError_t launch_int8_gemm_exact(const int8_t* A, const int8_t* B, int32_t* C, int64_t M, int64_t N, int64_t K,
                                    cudaStream_t stream);
 
-// The floating-point part of LLM.int8(): a[:, cols[:count]] against the int8
-// weight columns cb[:, cols[:count]] (scaled by the weight's row stat / 127).
+// Outlier columns kept in the compact buffers below; more are still handled
+// (read in place, slower), so any number from 0 to K gives the right answer.
+constexpr int kOutlierCapacity = 64;
+
+// The floating-point part of LLM.int8(): a[:, cols[:count]] against the
+// dequantized weight columns (cb * col_scale / 127). count lives on the device.
 struct OutlierTerm {
   FloatKind kind;
   const void* a;         // [M, K] activations
-  const int32_t* cols;   // [capacity] column indices
-  const int32_t* count;  // [1] number of valid entries in cols, on the device
+  const int32_t* cols;   // column indices (sorted)
+  const int32_t* count;  // [1] number of valid entries in cols
   const int8_t* cb;      // [N, K] weight codes
   int64_t K;
+  float* sub_a;          // [M, kOutlierCapacity] scratch: gathered activation columns
+  float* sub_w;          // [kOutlierCapacity, N] scratch: gathered, dequantized weight columns
 };
 
+// Fills sub_a and sub_w with the first min(count, kOutlierCapacity) outlier columns.
+cudaError_t launch_gather_outlier_columns(const OutlierTerm& outliers, int64_t M, int64_t N, const float* col_scale,
+                                          cudaStream_t stream);
+
 // out[m, n] = acc[m, n] * row[m] * col[n] / 127^2 (+ outlier term) (+ bias[n]),
-// computed in fp32 and written once in out_kind. outliers and bias may be null.
+// computed in fp32 and written once in out_kind. outliers (gathered first) and
+// bias may be null.
 cudaError_t launch_dequantize_product(const int32_t* acc, int64_t M, int64_t N, const float* row, const float* col,
                                       const float* bias, const OutlierTerm* outliers, FloatKind out_kind, void* out,
                                       cudaStream_t stream);
