@@ -91,17 +91,34 @@ at::Tensor dequantize_product(const at::Tensor& acc, const at::Tensor& row, cons
   return out;
 }
 
-// The LLM.int8() forward from quantized rows: int8 GEMM, then one epilogue
-// pass adding the outlier columns (cols/count on the device) and the bias.
+// out [M, N] = dequantized int8 product of q [M, K] and cb [N, K] (+ outliers, gathered
+// first) (+ bias), in out_dtype. Decode sizes take the fused GEMV (no int32 buffer);
+// larger ones the int8 GEMM, then one epilogue pass.
+at::Tensor scaled_product(const at::Tensor& q, const at::Tensor& row, const at::Tensor& cb, const at::Tensor& col,
+                          const at::Tensor& bias, const OutlierTerm* outliers, at::ScalarType out_dtype) {
+  const int64_t M = q.size(0), K = q.size(1), N = cb.size(0);
+  if (gemv_applies(M)) {
+    auto out = at::empty({M, N}, q.options().dtype(out_dtype));
+    C10_CUDA_CHECK(launch_int8_gemv(q.const_data_ptr<int8_t>(), row.const_data_ptr<float>(), M,
+                                    cb.const_data_ptr<int8_t>(), col.const_data_ptr<float>(),
+                                    bias.defined() ? bias.const_data_ptr<float>() : nullptr, N, K, outliers,
+                                    float_kind(out_dtype), out.data_ptr(), stream()));
+    return out;
+  }
+  auto acc = at::empty({M, N}, q.options().dtype(at::kInt));
+  int8_gemm_into(q, cb, acc.data_ptr<int32_t>());
+  return dequantize_product(acc, row, col, bias, outliers, out_dtype);
+}
+
+// The LLM.int8() forward from quantized rows. cols/count (on the device) name
+// the outlier columns, or are undefined when there are none.
 at::Tensor mixed_forward(const at::Tensor& A2, const at::Tensor& CA2, const at::Tensor& SCA, const at::Tensor& CB,
                          const at::Tensor& SCB, const at::Tensor& cols, const at::Tensor& count,
                          const std::optional<at::Tensor>& bias) {
   const int64_t M = CA2.size(0), K = CA2.size(1), N = CB.size(0);
   const auto CBc = CB.contiguous();
-  auto acc = at::empty({M, N}, A2.options().dtype(at::kInt));
-  int8_gemm_into(CA2, CBc, acc.data_ptr<int32_t>());
-  const auto scb = SCB.contiguous();
-  if (!cols.defined()) return dequantize_product(acc, SCA.contiguous(), scb, bias_fp32(bias), nullptr, A2.scalar_type());
+  const auto sca = SCA.contiguous(), scb = SCB.contiguous();
+  if (!cols.defined()) return scaled_product(CA2, sca, CBc, scb, bias_fp32(bias), nullptr, A2.scalar_type());
   // Scratch of a fixed size (the outlier count stays on the device): M x 64 and 64 x N floats.
   auto sub_a = at::empty({M, kOutlierCapacity}, A2.options().dtype(at::kFloat));
   auto sub_w = at::empty({kOutlierCapacity, N}, A2.options().dtype(at::kFloat));
@@ -109,7 +126,7 @@ at::Tensor mixed_forward(const at::Tensor& A2, const at::Tensor& CA2, const at::
                          count.const_data_ptr<int32_t>(), CBc.const_data_ptr<int8_t>(), K,
                          sub_a.data_ptr<float>(), sub_w.data_ptr<float>()};
   C10_CUDA_CHECK(launch_gather_outlier_columns(term, M, N, scb.const_data_ptr<float>(), stream()));
-  return dequantize_product(acc, SCA.contiguous(), scb, bias_fp32(bias), &term, A2.scalar_type());
+  return scaled_product(CA2, sca, CBc, scb, bias_fp32(bias), &term, A2.scalar_type());
 }
 
 std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>> int8_vectorwise_quant_cuda(const at::Tensor& A,
@@ -172,10 +189,8 @@ at::Tensor int8_scaled_mm_cuda(const at::Tensor& A, const at::Tensor& B, const a
   op_checks::scaled_mm(A, B, row_stats, col_stats, bias);
   const auto out_dtype = op_checks::output_dtype("int8_scaled_mm", dtype, at::kHalf);
   const c10::cuda::CUDAGuard guard(A.device());
-  const auto A2 = as_rows(A);
-  auto acc = at::empty({A2.size(0), B.size(0)}, A.options().dtype(at::kInt));
-  int8_gemm_into(A2, B.contiguous(), acc.data_ptr<int32_t>());
-  return dequantize_product(acc, row_stats.contiguous(), col_stats.contiguous(), bias_fp32(bias), nullptr, out_dtype)
+  return scaled_product(as_rows(A), row_stats.contiguous(), B.contiguous(), col_stats.contiguous(), bias_fp32(bias),
+                        nullptr, out_dtype)
       .view(output_shape(A, B.size(0)));
 }
 

@@ -68,4 +68,14 @@ cudaError_t launch_dequantize_product(const int32_t* acc, int64_t M, int64_t N, 
                                       const float* bias, const OutlierTerm* outliers, FloatKind out_kind, void* out,
                                       cudaStream_t stream);
 
+// Whether launch_int8_gemv takes M rows (decode sizes: 1 to 8).
+bool gemv_applies(int64_t M);
+
+// The decode-size product with its epilogue fused: out[m, n] as in
+// launch_dequantize_product, with acc = q[m, :] . cb[n, :] computed exactly in
+// registers (no int32 buffer). q: [M, K] int8 codes; outliers gathered first.
+cudaError_t launch_int8_gemv(const int8_t* q, const float* row, int64_t M, const int8_t* cb, const float* col,
+                             const float* bias, int64_t N, int64_t K, const OutlierTerm* outliers,
+                             FloatKind out_kind, void* out, cudaStream_t stream);
+
 }  // namespace llmint8::cuda
