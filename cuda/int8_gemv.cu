@@ -25,21 +25,14 @@ template <typename TIn, typename TOut>
 void launch_any_rows(int64_t M, const int8_t* q, const float* row, const int8_t* cb, const float* col,
                      const float* bias, int64_t N, int64_t K, const OutlierArgs<TIn>& o, TOut* out,
                      cudaStream_t stream) {
-  switch (M) {
-    case 1: return launch_rows<1>(q, row, cb, col, bias, N, K, o, out, stream);
-    case 2: return launch_rows<2>(q, row, cb, col, bias, N, K, o, out, stream);
-    case 3: return launch_rows<3>(q, row, cb, col, bias, N, K, o, out, stream);
-    case 4: return launch_rows<4>(q, row, cb, col, bias, N, K, o, out, stream);
-    case 5: return launch_rows<5>(q, row, cb, col, bias, N, K, o, out, stream);
-    case 6: return launch_rows<6>(q, row, cb, col, bias, N, K, o, out, stream);
-    case 7: return launch_rows<7>(q, row, cb, col, bias, N, K, o, out, stream);
-    default: return launch_rows<8>(q, row, cb, col, bias, N, K, o, out, stream);
-  }
+  if (M == 1) return launch_rows<1>(q, row, cb, col, bias, N, K, o, out, stream);
+  return launch_rows<2>(q, row, cb, col, bias, N, K, o, out, stream);
 }
 
 }  // namespace
 
 bool gemv_applies(int64_t M) { return M >= 1 && M <= kGemvMaxRows; }
+static_assert(kGemvMaxRows == 2, "launch_any_rows instantiates 1 and 2 rows");
 
 cudaError_t launch_int8_gemv(const int8_t* q, const float* row, int64_t M, const int8_t* cb, const float* col,
                              const float* bias, int64_t N, int64_t K, const OutlierTerm* outliers,

@@ -68,7 +68,7 @@ cudaError_t launch_dequantize_product(const int32_t* acc, int64_t M, int64_t N, 
                                       const float* bias, const OutlierTerm* outliers, FloatKind out_kind, void* out,
                                       cudaStream_t stream);
 
-// Whether launch_int8_gemv takes M rows (decode sizes: 1 to 8).
+// Whether launch_int8_gemv takes M rows (decode sizes: 1 and 2).
 bool gemv_applies(int64_t M);
 
 // The decode-size product with its epilogue fused: out[m, n] as in

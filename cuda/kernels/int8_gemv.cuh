@@ -8,7 +8,9 @@
 
 namespace llmint8::cuda {
 
-constexpr int kGemvMaxRows = 8;
+// Measured on an H200 (benchmarks/RESULTS.md): the fused GEMV beats cuBLASLt plus
+// the epilogue at 1 and 2 rows; from 4 rows on, its activation reloads cost more.
+constexpr int kGemvMaxRows = 2;
 constexpr int kGemvWarps = 8;  // weight rows per block
 
 template <int ROWS, bool VECTOR, typename TIn, typename TOut>

@@ -11,8 +11,8 @@ from conftest import assert_matches_reference
 ops = torch.ops.llmint8
 
 # (M, K, N) over the awkward sizes 1, 7, 17, 1025, 5137.
-# (4, 4096, 36) takes the 16-byte path of the CUDA decode kernel, (64, 4096, 36) cuBLASLt.
-MKN = [(1, 1, 1), (7, 17, 1025), (1025, 7, 17), (17, 5137, 1025), (1, 1025, 5137), (1025, 1025, 7), (4, 4096, 36),
+# (2, 4096, 36) takes the 16-byte path of the CUDA decode kernel, (64, 4096, 36) cuBLASLt.
+MKN = [(1, 1, 1), (7, 17, 1025), (1025, 7, 17), (17, 5137, 1025), (1, 1025, 5137), (1025, 1025, 7), (2, 4096, 36),
        (64, 4096, 36)]
 
 
