@@ -1,6 +1,7 @@
 """The package itself: native library loaded, build info, CMake prefix, every op registered."""
 
 import os
+import shutil
 
 import torch
 
@@ -36,3 +37,10 @@ def test_every_op_is_registered_with_cpu_and_meta_kernels():
         has_fake = torch._library.simple_registry.singleton.find(op.name()).fake_impl.kernel is not None
         assert has_meta or has_fake, name
     assert torch._C._dispatch_has_kernel_for_dispatch_key("llmint8::int8_linear", "Autograd")
+
+
+def test_cuda_backend_compiled_wherever_the_toolkit_is():
+    """CI has nvcc but no GPU: the CUDA sources must still have been compiled in."""
+    if shutil.which("nvcc") or os.path.exists("/usr/local/cuda/bin/nvcc"):
+        assert llmint8.build_info()["cuda"]
+        assert torch._C._dispatch_has_kernel_for_dispatch_key("llmint8::int8_linear", "CUDA")
