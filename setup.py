@@ -64,7 +64,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     package_dir={"": "python"},
-    packages=["llmint8"],
+    packages=["llmint8", "llmint8.nn"],
     ext_modules=[CMakeExtension("llmint8._C")],
     cmdclass={"build_ext": CMakeBuild},
     install_requires=["torch==2.11.0"],

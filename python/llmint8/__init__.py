@@ -18,7 +18,10 @@ except ImportError as error:  # fail loudly: every op depends on the native libr
     ) from error
 
 from . import _fake  # noqa: E402,F401  (fake kernels of the data-dependent ops)
-from . import functional, reference  # noqa: E402,F401
+from . import functional, nn, reference  # noqa: E402,F401
+from .config import Int8Config  # noqa: E402
+from .replace import replace_linear_with_8bit  # noqa: E402
+from .state import MatmulLtState  # noqa: E402
 
 __version__ = _C.__version__
 
@@ -31,4 +34,14 @@ def build_info() -> dict:
     return _C.build_info()
 
 
-__all__ = ["build_info", "cmake_prefix_path", "functional", "reference", "__version__"]
+__all__ = [
+    "Int8Config",
+    "MatmulLtState",
+    "build_info",
+    "cmake_prefix_path",
+    "functional",
+    "nn",
+    "reference",
+    "replace_linear_with_8bit",
+    "__version__",
+]

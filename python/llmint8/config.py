@@ -1,0 +1,40 @@
+"""8-bit loading configuration: the 8-bit fields of transformers' BitsAndBytesConfig."""
+
+from dataclasses import asdict, dataclass, field
+from typing import List, Optional
+
+#: Modules kept in floating point whatever the configuration says: the output head.
+DEFAULT_SKIP_MODULES = ("lm_head",)
+
+
+@dataclass
+class Int8Config:
+    """How to load a model in 8 bits (names and defaults as BitsAndBytesConfig's 8-bit fields).
+
+    load_in_8bit: swap Linear layers for Linear8bitLt.
+    llm_int8_threshold: outlier threshold of LLM.int8() (6.0; 0 disables the float path).
+    llm_int8_skip_modules: module names kept in floating point, in addition to lm_head.
+    llm_int8_has_fp16_weight: keep a trainable float master weight (training mode).
+    llm_int8_enable_fp32_cpu_offload: allow modules placed on the CPU to stay in fp32.
+    """
+
+    load_in_8bit: bool = True
+    llm_int8_threshold: float = 6.0
+    llm_int8_skip_modules: Optional[List[str]] = None
+    llm_int8_has_fp16_weight: bool = False
+    llm_int8_enable_fp32_cpu_offload: bool = False
+    quant_method: str = field(default="llmint8", init=False)
+
+    def __post_init__(self):
+        if not (self.llm_int8_threshold >= 0.0):
+            raise ValueError(f"Int8Config: llm_int8_threshold must be >= 0, got {self.llm_int8_threshold}")
+        if self.llm_int8_skip_modules is not None and isinstance(self.llm_int8_skip_modules, str):
+            raise TypeError("Int8Config: llm_int8_skip_modules must be a list of module names, got a string")
+
+    @property
+    def skip_modules(self) -> List[str]:
+        """lm_head plus the configured skip list."""
+        return list(dict.fromkeys([*DEFAULT_SKIP_MODULES, *(self.llm_int8_skip_modules or [])]))
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,260 @@
+"""Int8Params and Linear8bitLt (drop-in for bitsandbytes.nn), and the outlier pooler."""
+
+import copy
+from typing import Dict, Optional, Set
+
+import torch
+
+from ..state import MatmulLtState
+
+# weight_format values bitsandbytes wrote: only "row" (0) is what the codes here mean.
+WEIGHT_FORMATS = {0: "row", 1: "col32", 2: "col_turing", 3: "col_ampere"}
+
+
+def quantize_weight(weight: torch.Tensor, device=None):
+    """(CB int8, SCB fp32) of a float weight [out, in], on `device` (default: where it is)."""
+    w = weight.detach().to(device=device if device is not None else weight.device, dtype=torch.float32)
+    if w.numel() and not torch.isfinite(w).all():
+        bad = (~torch.isfinite(w)).nonzero()[0].tolist()
+        raise ValueError(f"llmint8: cannot quantize a weight with non-finite values (first at {bad})")
+    CB, SCB, _ = torch.ops.llmint8.int8_vectorwise_quant(w, 0.0)
+    return CB, SCB
+
+
+class Int8Params(torch.nn.Parameter):
+    """A weight that quantizes itself to int8 (CB) with row scales (SCB) when moved to a device.
+
+    The move (`.to(device)`, `.cuda()`, `.cpu()`, also CPU to CPU) quantizes float data once;
+    int8 data is never quantized again, and CB and SCB follow it through moves, copy,
+    deepcopy and pickle. With has_fp16_weights=True the data stays float (training mode).
+    """
+
+    def __new__(cls, data=None, requires_grad=True, has_fp16_weights=False, CB=None, SCB=None):
+        if data is None:
+            data = torch.empty(0)
+        obj = torch.Tensor._make_subclass(cls, data, requires_grad)
+        obj.has_fp16_weights = has_fp16_weights
+        obj.CB = CB
+        obj.SCB = SCB
+        return obj
+
+    # Module._apply (behind module.to/cuda/half) keeps the old Parameter object and
+    # assigns the moved tensor to its .data: carry CB and SCB across that assignment.
+    @property
+    def data(self):
+        return torch._C.TensorBase.data.__get__(self)
+
+    @data.setter
+    def data(self, value):
+        torch._C.TensorBase.data.__set__(self, value)
+        if isinstance(value, Int8Params):
+            self.has_fp16_weights, self.CB, self.SCB = value.has_fp16_weights, value.CB, value.SCB
+
+    @property
+    def is_quantized(self) -> bool:
+        return self.dtype == torch.int8
+
+    def to(self, *args, **kwargs):
+        device, dtype, non_blocking, _ = torch._C._nn._parse_to(*args, **kwargs)
+        if self.is_quantized:  # int8 codes never change dtype; SCB moves with them
+            data = torch.Tensor.to(self.detach(), device=device, non_blocking=non_blocking).detach()
+            scb = self.SCB.to(device=device, non_blocking=non_blocking) if self.SCB is not None else None
+            return Int8Params(data, False, False, CB=data, SCB=scb)
+        if not self.has_fp16_weights and device is not None and device.type != "meta":
+            CB, SCB = quantize_weight(self, device)
+            return Int8Params(CB, False, False, CB=CB, SCB=SCB)
+        moved = torch.Tensor.to(self.detach(), device=device, dtype=dtype, non_blocking=non_blocking).detach()
+        return Int8Params(moved, self.requires_grad, self.has_fp16_weights)
+
+    def cuda(self, device=None, non_blocking=False):
+        return self.to(device=torch.device("cuda") if device is None else torch.device("cuda", device)
+                       if isinstance(device, int) else device, non_blocking=non_blocking)
+
+    def cpu(self):
+        return self.to(device="cpu")
+
+    def __deepcopy__(self, memo):
+        if id(self) in memo:
+            return memo[id(self)]
+        data = self.detach().clone(memory_format=torch.preserve_format)
+        scb = copy.deepcopy(self.SCB, memo)
+        result = Int8Params(data, self.requires_grad, self.has_fp16_weights,
+                            CB=data if self.CB is not None else None, SCB=scb)
+        memo[id(self)] = result
+        return result
+
+    def __reduce_ex__(self, protocol):
+        return (_rebuild_int8_params,
+                (self.detach(), self.requires_grad, self.has_fp16_weights, self.CB is not None, self.SCB))
+
+    def __repr__(self):
+        kind = "int8 codes" if self.is_quantized else ("float, trainable" if self.has_fp16_weights else "float")
+        return f"Int8Params({kind}, shape={tuple(self.shape)}, device={self.device})"
+
+
+def _rebuild_int8_params(data, requires_grad, has_fp16_weights, has_cb, SCB):
+    return Int8Params(data, requires_grad, has_fp16_weights, CB=data if has_cb else None, SCB=SCB)
+
+
+class OutlierPooler:
+    """Outlier columns seen so far, per hidden size (the seed's GlobalOutlierPooler).
+
+    Layers whose state.use_pool is on treat every pooled column of their input
+    size as an outlier, as well as the ones their own input shows.
+    """
+
+    _columns: Dict[int, Set[int]] = {}
+
+    @classmethod
+    def add(cls, hidden_size: int, columns: torch.Tensor) -> None:
+        cls._columns.setdefault(hidden_size, set()).update(columns.tolist())
+
+    @classmethod
+    def get(cls, hidden_size: int) -> torch.Tensor:
+        return torch.tensor(sorted(cls._columns.get(hidden_size, ())), dtype=torch.int64)
+
+    @classmethod
+    def reset(cls) -> None:
+        cls._columns.clear()
+
+
+class Linear8bitLt(torch.nn.Linear):
+    """Linear layer with LLM.int8() weights: bitsandbytes.nn.Linear8bitLt's signature and defaults.
+
+    The weight is an Int8Params: quantized to int8 (weight) with one fp32 scale per
+    output row (weight.SCB) when the module is moved to a device, or at the first
+    forward. threshold > 0 computes the outlier input columns in floating point.
+    has_fp16_weights=True keeps a trainable float weight, re-quantized when it changes.
+    """
+
+    def __init__(self, input_features: int, output_features: int, bias: bool = True,
+                 has_fp16_weights: bool = True, threshold: float = 0.0, index=None, device=None):
+        if threshold < 0:
+            raise ValueError(f"Linear8bitLt: threshold must be >= 0, got {threshold}")
+        super().__init__(input_features, output_features, bias, device=device)
+        self.state = MatmulLtState(threshold=threshold, has_fp16_weights=has_fp16_weights)
+        self.index = index
+        self.weight = Int8Params(self.weight.data, requires_grad=has_fp16_weights, has_fp16_weights=has_fp16_weights)
+        self._quantized_from = None  # (version, data_ptr, device) of the float weight behind state.CB
+
+    @classmethod
+    def from_linear(cls, linear: torch.nn.Linear, threshold: float = 0.0, has_fp16_weights: bool = False):
+        """A Linear8bitLt holding linear's weight and bias (not yet quantized; works on meta too)."""
+        layer = cls(linear.in_features, linear.out_features, linear.bias is not None,
+                    has_fp16_weights=has_fp16_weights, threshold=threshold, device="meta")
+        layer.weight = Int8Params(linear.weight.data, requires_grad=has_fp16_weights,
+                                  has_fp16_weights=has_fp16_weights)
+        if linear.bias is not None:
+            layer.bias = torch.nn.Parameter(linear.bias.data, requires_grad=linear.bias.requires_grad)
+        return layer
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
+                f"threshold={self.state.threshold}, has_fp16_weights={self.state.has_fp16_weights}, "
+                f"quantized={self.weight.dtype == torch.int8}")
+
+    def _int8_weight(self):
+        """(CB, SCB) for the forward; quantizes a float weight that was never moved."""
+        w = self.weight
+        if self.state.has_fp16_weights:
+            key = (w._version, w.data_ptr(), w.device)
+            if self.state.CB is None or self._quantized_from != key:
+                self.state.CB, self.state.SCB = quantize_weight(w)
+                self._quantized_from = key
+        else:
+            if not w.is_quantized:
+                self.weight = w.to(w.device)
+            self.state.CB, self.state.SCB = self.weight.CB, self.weight.SCB
+        return self.state.CB, self.state.SCB
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"Linear8bitLt: input has {x.shape[-1]} features in its last dimension, "
+                             f"expected in_features = {self.in_features}")
+        CB, SCB = self._int8_weight()
+        master = self.weight if self.state.has_fp16_weights and self.weight.requires_grad else None
+        threshold = self.state.threshold
+        if self.state.use_pool and threshold > 0:
+            return self._forward_pooled(x, CB, SCB)
+        return torch.ops.llmint8.int8_linear(x, CB, SCB, self.bias, threshold, master)
+
+    def _forward_pooled(self, x, CB, SCB):
+        # Pooled columns are made outliers by marking them inf in a copy used only for
+        # detection; the float path then reads the true values. Synchronizes (opt-in).
+        K = x.shape[-1]
+        pooled = OutlierPooler.get(K).to(x.device)
+        probe = x.detach().clone()
+        probe[..., pooled] = float("inf")
+        CA, SCA, cols = torch.ops.llmint8.int8_vectorwise_quant(probe, self.state.threshold)
+        OutlierPooler.add(K, cols)
+        self.state.idx = cols
+        out, _ = torch.ops.llmint8.int8_mixed_scaled_mm(x, CA, CB, SCA, SCB, cols, self.bias)
+        return out
+
+    # --- checkpoints: bitsandbytes' layout (weight int8, SCB fp32, weight_format uint8 0, bias)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.weight.is_quantized:
+            scb = self.weight.SCB
+            destination[prefix + "SCB"] = scb if keep_vars else scb.detach()
+            destination[prefix + "weight_format"] = torch.tensor(0, dtype=torch.uint8)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        weight_key, scb_key, format_key = prefix + "weight", prefix + "SCB", prefix + "weight_format"
+        fmt = state_dict.pop(format_key, None)
+        scb = state_dict.pop(scb_key, None)
+        weight = state_dict.get(weight_key)
+        try:
+            new_weight = self._weight_from_checkpoint(weight, scb, fmt, weight_key, scb_key, format_key)
+        except (ValueError, TypeError) as error:
+            error_msgs.append(str(error))
+            state_dict.pop(weight_key, None)  # leave this module unchanged
+            state_dict.pop(prefix + "bias", None)
+            return
+        if new_weight is not None:
+            state_dict.pop(weight_key)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+        if new_weight is not None:
+            if weight_key in missing_keys:
+                missing_keys.remove(weight_key)
+            self.weight = new_weight
+        elif not isinstance(self.weight, Int8Params):  # load_state_dict(assign=True) put in a plain Parameter
+            has_fp16 = self.state.has_fp16_weights
+            self.weight = Int8Params(self.weight.data, requires_grad=has_fp16, has_fp16_weights=has_fp16)
+        self._quantized_from = None
+
+    def _weight_from_checkpoint(self, weight, scb, fmt, weight_key, scb_key, format_key) -> Optional[Int8Params]:
+        """Validates a checkpoint's weight entries; returns the Int8Params to install, or None to let
+        torch copy a float weight as usual. Raises without touching the module."""
+        if fmt is not None and int(fmt) != 0:
+            name = WEIGHT_FORMATS.get(int(fmt), "unknown")
+            raise ValueError(f"{format_key}: weight_format {int(fmt)} ({name}) is a legacy tiled layout; "
+                             f"only 0 (row) is supported: re-save the checkpoint with bitsandbytes >= 0.45")
+        if weight is None:
+            if scb is not None:
+                raise ValueError(f"{scb_key} given without {weight_key}")
+            return None
+        expected = (self.out_features, self.in_features)
+        if tuple(weight.shape) != expected:
+            raise ValueError(f"{weight_key}: expected shape {list(expected)}, got {list(weight.shape)}")
+        device = self.weight.device if self.weight.device.type != "meta" else weight.device
+        if weight.dtype == torch.int8:
+            if scb is None:
+                raise ValueError(f"{scb_key}: missing; an int8 {weight_key} needs its fp32 row scales")
+            if tuple(scb.shape) != (self.out_features,):
+                raise ValueError(f"{scb_key}: expected shape [{self.out_features}], got {list(scb.shape)}")
+            if not scb.is_floating_point():
+                raise TypeError(f"{scb_key}: expected a float tensor, got {scb.dtype}")
+            CB = weight.detach().to(device)
+            return Int8Params(CB, False, False, CB=CB, SCB=scb.detach().to(device=device, dtype=torch.float32))
+        if not weight.is_floating_point():
+            raise TypeError(f"{weight_key}: expected int8 codes or a float weight, got {weight.dtype}")
+        if scb is not None:
+            raise ValueError(f"{scb_key} given with a float {weight_key}")
+        if self.weight.is_quantized:  # a quantized module takes a float checkpoint by quantizing it
+            CB, SCB = quantize_weight(weight, device)
+            return Int8Params(CB, False, False, CB=CB, SCB=SCB)
+        return None
