@@ -14,5 +14,6 @@ echo "== Catch2 suite"
 ctest --test-dir build --output-on-failure
 
 echo "== pytest suite"
+export LLMINT8_REQUIRE_CPP_TOOL=1  # the cross-language checkpoint tests must run here
 cd tests/python  # import the installed package, not the source folder
 python3 -m pytest -q -p no:cacheprovider .

@@ -2,4 +2,7 @@
 #pragma once
 
 #include <llmint8/build_info.h>
+#include <llmint8/checkpoint.h>
+#include <llmint8/config.h>
+#include <llmint8/linear8bitlt.h>
 #include <llmint8/ops.h>

@@ -124,7 +124,7 @@ class Linear8bitLt(torch.nn.Linear):
     The weight is an Int8Params: quantized to int8 (weight) with one fp32 scale per
     output row (weight.SCB) when the module is moved to a device, or at the first
     forward. threshold > 0 computes the outlier input columns in floating point.
-    has_fp16_weights=True keeps a trainable float weight, re-quantized when it changes.
+    has_fp16_weights=True keeps a trainable float weight, quantized afresh at each forward.
     """
 
     def __init__(self, input_features: int, output_features: int, bias: bool = True,
@@ -135,7 +135,6 @@ class Linear8bitLt(torch.nn.Linear):
         self.state = MatmulLtState(threshold=threshold, has_fp16_weights=has_fp16_weights)
         self.index = index
         self.weight = Int8Params(self.weight.data, requires_grad=has_fp16_weights, has_fp16_weights=has_fp16_weights)
-        self._quantized_from = None  # (version, data_ptr, device) of the float weight behind state.CB
 
     @classmethod
     def from_linear(cls, linear: torch.nn.Linear, threshold: float = 0.0, has_fp16_weights: bool = False):
@@ -157,10 +156,9 @@ class Linear8bitLt(torch.nn.Linear):
         """(CB, SCB) for the forward; quantizes a float weight that was never moved."""
         w = self.weight
         if self.state.has_fp16_weights:
-            key = (w._version, w.data_ptr(), w.device)
-            if self.state.CB is None or self._quantized_from != key:
-                self.state.CB, self.state.SCB = quantize_weight(w)
-                self._quantized_from = key
+            # Every forward, as bitsandbytes does: optimizers may update the weight through
+            # .data, which no version counter sees.
+            self.state.CB, self.state.SCB = quantize_weight(w)
         else:
             if not w.is_quantized:
                 self.weight = w.to(w.device)
@@ -224,7 +222,6 @@ class Linear8bitLt(torch.nn.Linear):
         elif not isinstance(self.weight, Int8Params):  # load_state_dict(assign=True) put in a plain Parameter
             has_fp16 = self.state.has_fp16_weights
             self.weight = Int8Params(self.weight.data, requires_grad=has_fp16, has_fp16_weights=has_fp16)
-        self._quantized_from = None
 
     def _weight_from_checkpoint(self, weight, scb, fmt, weight_key, scb_key, format_key) -> Optional[Int8Params]:
         """Validates a checkpoint's weight entries; returns the Int8Params to install, or None to let
