@@ -3,7 +3,8 @@
 # nothing is installed), run the Catch2 and pytest suites on CUDA,
 # compute-sanitizer (memcheck, racecheck) over the Catch2 suite, the benchmark,
 # and print a short summary. Logs go to $OUT (or ./gpu-out) when set.
-#   bash tests/run_gpu.sh [--quick-bench|--no-bench]
+#   bash tests/fetch_gpu_deps.sh                     (here, once: packages the GPU machine lacks)
+#   bash tests/run_gpu.sh [--quick-bench|--no-bench]  (there, through the device tool, carrying .debs)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
@@ -23,11 +24,17 @@ step() {  # step NAME COMMAND...: runs it, logs to $out/NAME.log, records pass/f
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+# Debian's nlohmann-json (header-only) comes as a .deb in .debs/ (tests/fetch_gpu_deps.sh, run
+# beforehand where there is a network): unpack it where CMake looks.
+if [ ! -f /usr/include/nlohmann/json.hpp ] && ls .debs/nlohmann-json3-dev_*.deb > /dev/null 2>&1; then
+  mkdir -p /tmp/llmint8-debs && dpkg -x .debs/nlohmann-json3-dev_*.deb /tmp/llmint8-debs
+  export LLMINT8_CMAKE_ARGS="${LLMINT8_CMAKE_ARGS:-} -DCMAKE_PREFIX_PATH=/tmp/llmint8-debs/usr"
+fi
 export LLMINT8_BUILD_DIR=build-gpu CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" LLMINT8_BUILD_TESTS=1
 step build python3 -m pip install --no-build-isolation --no-deps -v .
 if [ "${status[build]}" = pass ]; then
   step catch2 ctest --test-dir build-gpu --output-on-failure
-  step pytest bash -c "cd tests/python && python3 -m pytest -q -p no:cacheprovider ."
+  step pytest bash -c "cd tests/python && LLMINT8_REQUIRE_CPP_TOOL=1 python3 -m pytest -q -p no:cacheprovider ."
   step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests
   step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests
   if [ "${bench_args[0]:-}" != none ]; then

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Run here (not on the GPU machine, which has no network): downloads the Debian
+# packages the build needs that the GPU machine lacks into .debs/ (git-ignored),
+# which the device call carries and tests/run_gpu.sh unpacks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .debs
+cd .debs
+apt-get download nlohmann-json3-dev
