@@ -14,7 +14,8 @@ from llmint8.nn import Linear8bitLt
 from conftest import make_activations
 
 ROOT = Path(__file__).resolve().parents[2]
-TOOL = Path(os.environ.get("LLMINT8_BUILD_DIR", ROOT / "build")) / "tests" / "cpp" / "llmint8_checkpoint_tool"
+BUILD = Path(os.environ.get("LLMINT8_BUILD_DIR", "build"))  # relative to the repository, as setup.py reads it
+TOOL = (BUILD if BUILD.is_absolute() else ROOT / BUILD) / "tests" / "cpp" / "llmint8_checkpoint_tool"
 
 if not TOOL.exists():
     if os.environ.get("LLMINT8_REQUIRE_CPP_TOOL") == "1":
