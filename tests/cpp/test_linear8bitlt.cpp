@@ -278,3 +278,38 @@ TEST_CASE("a quantized model weighs about half of its fp16 self", "[module]") {
   CHECK(ratio > 0.45);
   CHECK(ratio < 0.65);
 }
+
+TEST_CASE("a layer quantized at its first forward moves on with its codes", "[module]") {
+  for (const auto& device : llmint8::testing::devices()) {
+    auto layer = frozen_layer(32, 16, 6.0, 11);
+    const auto x = activations(4, 32, torch::kFloat, {2});
+    const auto on_cpu = layer->forward(x);
+    const auto codes = layer->weight.clone();
+    layer->to(device);
+    REQUIRE(torch::equal(layer->weight.cpu(), codes));
+    REQUIRE(layer->SCB.device() == layer->weight.device());
+    REQUIRE(matches_reference(layer->forward(x.to(device)).cpu(), on_cpu.to(torch::kDouble)));
+  }
+}
+
+TEST_CASE("outlier pooling carries columns across layers of one input size", "[module]") {
+  auto first = frozen_layer(64, 16, 6.0, 1), second = frozen_layer(64, 16, 6.0, 2);
+  first->state.use_pool = second->state.use_pool = true;
+  first->forward(activations(4, 64, torch::kFloat, {9}));
+  const auto x = activations(4, 64, torch::kFloat, {33}, 5);
+  const auto y = second->forward(x);
+  REQUIRE(second->state.idx.sizes() == std::vector<int64_t>{2});
+  REQUIRE(second->state.idx[0].item<int64_t>() == 9);
+  REQUIRE(second->state.idx[1].item<int64_t>() == 33);
+  // The reference: column 9 forced into the floating-point path along with column 33.
+  auto probe = x.clone();
+  probe.select(1, 9).fill_(std::numeric_limits<float>::infinity());
+  const auto q = llmint8::testing::quantize_rows(probe, 6.0);
+  auto expected = q.codes.to(torch::kDouble).mm(second->weight.to(torch::kDouble).t()) *
+                  q.stats.to(torch::kDouble).unsqueeze(1) * second->SCB.to(torch::kDouble).unsqueeze(0) / (127.0 * 127.0);
+  const auto cols = torch::tensor({9, 33}, torch::kLong);
+  expected += x.to(torch::kDouble).index_select(1, cols).mm(
+      llmint8::testing::dequantize_weight(second->weight, second->SCB).index_select(1, cols).t());
+  expected += second->bias.to(torch::kDouble);
+  REQUIRE(matches_reference(y, expected));
+}
