@@ -68,5 +68,6 @@ setup(
     ext_modules=[CMakeExtension("llmint8._C")],
     cmdclass={"build_ext": CMakeBuild},
     install_requires=["torch==2.11.0"],
+    entry_points={"console_scripts": ["llmint8-generate=llmint8._cli:generate_main"]},
     zip_safe=False,
 )

@@ -1,0 +1,38 @@
+// llama2.c checkpoints and tokenizer files (format: ../shared/models/README.md).
+#pragma once
+
+#include <llmint8/llama.h>
+
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace llmint8::models {
+
+// Loads a llama2.c "version 0" checkpoint (memory-mapped) into a float32 CPU
+// model. Every header field and the file size are checked first; q/k weights are
+// permuted from llama2.c's interleaved rotary pairs to Hugging Face's halves.
+LlamaForCausalLM load_llama2c(const std::string& path);
+
+// A llama2.c tokenizer: byte-level pieces merged greedily by score.
+class Llama2cTokenizer {
+ public:
+  static constexpr int64_t kBos = 1, kEos = 2;
+
+  // Reads every entry of the file; errors name the path and the byte offset.
+  static Llama2cTokenizer load(const std::string& path);
+
+  int64_t vocab_size() const { return static_cast<int64_t>(pieces_.size()); }
+  std::vector<int64_t> encode(const std::string& text, bool bos = true, bool eos = false) const;
+  // The text of `token` following `previous` (a leading space after BOS is dropped;
+  // <0xNN> pieces are raw bytes).
+  std::string decode(int64_t previous, int64_t token) const;
+  std::string decode(const std::vector<int64_t>& tokens, int64_t previous = kBos) const;
+
+ private:
+  std::vector<std::string> pieces_;
+  std::vector<float> scores_;
+  std::unordered_map<std::string, int64_t> ids_;
+};
+
+}  // namespace llmint8::models

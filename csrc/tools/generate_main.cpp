@@ -1,0 +1,257 @@
+// llmint8-generate: load a Llama checkpoint, swap its Linear layers for
+// Linear8bitLt, tokenize the prompt and generate, with llama2.c/llama.cpp-style flags.
+#include <llmint8/generate.h>
+#include <llmint8/llama2c.h>
+#include <llmint8/llmint8.h>
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+#ifdef LLMINT8_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+#include <string>
+
+namespace {
+
+const char* kUsage = R"(usage: llmint8-generate -m MODEL.bin [options]
+  -m, --model PATH        llama2.c checkpoint (.bin)
+  -z, --tokenizer PATH    llama2.c tokenizer (tok512.bin, ...); without it the prompt must be --tokens
+  -p, --prompt TEXT       prompt (default: empty, i.e. BOS only)
+      --tokens IDS        prompt as comma-separated token ids instead of text
+  -n, --steps N           tokens to generate (default 256, cut to the context length)
+  -t, --temperature T     0 = greedy (default 1.0)
+      --top-p P           nucleus sampling mass (default 0.9)
+  -s, --seed N            sampling seed (default 0)
+      --device DEV        cpu, cuda, cuda:N (default cpu)
+      --dtype D           fp32, fp16, bf16 activations (default fp32)
+      --int8 / --no-int8  swap Linear layers for Linear8bitLt (default --int8)
+      --threshold T       LLM.int8() outlier threshold (default 6.0)
+      --skip A,B          module names kept in floating point (lm_head always is)
+      --json              print one JSON object instead of text and figures
+      --score             do not generate: print the log-likelihood of the prompt tokens
+      --logits-out PATH   with --score: also write the logits [tokens, vocab] to a .safetensors file
+  -h, --help              this text
+)";
+
+struct Args {
+  std::string model, tokenizer, prompt, tokens, device = "cpu", dtype = "fp32", skip, logits_out;
+  int64_t steps = 256;
+  double temperature = 1.0, top_p = 0.9, threshold = 6.0;
+  uint64_t seed = 0;
+  bool int8 = true, json = false, score = false;
+};
+
+[[noreturn]] void fail(const std::string& message) {
+  std::cerr << "llmint8-generate: " << message << "\n";
+  std::exit(2);
+}
+
+template <typename T>
+T number(const std::string& flag, const std::string& text) {
+  std::istringstream in(text);
+  T value{};
+  if (!(in >> value) || !in.eof()) fail("flag " + flag + " needs a number, got '" + text + "'");
+  return value;
+}
+
+Args parse(int argc, char** argv) {
+  Args a;
+  for (int i = 1; i < argc; ++i) {
+    const std::string f = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) fail("flag " + f + " needs a value");
+      return argv[++i];
+    };
+    if (f == "-h" || f == "--help") {
+      std::cout << kUsage;
+      std::exit(0);
+    } else if (f == "-m" || f == "--model") a.model = value();
+    else if (f == "-z" || f == "--tokenizer") a.tokenizer = value();
+    else if (f == "-p" || f == "--prompt") a.prompt = value();
+    else if (f == "--tokens") a.tokens = value();
+    else if (f == "-n" || f == "--steps") a.steps = number<int64_t>(f, value());
+    else if (f == "-t" || f == "--temperature") a.temperature = number<double>(f, value());
+    else if (f == "--top-p") a.top_p = number<double>(f, value());
+    else if (f == "-s" || f == "--seed") a.seed = number<uint64_t>(f, value());
+    else if (f == "--device") a.device = value();
+    else if (f == "--dtype") a.dtype = value();
+    else if (f == "--int8") a.int8 = true;
+    else if (f == "--no-int8") a.int8 = false;
+    else if (f == "--threshold") a.threshold = number<double>(f, value());
+    else if (f == "--skip") a.skip = value();
+    else if (f == "--json") a.json = true;
+    else if (f == "--score") a.score = true;
+    else if (f == "--logits-out") a.logits_out = value();
+    else fail("unknown flag '" + f + "' (see --help)");
+  }
+  if (a.model.empty()) fail("no model: give -m MODEL.bin (see --help)");
+  if (a.steps < 0) fail("-n/--steps must be >= 0, got " + std::to_string(a.steps));
+  if (a.temperature < 0) fail("-t/--temperature must be >= 0");
+  if (a.top_p <= 0) fail("--top-p must be > 0");
+  if (a.threshold < 0) fail("--threshold must be >= 0, got " + std::to_string(a.threshold));
+  if (a.dtype != "fp32" && a.dtype != "fp16" && a.dtype != "bf16") fail("--dtype must be fp32, fp16 or bf16");
+  if (a.tokenizer.empty() && !a.prompt.empty()) fail("a text prompt needs -z/--tokenizer (or give --tokens)");
+  return a;
+}
+
+std::vector<std::string> split(const std::string& text) {
+  std::vector<std::string> parts;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    if (!item.empty()) parts.push_back(item);
+  }
+  return parts;
+}
+
+int64_t tensor_bytes(const torch::nn::Module& m) {
+  int64_t bytes = 0;
+  for (const auto& p : m.parameters()) bytes += p.numel() * p.element_size();
+  for (const auto& b : m.buffers()) bytes += b.numel() * b.element_size();
+  return bytes;
+}
+
+int64_t peak_memory_bytes(const torch::Device& device) {
+#ifdef LLMINT8_WITH_CUDA
+  if (device.is_cuda()) {
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    return stats.allocated_bytes[0].peak;  // aggregate over pools
+  }
+#endif
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // resident set peak (Linux: KiB)
+}
+
+double since(std::chrono::steady_clock::time_point t) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const Args args = parse(argc, argv);
+  try {
+    namespace m = llmint8::models;
+    const bool tty = isatty(STDERR_FILENO) && !args.json;
+    torch::Device device(args.device);
+    if (device.is_cuda() && !at::hasCUDA()) fail("--device " + args.device + ": no CUDA device here");
+    const auto dtype = args.dtype == "fp16" ? torch::kHalf : args.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
+
+    const auto t_load = std::chrono::steady_clock::now();
+    auto model = m::load_llama2c(args.model);
+    const int64_t bytes_before = tensor_bytes(*model);
+    std::optional<m::Llama2cTokenizer> tokenizer;
+    if (!args.tokenizer.empty()) {
+      tokenizer = m::Llama2cTokenizer::load(args.tokenizer);
+      if (tokenizer->vocab_size() != model->config.vocab_size) {
+        fail("tokenizer '" + args.tokenizer + "' has " + std::to_string(tokenizer->vocab_size()) +
+             " tokens, the model's vocabulary has " + std::to_string(model->config.vocab_size));
+      }
+    }
+    std::vector<std::string> replaced;
+    if (args.int8) {
+      llmint8::Int8Config cfg;
+      cfg.llm_int8_threshold = args.threshold;
+      cfg.llm_int8_skip_modules = split(args.skip);
+      replaced = llmint8::replace_linear(*model, cfg);
+      model->bind();
+      // Quantize layer by layer on the way to the device, with progress on a terminal.
+      const auto modules = model->named_modules();
+      for (size_t i = 0; i < replaced.size(); ++i) {
+        modules[replaced[i]]->to(device);
+        if (tty) std::cerr << "\rquantizing: " << std::to_string(i + 1) + "/" + std::to_string(replaced.size()) << std::flush;
+      }
+      if (tty) std::cerr << "\n";
+    }
+    model->to(device);
+    model->to(dtype);
+    const int64_t bytes_after = tensor_bytes(*model);
+    const double load_seconds = since(t_load);
+
+    std::vector<int64_t> prompt;
+    if (!args.tokens.empty()) {
+      for (const auto& id : split(args.tokens)) prompt.push_back(number<int64_t>("--tokens", id));
+      for (int64_t id : prompt) {
+        if (id < 0 || id >= model->config.vocab_size) fail("--tokens: id " + std::to_string(id) + " is outside the vocabulary");
+      }
+    } else {
+      prompt = tokenizer ? tokenizer->encode(args.prompt, /*bos=*/true) : std::vector<int64_t>{m::Llama2cTokenizer::kBos};
+    }
+    if (static_cast<int64_t>(prompt.size()) >= model->config.max_seq_len) {
+      fail("the prompt has " + std::to_string(prompt.size()) + " tokens, the model's context holds " +
+           std::to_string(model->config.max_seq_len));
+    }
+
+    nlohmann::json out;
+    out["prompt"] = args.prompt;
+    out["prompt_tokens"] = prompt;
+    out["int8"] = args.int8;
+    out["layers_quantized"] = replaced.size();
+    out["weight_bytes_before"] = bytes_before;
+    out["weight_bytes_after"] = bytes_after;
+    out["load_seconds"] = load_seconds;
+    if (args.score) {
+      const auto logits = m::score(*model, prompt);
+      const auto logp = at::log_softmax(logits.to(at::kDouble), -1);
+      double total = 0;
+      for (size_t i = 1; i < prompt.size(); ++i) total += logp[i - 1][prompt[i]].item<double>();
+      out["log_likelihood"] = total;
+      out["mean_nll"] = prompt.size() > 1 ? -total / static_cast<double>(prompt.size() - 1) : 0.0;
+      if (!args.logits_out.empty()) llmint8::save_safetensors(args.logits_out, {{"logits", logits}});
+      std::cout << (args.json ? out.dump() : "mean negative log-likelihood: " + std::to_string(out["mean_nll"].get<double>())) << "\n";
+      return 0;
+    }
+
+    m::SamplingOptions sampling{args.temperature, args.top_p, args.seed};
+    // llama2.c models end a text with BOS; Llama ones with EOS.
+    const std::vector<int64_t> stops{m::Llama2cTokenizer::kEos, m::Llama2cTokenizer::kBos};
+    int64_t previous = prompt.back();
+    if (!args.json && tokenizer) std::cout << args.prompt << std::flush;
+    const auto result = m::generate(*model, prompt, args.steps, sampling, stops, [&](int64_t token) {
+      if (!args.json && tokenizer && token != m::Llama2cTokenizer::kBos && token != m::Llama2cTokenizer::kEos) {
+        std::cout << tokenizer->decode(previous, token) << std::flush;
+      }
+      previous = token;
+    });
+    const int64_t n = static_cast<int64_t>(result.tokens.size());
+    out["generated_tokens"] = result.tokens;
+    std::vector<int64_t> visible;
+    for (int64_t t : result.tokens) {
+      if (t != m::Llama2cTokenizer::kBos && t != m::Llama2cTokenizer::kEos) visible.push_back(t);
+    }
+    out["text"] = tokenizer ? tokenizer->decode(visible, prompt.back()) : "";
+    out["stopped_at_eos"] = result.stopped;
+    out["time_to_first_token_s"] = result.prefill_seconds;
+    out["prompt_tokens_per_s"] = result.prefill_seconds > 0 ? static_cast<double>(prompt.size()) / result.prefill_seconds : 0.0;
+    out["decode_tokens_per_s"] = n > 1 && result.decode_seconds > 0 ? static_cast<double>(n - 1) / result.decode_seconds : 0.0;
+    out["peak_memory_bytes"] = peak_memory_bytes(device);
+    out["device"] = device.str();
+    out["dtype"] = args.dtype;
+    if (args.json) {
+      std::cout << out.dump() << "\n";
+    } else {
+      std::cout << "\n\nload " << out["load_seconds"].dump() << " s, layers quantized "
+                << std::to_string(replaced.size()) << ", weight bytes " << std::to_string(bytes_before) << " -> "
+                << std::to_string(bytes_after) << ", time to first token " << out["time_to_first_token_s"].dump()
+                << " s, prompt " << out["prompt_tokens_per_s"].dump() << " tok/s, decode "
+                << out["decode_tokens_per_s"].dump() << " tok/s, peak memory "
+                << std::to_string(out["peak_memory_bytes"].get<int64_t>()) << " bytes\n";
+    }
+    return 0;
+  } catch (const c10::Error& e) {
+    std::cerr << "llmint8-generate: " << e.what_without_backtrace() << "\n";
+  } catch (const std::exception& e) {
+    std::cerr << "llmint8-generate: " << e.what() << "\n";
+  }
+  return 1;
+}

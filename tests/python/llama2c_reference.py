@@ -1,0 +1,86 @@
+"""An independent float64 reference of a llama2.c checkpoint, in pure PyTorch.
+
+Written from ../shared/models/README.md and llama2.c's run.c semantics: interleaved
+rotary pairs (not Hugging Face's halves), full causal attention over the whole
+sequence (no KV cache). Used to check the C++ model's logits and greedy ids.
+"""
+
+import struct
+
+import numpy as np
+import torch
+
+
+class Llama2cReference:
+    def __init__(self, path: str):
+        raw = open(path, "rb").read()
+        dim, hidden, layers, heads, kv_heads, vocab, seq = struct.unpack("7i", raw[:28])
+        self.shared = vocab > 0
+        vocab = abs(vocab)
+        self.dim, self.hidden, self.layers, self.heads, self.kv_heads = dim, hidden, layers, heads, kv_heads
+        self.vocab, self.seq = vocab, seq
+        self.head = dim // heads
+        kv = kv_heads * self.head
+        data = torch.from_numpy(np.frombuffer(raw, dtype=np.float32, offset=28).copy()).double()
+        offset = 0
+
+        def take(*shape):
+            nonlocal offset
+            n = int(np.prod(shape))
+            t = data[offset:offset + n].reshape(shape)
+            offset += n
+            return t
+
+        self.emb = take(vocab, dim)
+        self.rms_att = take(layers, dim)
+        self.wq, self.wk, self.wv = take(layers, dim, dim), take(layers, kv, dim), take(layers, kv, dim)
+        self.wo = take(layers, dim, dim)
+        self.rms_ffn = take(layers, dim)
+        self.w1, self.w2, self.w3 = take(layers, hidden, dim), take(layers, dim, hidden), take(layers, hidden, dim)
+        self.rms_final = take(dim)
+        take(seq, self.head // 2)
+        take(seq, self.head // 2)
+        self.wcls = self.emb if self.shared else take(vocab, dim)
+
+    @staticmethod
+    def _rmsnorm(x, w):
+        return x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-5) * w
+
+    def _rope(self, x, positions):
+        # x [..., T, n, head]: rotate each (even, odd) pair by pos / 10000^(i / head)
+        i = torch.arange(0, self.head, 2, dtype=torch.float64)
+        angle = positions[:, None].double() / (10000.0 ** (i / self.head))  # [T, head/2]
+        cos, sin = torch.cos(angle)[:, None, :], torch.sin(angle)[:, None, :]
+        even, odd = x[..., 0::2], x[..., 1::2]
+        out = torch.empty_like(x)
+        out[..., 0::2] = even * cos - odd * sin
+        out[..., 1::2] = even * sin + odd * cos
+        return out
+
+    def logits(self, tokens) -> torch.Tensor:
+        """float64 logits [T, vocab] of a token sequence."""
+        T = len(tokens)
+        pos = torch.arange(T)
+        x = self.emb[torch.tensor(tokens)]
+        group = self.heads // self.kv_heads
+        mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
+        for l in range(self.layers):
+            h = self._rmsnorm(x, self.rms_att[l])
+            q = (h @ self.wq[l].T).view(T, self.heads, self.head)
+            k = (h @ self.wk[l].T).view(T, self.kv_heads, self.head)
+            v = (h @ self.wv[l].T).view(T, self.kv_heads, self.head)
+            q, k = self._rope(q, pos), self._rope(k, pos)
+            k = k.repeat_interleave(group, dim=1)
+            v = v.repeat_interleave(group, dim=1)
+            att = torch.einsum("thd,shd->hts", q, k) / self.head ** 0.5 + mask
+            out = torch.einsum("hts,shd->thd", att.softmax(-1), v).reshape(T, self.dim)
+            x = x + out @ self.wo[l].T
+            h = self._rmsnorm(x, self.rms_ffn[l])
+            x = x + (torch.nn.functional.silu(h @ self.w1[l].T) * (h @ self.w3[l].T)) @ self.w2[l].T
+        return self._rmsnorm(x, self.rms_final) @ self.wcls.T
+
+    def greedy(self, prompt, steps):
+        tokens = list(prompt)
+        for _ in range(steps):
+            tokens.append(int(self.logits(tokens)[-1].argmax()))
+        return tokens[len(prompt):]
