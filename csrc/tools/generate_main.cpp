@@ -9,6 +9,7 @@
 #include <torch/types.h>
 #ifdef LLMINT8_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #endif
 
 #include <sys/resource.h>
@@ -123,7 +124,9 @@ int64_t tensor_bytes(const torch::nn::Module& m) {
 int64_t peak_memory_bytes(const torch::Device& device) {
 #ifdef LLMINT8_WITH_CUDA
   if (device.is_cuda()) {
-    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+    // "cuda" names no index: the allocator's statistics need the one in use.
+    const auto index = device.has_index() ? device.index() : c10::cuda::current_device();
+    const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
     return stats.allocated_bytes[0].peak;  // aggregate over pools
   }
 #endif

@@ -40,7 +40,7 @@ def reference(name):
 
 
 def run(*args):
-    return subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, timeout=300)
+    return subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, errors="replace", timeout=300)
 
 
 def cli_json(*args):
