@@ -23,6 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MODELS_DIR = next((p for p in (Path(os.environ.get("LLMINT8_MODELS", "/nonexistent")), ROOT.parent / "shared" / "models",
                                ROOT / ".models") if p.is_dir()), None)
 if MODELS_DIR is None:
+    if os.environ.get("LLMINT8_REQUIRE_MODELS") == "1":
+        raise RuntimeError("the shared llama2.c models are not here (../shared/models, .models or $LLMINT8_MODELS)")
     pytest.skip("the shared llama2.c models are not here (../shared/models or .models)", allow_module_level=True)
 
 MODELS = {
