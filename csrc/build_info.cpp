@@ -12,7 +12,12 @@ BuildInfo build_info() {
   constexpr bool cuda = false;
   const std::string archs;
 #endif
-  return BuildInfo{LLMINT8_VERSION, cuda, archs, TORCH_VERSION};
+#ifdef LLMINT8_WITH_SENTENCEPIECE
+  constexpr bool sentencepiece = true;
+#else
+  constexpr bool sentencepiece = false;
+#endif
+  return BuildInfo{LLMINT8_VERSION, cuda, archs, TORCH_VERSION, sentencepiece};
 }
 
 }  // namespace llmint8

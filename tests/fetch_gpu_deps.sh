@@ -6,4 +6,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .debs
 cd .debs
-apt-get download nlohmann-json3-dev
+apt-get download nlohmann-json3-dev libsentencepiece-dev libsentencepiece0

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_packages=(cmake ninja-build ccache catch2 g++ nlohmann-json3-dev)
+apt_packages=(cmake ninja-build ccache catch2 g++ nlohmann-json3-dev libsentencepiece-dev pkg-config)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -24,11 +24,15 @@ step() {  # step NAME COMMAND...: runs it, logs to $out/NAME.log, records pass/f
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-# Debian's nlohmann-json (header-only) comes as a .deb in .debs/ (tests/fetch_gpu_deps.sh, run
-# beforehand where there is a network): unpack it where CMake looks.
-if [ ! -f /usr/include/nlohmann/json.hpp ] && ls .debs/nlohmann-json3-dev_*.deb > /dev/null 2>&1; then
-  mkdir -p /tmp/llmint8-debs && dpkg -x .debs/nlohmann-json3-dev_*.deb /tmp/llmint8-debs
+# Debian packages the GPU machine lacks (nlohmann-json, sentencepiece) come as .debs in .debs/
+# (tests/fetch_gpu_deps.sh, run beforehand where there is a network): unpack them where CMake looks.
+if ls .debs/*.deb > /dev/null 2>&1; then
+  mkdir -p /tmp/llmint8-debs
+  for deb in .debs/*.deb; do dpkg -x "$deb" /tmp/llmint8-debs; done
   export LLMINT8_CMAKE_ARGS="${LLMINT8_CMAKE_ARGS:-} -DCMAKE_PREFIX_PATH=/tmp/llmint8-debs/usr"
+  export PKG_CONFIG_PATH="/tmp/llmint8-debs/usr/lib/x86_64-linux-gnu/pkgconfig:${PKG_CONFIG_PATH:-}"
+  export PKG_CONFIG_SYSROOT_DIR=/tmp/llmint8-debs  # the .pc files say /usr: look under the unpacked tree
+  export LD_LIBRARY_PATH="/tmp/llmint8-debs/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 fi
 export LLMINT8_BUILD_DIR=build-gpu CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" LLMINT8_BUILD_TESTS=1
 step build python3 -m pip install --no-build-isolation --no-deps -v .

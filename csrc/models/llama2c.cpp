@@ -1,13 +1,10 @@
 // llama2.c checkpoint loader (mmap, every field validated) and tokenizer.
 #include <llmint8/llama2c.h>
 
+#include "nn/mapped_file.h"
+
 #include <ATen/ATen.h>
 #include <torch/nn/modules/linear.h>
-
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <fstream>
@@ -17,35 +14,6 @@
 namespace llmint8::models {
 
 namespace {
-
-// A read-only memory map of a whole file, unmapped on scope exit.
-class MappedFile {
- public:
-  explicit MappedFile(const std::string& path) {
-    fd_ = ::open(path.c_str(), O_RDONLY);
-    TORCH_CHECK_VALUE(fd_ >= 0, "cannot open '", path, "': ", std::strerror(errno));
-    struct stat st {};
-    TORCH_CHECK_VALUE(::fstat(fd_, &st) == 0, "cannot stat '", path, "'");
-    size_ = static_cast<uint64_t>(st.st_size);
-    if (size_ > 0) {
-      data_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
-      TORCH_CHECK_VALUE(data_ != MAP_FAILED, "cannot map '", path, "': ", std::strerror(errno));
-    }
-  }
-  ~MappedFile() {
-    if (data_ && data_ != MAP_FAILED) ::munmap(data_, size_);
-    if (fd_ >= 0) ::close(fd_);
-  }
-  MappedFile(const MappedFile&) = delete;
-  MappedFile& operator=(const MappedFile&) = delete;
-  const char* data() const { return static_cast<const char*>(data_); }
-  uint64_t size() const { return size_; }
-
- private:
-  int fd_ = -1;
-  void* data_ = nullptr;
-  uint64_t size_ = 0;
-};
 
 // Hugging Face's permutation of a q/k weight [rows, cols] from interleaved rotary
 // pairs to rotate-half layout, per head.
@@ -226,15 +194,6 @@ std::string Llama2cTokenizer::decode(int64_t previous, int64_t token) const {
   unsigned int byte = 0;
   if (piece.size() == 6 && std::sscanf(piece.c_str(), "<0x%02X>", &byte) == 1) return std::string(1, static_cast<char>(byte));
   return piece;
-}
-
-std::string Llama2cTokenizer::decode(const std::vector<int64_t>& tokens, int64_t previous) const {
-  std::string text;
-  for (int64_t t : tokens) {
-    text += decode(previous, t);
-    previous = t;
-  }
-  return text;
 }
 
 }  // namespace llmint8::models

@@ -4,6 +4,8 @@
 // against the file before a byte of data is used.
 #include <llmint8/checkpoint.h>
 
+#include "nn/mapped_file.h"
+
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
@@ -73,21 +75,16 @@ void save_safetensors(const std::string& path, const TensorMap& tensors) {
 }
 
 TensorMap load_safetensors(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  TORCH_CHECK_VALUE(in, "load_safetensors: cannot open '", path, "'");
-  const uint64_t file_size = static_cast<uint64_t>(in.tellg());
-  in.seekg(0);
+  const MappedFile file(path);
+  const uint64_t file_size = file.size();
   TORCH_CHECK_VALUE(file_size >= 8, "load_safetensors: '", path, "' is ", std::to_string(file_size),
                     " bytes, shorter than the 8-byte header length");
-  unsigned char length[8];
-  in.read(reinterpret_cast<char*>(length), 8);
   uint64_t header_size = 0;
-  for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | length[i];
+  for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | static_cast<unsigned char>(file.data()[i]);
   TORCH_CHECK_VALUE(header_size <= kMaxHeaderBytes && header_size <= file_size - 8, "load_safetensors: '", path,
                     "': header length ", std::to_string(header_size), " at offset 0 does not fit the file (",
                     std::to_string(file_size), " bytes)");
-  std::string text(header_size, '\0');
-  in.read(text.data(), static_cast<std::streamsize>(header_size));
+  const std::string text(file.data() + 8, header_size);
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(text);
@@ -147,10 +144,7 @@ TensorMap load_safetensors(const std::string& path) {
   TensorMap tensors;
   for (const auto& e : entries) {
     auto t = at::empty(e.shape, at::TensorOptions().dtype(e.dtype));
-    in.seekg(static_cast<std::streamoff>(data_start + e.begin));
-    in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e.end - e.begin));
-    TORCH_CHECK_VALUE(in.good(), "load_safetensors: '", path, "': reading tensor '", e.key, "' at offset ",
-                      std::to_string(data_start + e.begin), " failed");
+    std::memcpy(t.data_ptr(), file.data() + data_start + e.begin, e.end - e.begin);  // copied out of the map
     tensors.emplace(e.key, std::move(t));
   }
   return tensors;

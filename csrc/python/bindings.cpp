@@ -17,6 +17,7 @@ PYBIND11_MODULE(_C, m) {
     d["cuda"] = info.cuda;
     d["cuda_architectures"] = info.cuda_architectures;
     d["torch_version"] = info.torch_version;
+    d["sentencepiece"] = info.sentencepiece;
     return d;
-  }, "How the native library was built: version, CUDA on/off, CUDA architectures, LibTorch version.");
+  }, "How the native library was built: version, CUDA on/off, CUDA architectures, LibTorch version, sentencepiece.");
 }

@@ -1,7 +1,9 @@
 // llmint8-generate: load a Llama checkpoint, swap its Linear layers for
 // Linear8bitLt, tokenize the prompt and generate, with llama2.c/llama.cpp-style flags.
 #include <llmint8/generate.h>
+#include <llmint8/hf.h>
 #include <llmint8/llama2c.h>
+#include <llmint8/tokenizer.h>
 #include <llmint8/llmint8.h>
 
 #include <ATen/ATen.h>
@@ -17,15 +19,18 @@
 
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 #include <string>
 
 namespace {
 
-const char* kUsage = R"(usage: llmint8-generate -m MODEL.bin [options]
-  -m, --model PATH        llama2.c checkpoint (.bin)
-  -z, --tokenizer PATH    llama2.c tokenizer (tok512.bin, ...); without it the prompt must be --tokens
+const char* kUsage = R"(usage: llmint8-generate -m MODEL [options]
+  -m, --model PATH        llama2.c checkpoint (.bin), or a Hugging Face Llama folder (config.json +
+                          model.safetensors or sharded; fp32/fp16/bf16 or 8-bit in bitsandbytes' layout)
+  -z, --tokenizer PATH    llama2.c tokenizer (tok512.bin) or sentencepiece model (.model);
+                          without it the prompt must be --tokens
   -p, --prompt TEXT       prompt (default: empty, i.e. BOS only)
       --tokens IDS        prompt as comma-separated token ids instead of text
   -n, --steps N           tokens to generate (default 256, cut to the context length)
@@ -151,18 +156,26 @@ int main(int argc, char** argv) {
     const auto dtype = args.dtype == "fp16" ? torch::kHalf : args.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
 
     const auto t_load = std::chrono::steady_clock::now();
-    auto model = m::load_llama2c(args.model);
+    const bool hf = std::filesystem::is_directory(args.model);
+    m::LlamaForCausalLM model{nullptr};
+    std::vector<std::string> replaced;
+    if (hf) {
+      auto loaded = m::load_hf_llama(args.model);
+      model = loaded.model;
+      replaced = loaded.int8_layers;  // an 8-bit checkpoint is 8-bit whatever --no-int8 says
+    } else {
+      model = m::load_llama2c(args.model);
+    }
     const int64_t bytes_before = tensor_bytes(*model);
-    std::optional<m::Llama2cTokenizer> tokenizer;
+    std::unique_ptr<m::Tokenizer> tokenizer;
     if (!args.tokenizer.empty()) {
-      tokenizer = m::Llama2cTokenizer::load(args.tokenizer);
+      tokenizer = m::load_tokenizer(args.tokenizer);
       if (tokenizer->vocab_size() != model->config.vocab_size) {
         fail("tokenizer '" + args.tokenizer + "' has " + std::to_string(tokenizer->vocab_size()) +
              " tokens, the model's vocabulary has " + std::to_string(model->config.vocab_size));
       }
     }
-    std::vector<std::string> replaced;
-    if (args.int8) {
+    if (args.int8 && replaced.empty()) {
       llmint8::Int8Config cfg;
       cfg.llm_int8_threshold = args.threshold;
       cfg.llm_int8_skip_modules = split(args.skip);
@@ -189,6 +202,7 @@ int main(int argc, char** argv) {
       }
     } else {
       prompt = tokenizer ? tokenizer->encode(args.prompt, /*bos=*/true) : std::vector<int64_t>{m::Llama2cTokenizer::kBos};
+      if (prompt.empty()) fail("the prompt has no tokens and the tokenizer has no BOS: give a prompt");
     }
     if (static_cast<int64_t>(prompt.size()) >= model->config.max_seq_len) {
       fail("the prompt has " + std::to_string(prompt.size()) + " tokens, the model's context holds " +
@@ -217,11 +231,13 @@ int main(int argc, char** argv) {
 
     m::SamplingOptions sampling{args.temperature, args.top_p, args.seed};
     // llama2.c models end a text with BOS; Llama ones with EOS.
-    const std::vector<int64_t> stops{m::Llama2cTokenizer::kEos, m::Llama2cTokenizer::kBos};
+    const int64_t eos = tokenizer ? tokenizer->eos_id() : m::Llama2cTokenizer::kEos;
+    const int64_t bos = tokenizer ? tokenizer->bos_id() : m::Llama2cTokenizer::kBos;
+    const std::vector<int64_t> stops = hf ? std::vector<int64_t>{eos} : std::vector<int64_t>{eos, bos};
     int64_t previous = prompt.back();
     if (!args.json && tokenizer) std::cout << args.prompt << std::flush;
     const auto result = m::generate(*model, prompt, args.steps, sampling, stops, [&](int64_t token) {
-      if (!args.json && tokenizer && token != m::Llama2cTokenizer::kBos && token != m::Llama2cTokenizer::kEos) {
+      if (!args.json && tokenizer && token != bos && token != eos) {
         std::cout << tokenizer->decode(previous, token) << std::flush;
       }
       previous = token;
@@ -230,7 +246,7 @@ int main(int argc, char** argv) {
     out["generated_tokens"] = result.tokens;
     std::vector<int64_t> visible;
     for (int64_t t : result.tokens) {
-      if (t != m::Llama2cTokenizer::kBos && t != m::Llama2cTokenizer::kEos) visible.push_back(t);
+      if (t != bos && t != eos) visible.push_back(t);
     }
     out["text"] = tokenizer ? tokenizer->decode(visible, prompt.back()) : "";
     out["stopped_at_eos"] = result.stopped;

@@ -17,7 +17,7 @@ def test_build_info_reports_version_cuda_and_architectures():
     info = llmint8.build_info()
     assert info["version"] == llmint8.__version__
     assert info["torch_version"] == torch.__version__.split("+")[0]
-    assert isinstance(info["cuda"], bool)
+    assert isinstance(info["cuda"], bool) and isinstance(info["sentencepiece"], bool)
     if info["cuda"]:
         assert "80" in info["cuda_architectures"] and "90" in info["cuda_architectures"]
 

@@ -10,6 +10,7 @@ struct BuildInfo {
   bool cuda;                       // CUDA kernels compiled in
   std::string cuda_architectures;  // CMake's list, e.g. "80-real,90-real,90-virtual"
   std::string torch_version;       // LibTorch headers the library was built against
+  bool sentencepiece;              // sentencepiece .model tokenizers compiled in
 };
 
 BuildInfo build_info();

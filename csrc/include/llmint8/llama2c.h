@@ -2,6 +2,7 @@
 #pragma once
 
 #include <llmint8/llama.h>
+#include <llmint8/tokenizer.h>
 
 #include <string>
 #include <unordered_map>
@@ -15,19 +16,19 @@ namespace llmint8::models {
 LlamaForCausalLM load_llama2c(const std::string& path);
 
 // A llama2.c tokenizer: byte-level pieces merged greedily by score.
-class Llama2cTokenizer {
+class Llama2cTokenizer : public Tokenizer {
  public:
   static constexpr int64_t kBos = 1, kEos = 2;
 
   // Reads every entry of the file; errors name the path and the byte offset.
   static Llama2cTokenizer load(const std::string& path);
 
-  int64_t vocab_size() const { return static_cast<int64_t>(pieces_.size()); }
-  std::vector<int64_t> encode(const std::string& text, bool bos = true, bool eos = false) const;
-  // The text of `token` following `previous` (a leading space after BOS is dropped;
-  // <0xNN> pieces are raw bytes).
-  std::string decode(int64_t previous, int64_t token) const;
-  std::string decode(const std::vector<int64_t>& tokens, int64_t previous = kBos) const;
+  int64_t vocab_size() const override { return static_cast<int64_t>(pieces_.size()); }
+  int64_t bos_id() const override { return kBos; }
+  int64_t eos_id() const override { return kEos; }
+  std::vector<int64_t> encode(const std::string& text, bool bos = true, bool eos = false) const override;
+  std::string decode(int64_t previous, int64_t token) const override;
+  using Tokenizer::decode;
 
  private:
   std::vector<std::string> pieces_;
