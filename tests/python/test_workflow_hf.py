@@ -3,7 +3,6 @@ sentencepiece tokenizers. The folders are written here from the shared llama2.c 
 
 import copy
 import json
-import subprocess
 
 import pytest
 import torch
@@ -11,6 +10,7 @@ from safetensors.torch import load_file, save_file
 
 import llmint8
 import llmint8.reference as ref
+from llmint8.llama2c import hf_config, hf_state_dict, read_llama2c
 
 from test_workflow import CLI, MODELS, cli_json, ids, reference, run
 
@@ -18,33 +18,12 @@ NAME = "aidreams260K"
 TOKENS = [1, 5, 100, 37, 300, 12, 77, 9, 450, 3, 211]
 
 
-def _hf_permute(w, heads):
-    """llama2.c interleaved rotary pairs -> Hugging Face's rotate-half rows."""
-    rows, cols = w.shape
-    return w.view(heads, rows // heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
-
-
-def hf_state_dict(r):
-    sd = {"model.embed_tokens.weight": r.emb, "model.norm.weight": r.rms_final, "lm_head.weight": r.wcls}
-    for l in range(r.layers):
-        p = f"model.layers.{l}."
-        sd.update({
-            p + "input_layernorm.weight": r.rms_att[l], p + "post_attention_layernorm.weight": r.rms_ffn[l],
-            p + "self_attn.q_proj.weight": _hf_permute(r.wq[l], r.heads),
-            p + "self_attn.k_proj.weight": _hf_permute(r.wk[l], r.kv_heads),
-            p + "self_attn.v_proj.weight": r.wv[l], p + "self_attn.o_proj.weight": r.wo[l],
-            p + "mlp.gate_proj.weight": r.w1[l], p + "mlp.up_proj.weight": r.w3[l], p + "mlp.down_proj.weight": r.w2[l],
-        })
-    return sd
-
-
 def write_folder(folder, dtype=torch.float32, shards=1, int8=False):
-    r = reference(NAME)
-    sd = {k: v.to(dtype).contiguous() for k, v in hf_state_dict(r).items()}
-    config = {"model_type": "llama", "hidden_size": r.dim, "intermediate_size": r.hidden,
-              "num_hidden_layers": r.layers, "num_attention_heads": r.heads, "num_key_value_heads": r.kv_heads,
-              "vocab_size": r.vocab, "max_position_embeddings": r.seq, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-              "tie_word_embeddings": False, "torch_dtype": str(dtype).replace("torch.", "")}
+    """The shared model as a Hugging Face folder (llmint8's converter), cast, sharded or 8-bit as asked."""
+    ckpt = read_llama2c(str(MODELS[NAME][0]))
+    sd = {k: v.to(dtype).contiguous() for k, v in hf_state_dict(ckpt).items()}
+    config = hf_config(ckpt)
+    config["torch_dtype"] = str(dtype).replace("torch.", "")
     if int8:  # bitsandbytes' 8-bit layout for every Linear but lm_head
         for key in [k for k in sd if k.endswith("_proj.weight")]:
             CB, SCB, _ = ref.int8_vectorwise_quant(sd[key].float(), 0.0)
@@ -66,7 +45,6 @@ def write_folder(folder, dtype=torch.float32, shards=1, int8=False):
             save_file({k: sd[k] for k in part}, str(folder / name))
             weight_map.update({k: name for k in part})
         (folder / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
-    return r
 
 
 def rounded_reference(dtype):

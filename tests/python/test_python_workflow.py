@@ -1,0 +1,80 @@
+"""The workflow from Python: llama2.c -> Hugging Face folder (python -m llmint8 convert-llama2c), the
+llama2.c tokenizer in Python, transformers' LlamaForCausalLM swapped to Linear8bitLt, generating."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import llmint8
+from llmint8.llama2c import Llama2cTokenizer
+
+from test_workflow import MODELS, cli_json, ids, reference
+
+transformers = pytest.importorskip("transformers")
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    out = {}
+    for name, (model, tok) in MODELS.items():
+        folder = tmp_path_factory.mktemp(name)
+        args = [sys.executable, "-m", "llmint8", "convert-llama2c", str(model), str(folder)]
+        if tok is not None:
+            args += ["--tokenizer", str(tok)]
+        result = subprocess.run(args, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        out[name] = folder
+    return out
+
+
+def load(folder):
+    return transformers.LlamaForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_converted_folder_in_transformers_matches_reference(name, folders):
+    tokens = [1, 5, 100, 37, 300, 12, 77, 9, 450, 3, 211]
+    with torch.no_grad():
+        logits = load(folders[name])(torch.tensor([tokens])).logits[0].double()
+    expected = reference(name).logits(tokens)
+    assert ((logits - expected).norm() / expected.norm()).item() < 1e-4
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+def test_8bit_transformers_model_and_cpp_model_agree(name, threshold, folders):
+    model = load(folders[name])
+    fp16_bytes = sum(p.numel() * 2 for p in model.parameters())
+    names = llmint8.replace_linear_with_8bit(model, llm_int8_threshold=threshold)
+    assert len(names) == 7 * model.config.num_hidden_layers and "lm_head" not in names
+    model.to("cpu")
+    assert model.model.layers[0].mlp.down_proj.weight.dtype == torch.int8
+    assert type(model.lm_head) is torch.nn.Linear
+    with torch.no_grad():
+        generated = model.generate(torch.tensor([[1]]), max_new_tokens=32, do_sample=False)[0, 1:].tolist()
+    cpp = cli_json("-m", MODELS[name][0], "--tokens", "1", "-n", 32, "-t", 0, "--int8", "--threshold", threshold)
+    stop = next((i for i, t in enumerate(cpp["generated_tokens"]) if t in (1, 2)), None)
+    expected = cpp["generated_tokens"][:stop]
+    assert generated[: len(expected)] == expected
+    int8_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    assert int8_bytes < fp16_bytes  # the tiny model's float embeddings and lm_head keep it above half
+
+
+def test_python_tokenizer_matches_cpp():
+    model, tok = MODELS["aidreams260K"]
+    tokenizer = Llama2cTokenizer(str(tok))
+    for prompt in ("Once upon a time", "pixels unfold, a kaleidoscope!", "naïve café ☕"):
+        expected = cli_json("-m", model, "-z", tok, "-p", prompt, "-n", 1, "-t", 0)["prompt_tokens"]
+        assert tokenizer.encode(prompt) == expected
+        assert tokenizer.decode(expected[1:]) == prompt
+
+
+def test_convert_rejects_a_mismatched_tokenizer(tmp_path):
+    model = MODELS["stories260K"][0]
+    bad = tmp_path / "tok.bin"
+    bad.write_bytes((1).to_bytes(4, "little") + b"".join(b"\0\0\0\0\1\0\0\0" + bytes([97 + i]) for i in range(5)))
+    result = subprocess.run([sys.executable, "-m", "llmint8", "convert-llama2c", str(model), str(tmp_path / "o"),
+                             "--tokenizer", str(bad)], capture_output=True, text=True)
+    assert result.returncode == 1 and "has 5 tokens, the model's vocabulary has 512" in result.stderr
