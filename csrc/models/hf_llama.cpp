@@ -98,7 +98,8 @@ HfLlama load_hf_llama(const std::string& folder) {
   // 8-bit checkpoints (ours or bitsandbytes'): the same layers become Linear8bitLt first.
   if (raw_config.contains("quantization_config") && raw_config["quantization_config"].is_object()) {
     const auto& q = raw_config["quantization_config"];
-    if (q.value("load_in_8bit", false)) {
+    // llmint8's own checkpoints say quant_method "llmint8"; bitsandbytes' say load_in_8bit.
+    if (q.value("load_in_8bit", false) || q.value("quant_method", std::string()) == "llmint8") {
       Int8Config cfg;
       cfg.llm_int8_threshold = q.value("llm_int8_threshold", 6.0);
       if (q.contains("llm_int8_skip_modules") && q["llm_int8_skip_modules"].is_array()) {

@@ -4,6 +4,7 @@ Importing the package loads the native library, which registers every operator
 under ``torch.ops.llmint8``. A library that cannot be loaded raises ImportError.
 """
 
+import importlib.util
 import os
 
 import torch
@@ -22,6 +23,9 @@ from . import functional, nn, reference  # noqa: E402,F401
 from .config import Int8Config  # noqa: E402
 from .replace import replace_linear_with_8bit  # noqa: E402
 from .state import MatmulLtState  # noqa: E402
+
+if importlib.util.find_spec("transformers") is not None:
+    from . import hf_quantizer  # noqa: E402,F401  (registers the "llmint8" quantizer with transformers)
 
 __version__ = _C.__version__
 

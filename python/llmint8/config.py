@@ -1,14 +1,19 @@
 """8-bit loading configuration: the 8-bit fields of transformers' BitsAndBytesConfig."""
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import List, Optional
+
+try:  # with transformers installed, the config is one of its quantization configs ("llmint8")
+    from transformers.utils.quantization_config import QuantizationConfigMixin as _ConfigBase
+except ImportError:
+    _ConfigBase = object
 
 #: Modules kept in floating point whatever the configuration says: the output head.
 DEFAULT_SKIP_MODULES = ("lm_head",)
 
 
 @dataclass
-class Int8Config:
+class Int8Config(_ConfigBase):
     """How to load a model in 8 bits (names and defaults as BitsAndBytesConfig's 8-bit fields).
 
     load_in_8bit: swap Linear layers for Linear8bitLt.
@@ -23,7 +28,7 @@ class Int8Config:
     llm_int8_skip_modules: Optional[List[str]] = None
     llm_int8_has_fp16_weight: bool = False
     llm_int8_enable_fp32_cpu_offload: bool = False
-    quant_method: str = field(default="llmint8", init=False)
+    quant_method: str = "llmint8"
 
     def __post_init__(self):
         if not (self.llm_int8_threshold >= 0.0):
@@ -37,4 +42,8 @@ class Int8Config:
         return list(dict.fromkeys([*DEFAULT_SKIP_MODULES, *(self.llm_int8_skip_modules or [])]))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        # transformers sends every saved config with load_in_8bit to bitsandbytes; the
+        # quant_method "llmint8" alone says 8-bit (and from_dict restores the default True).
+        d.pop("load_in_8bit")
+        return d

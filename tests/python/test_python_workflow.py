@@ -1,11 +1,13 @@
 """The workflow from Python: llama2.c -> Hugging Face folder (python -m llmint8 convert-llama2c), the
 llama2.c tokenizer in Python, transformers' LlamaForCausalLM swapped to Linear8bitLt, generating."""
 
+import json
 import subprocess
 import sys
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 import llmint8
 from llmint8.llama2c import Llama2cTokenizer
@@ -78,3 +80,50 @@ def test_convert_rejects_a_mismatched_tokenizer(tmp_path):
     result = subprocess.run([sys.executable, "-m", "llmint8", "convert-llama2c", str(model), str(tmp_path / "o"),
                              "--tokenizer", str(bad)], capture_output=True, text=True)
     assert result.returncode == 1 and "has 5 tokens, the model's vocabulary has 512" in result.stderr
+
+
+@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+def test_from_pretrained_with_int8_config(name, threshold, folders, tmp_path):
+    config = llmint8.Int8Config(load_in_8bit=True, llm_int8_threshold=threshold)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(folders[name]), quantization_config=config,
+                                                              device_map="cpu")
+    down = model.model.layers[0].mlp.down_proj
+    assert isinstance(down, llmint8.nn.Linear8bitLt) and down.weight.dtype == torch.int8
+    assert down.weight.SCB.dtype == torch.float32 and down.state.threshold == threshold
+    assert type(model.lm_head) is torch.nn.Linear and model.is_loaded_in_8bit
+    with torch.no_grad():
+        generated = model.generate(torch.tensor([[1]]), max_new_tokens=32, do_sample=False)[0, 1:].tolist()
+    cpp = cli_json("-m", MODELS[name][0], "--tokens", "1", "-n", 32, "-t", 0, "--int8", "--threshold", threshold)
+    stop = next((i for i, t in enumerate(cpp["generated_tokens"]) if t in (1, 2)), None)
+    assert generated[: len(cpp["generated_tokens"][:stop])] == cpp["generated_tokens"][:stop]
+
+    # save_pretrained writes bitsandbytes' tensors under a quantization_config naming llmint8 ...
+    model.save_pretrained(str(tmp_path / "saved"))
+    saved = load_file(str(tmp_path / "saved" / "model.safetensors"))
+    assert saved["model.layers.0.mlp.down_proj.weight"].dtype == torch.int8
+    assert saved["model.layers.0.mlp.down_proj.SCB"].dtype == torch.float32
+    assert saved["model.layers.0.mlp.down_proj.weight_format"].dtype == torch.uint8
+    saved_config = json.loads((tmp_path / "saved" / "config.json").read_text())["quantization_config"]
+    assert saved_config["quant_method"] == "llmint8" and saved_config["llm_int8_threshold"] == threshold
+    # ... which from_pretrained reloads without quantizing again, and the C++ CLI runs.
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "saved"), device_map="cpu")
+    assert torch.equal(reloaded.model.layers[0].mlp.down_proj.weight, down.weight)
+    x = torch.tensor([[1, 5, 100, 37, 300]])
+    with torch.no_grad():
+        assert torch.equal(reloaded(x).logits, model(x).logits)
+    from_cpp = cli_json("-m", tmp_path / "saved", "--tokens", "1", "-n", 32, "-t", 0)
+    assert from_cpp["layers_quantized"] == 7 * model.config.num_hidden_layers
+    assert from_cpp["generated_tokens"][: len(cpp["generated_tokens"])] == cpp["generated_tokens"]
+
+
+def test_memory_footprint_about_half_of_fp16(folders):
+    fp16 = transformers.AutoModelForCausalLM.from_pretrained(str(folders["aidreams260K"]), dtype=torch.float16)
+    int8 = transformers.AutoModelForCausalLM.from_pretrained(
+        str(folders["aidreams260K"]), dtype=torch.float16, device_map="cpu",
+        quantization_config=llmint8.Int8Config(llm_int8_threshold=6.0))
+    linear = [n for n, m in fp16.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head"]
+    linear_fp16 = sum(fp16.get_submodule(n).weight.numel() * 2 for n in linear)
+    linear_int8 = sum(int8.get_submodule(n).weight.numel() * int8.get_submodule(n).weight.element_size() for n in linear)
+    assert linear_int8 * 2 == linear_fp16  # the swapped layers: exactly half
+    assert int8.get_memory_footprint() < fp16.get_memory_footprint()

@@ -1,0 +1,117 @@
+"""transformers integration: the "llmint8" quantizer and quantization config, so that
+
+    AutoModelForCausalLM.from_pretrained(path, quantization_config=llmint8.Int8Config(...), device_map=...)
+
+builds the model on the meta device, swaps its Linear layers for Linear8bitLt and quantizes each
+weight as it is placed. Registered when llmint8 is imported with transformers installed.
+"""
+
+import torch
+from transformers.core_model_loading import ConversionOps, WeightConverter
+from transformers.quantizers.auto import register_quantization_config, register_quantizer
+from transformers.quantizers.base import HfQuantizer
+from transformers.quantizers.quantizers_utils import get_module_from_name
+
+from .config import Int8Config
+from .nn import Int8Params, Linear8bitLt
+from .replace import replace_linear_with_8bit
+
+register_quantization_config("llmint8")(Int8Config)
+
+
+class QuantizeOnPlacement(ConversionOps):
+    """A float weight arriving for a Linear8bitLt becomes its int8 codes and row scales, on its device."""
+
+    def __init__(self, quantizer):
+        self.quantizer = quantizer
+
+    def convert(self, input_dict, model=None, full_layer_name=None, **kwargs):
+        has_fp16 = self.quantizer.quantization_config.llm_int8_has_fp16_weight
+        result = {}
+        for name, value in input_dict.items():
+            value = value[0] if isinstance(value, list) else value
+            result[name] = Int8Params(value, requires_grad=has_fp16, has_fp16_weights=has_fp16).to(value.device)
+        return result
+
+
+class LoadQuantized(ConversionOps):
+    """weight (int8) + SCB (+ weight_format) of a saved 8-bit layer become one Int8Params."""
+
+    def __init__(self, quantizer):
+        self.quantizer = quantizer
+
+    def convert(self, input_dict, model=None, full_layer_name=None, **kwargs):
+        if len(input_dict) == 1:
+            return input_dict
+        values = {k: (v[0] if isinstance(v, list) else v) for k, v in input_dict.items()}
+        weight = next(v for k, v in values.items() if k.endswith("weight"))
+        scb = next(v for k, v in values.items() if k.endswith("SCB"))
+        fmt = next((v for k, v in values.items() if k.endswith("weight_format")), None)
+        if fmt is not None and int(fmt) != 0:
+            raise ValueError(f"{full_layer_name}: weight_format {int(fmt)} is a legacy tiled layout; only 0 (row)")
+        module, _ = get_module_from_name(model, full_layer_name)
+        module._is_hf_initialized = True
+        return {"weight": Int8Params(weight, False, False, CB=weight, SCB=scb.to(weight.device, torch.float32))}
+
+
+@register_quantizer("llmint8")
+class LlmInt8HfQuantizer(HfQuantizer):
+    """LLM.int8() through llmint8's Linear8bitLt (no bitsandbytes needed)."""
+
+    requires_calibration = False
+
+    def validate_environment(self, *args, **kwargs):
+        device_map = kwargs.get("device_map")
+        if not self.quantization_config.llm_int8_enable_fp32_cpu_offload and isinstance(device_map, dict):
+            places = {str(v) for v in device_map.values()}
+            if places != {"cpu"} and ("cpu" in places or "disk" in places):
+                raise ValueError("llmint8: some modules would be placed on the CPU or disk; give the GPUs more memory "
+                                 "or pass Int8Config(llm_int8_enable_fp32_cpu_offload=True) to keep those in fp32")
+
+    def update_device_map(self, device_map):
+        if device_map is None:
+            device_map = {"": torch.cuda.current_device() if torch.cuda.is_available() else "cpu"}
+        return device_map
+
+    def adjust_max_memory(self, max_memory):
+        return {key: val * 0.90 for key, val in max_memory.items()}  # room for activations' int8 copies
+
+    def param_element_size(self, model, param_name, param):
+        if self.param_needs_quantization(model, param_name):
+            return 1
+        return super().param_element_size(model, param_name, param)
+
+    def param_needs_quantization(self, model, param_name, **kwargs) -> bool:
+        module, name = get_module_from_name(model, param_name)
+        return isinstance(module, Linear8bitLt) and name != "bias"
+
+    def _process_model_before_weight_loading(self, model, device_map=None, **kwargs):
+        cfg = self.quantization_config
+        skip = self.get_modules_to_not_convert(model, cfg.llm_int8_skip_modules, model._keep_in_fp32_modules)
+        if cfg.llm_int8_enable_fp32_cpu_offload and isinstance(device_map, dict):
+            skip.extend(k for k, v in device_map.items() if str(v) in ("cpu", "disk"))
+        self.modules_to_not_convert = skip
+        replace_linear_with_8bit(model, Int8Config(llm_int8_threshold=cfg.llm_int8_threshold,
+                                                   llm_int8_skip_modules=list(skip),
+                                                   llm_int8_has_fp16_weight=cfg.llm_int8_has_fp16_weight))
+
+    def _process_model_after_weight_loading(self, model, **kwargs):
+        model.is_loaded_in_8bit = True
+        model.is_8bit_serializable = True
+        return model
+
+    def is_serializable(self):
+        return True
+
+    @property
+    def is_trainable(self) -> bool:
+        return True
+
+    def get_quantize_ops(self):
+        return QuantizeOnPlacement(self)
+
+    def get_weight_conversions(self):
+        if self.pre_quantized:
+            return [WeightConverter(source_patterns=["SCB", "weight_format", "weight"], target_patterns="weight",
+                                    operations=[LoadQuantized(self)])]
+        return []
