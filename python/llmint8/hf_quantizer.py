@@ -3,12 +3,16 @@
     AutoModelForCausalLM.from_pretrained(path, quantization_config=llmint8.Int8Config(...), device_map=...)
 
 builds the model on the meta device, swaps its Linear layers for Linear8bitLt and quantizes each
-weight as it is placed. Registered when llmint8 is imported with transformers installed.
+weight as it is placed. Registered when llmint8 is imported with transformers installed; where
+bitsandbytes is not installed, its 8-bit checkpoints (and BitsAndBytesConfig(load_in_8bit=True))
+go through llmint8 as well.
 """
+
+import importlib.util
 
 import torch
 from transformers.core_model_loading import ConversionOps, WeightConverter
-from transformers.quantizers.auto import register_quantization_config, register_quantizer
+from transformers.quantizers.auto import AUTO_QUANTIZER_MAPPING, register_quantization_config, register_quantizer
 from transformers.quantizers.base import HfQuantizer
 from transformers.quantizers.quantizers_utils import get_module_from_name
 
@@ -115,3 +119,9 @@ class LlmInt8HfQuantizer(HfQuantizer):
             return [WeightConverter(source_patterns=["SCB", "weight_format", "weight"], target_patterns="weight",
                                     operations=[LoadQuantized(self)])]
         return []
+
+
+# Checkpoints saved by bitsandbytes (quant_method "bitsandbytes", load_in_8bit) have the same
+# tensors: where bitsandbytes itself is not installed, transformers loads them through llmint8.
+if importlib.util.find_spec("bitsandbytes") is None:
+    AUTO_QUANTIZER_MAPPING["bitsandbytes_8bit"] = LlmInt8HfQuantizer

@@ -1,13 +1,14 @@
 """The workflow from Python: llama2.c -> Hugging Face folder (python -m llmint8 convert-llama2c), the
 llama2.c tokenizer in Python, transformers' LlamaForCausalLM swapped to Linear8bitLt, generating."""
 
+import importlib.util
 import json
 import subprocess
 import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 import llmint8
 from llmint8.llama2c import Llama2cTokenizer
@@ -127,3 +128,29 @@ def test_memory_footprint_about_half_of_fp16(folders):
     linear_int8 = sum(int8.get_submodule(n).weight.numel() * int8.get_submodule(n).weight.element_size() for n in linear)
     assert linear_int8 * 2 == linear_fp16  # the swapped layers: exactly half
     assert int8.get_memory_footprint() < fp16.get_memory_footprint()
+
+
+def test_bitsandbytes_checkpoint_loads_through_llmint8(folders, tmp_path):
+    """A folder as bitsandbytes saves it (quant_method "bitsandbytes", load_in_8bit) loads unchanged."""
+    pytest.importorskip("transformers")
+    if importlib.util.find_spec("bitsandbytes") is not None:
+        pytest.skip("bitsandbytes is installed: transformers loads such folders with it")
+    ours = transformers.AutoModelForCausalLM.from_pretrained(
+        str(folders["aidreams260K"]), device_map="cpu", quantization_config=llmint8.Int8Config(llm_int8_threshold=6.0))
+    ours.save_pretrained(str(tmp_path / "bnb"))
+    config = json.loads((tmp_path / "bnb" / "config.json").read_text())
+    config["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_8bit": True, "load_in_4bit": False,
+                                     "llm_int8_threshold": 6.0, "llm_int8_skip_modules": None,
+                                     "llm_int8_has_fp16_weight": False, "llm_int8_enable_fp32_cpu_offload": False}
+    (tmp_path / "bnb" / "config.json").write_text(json.dumps(config))
+    loaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "bnb"), device_map="cpu")
+    assert isinstance(loaded.model.layers[1].self_attn.o_proj, llmint8.nn.Linear8bitLt)
+    x = torch.tensor([[1, 5, 100, 37]])
+    with torch.no_grad():
+        assert torch.equal(loaded(x).logits, ours(x).logits)
+    # A legacy tiled weight_format makes the load fail (transformers reports our reason in its loading report).
+    sd = load_file(str(tmp_path / "bnb" / "model.safetensors"))
+    sd["model.layers.0.mlp.up_proj.weight_format"] = torch.tensor(1, dtype=torch.uint8)
+    save_file(sd, str(tmp_path / "bnb" / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(RuntimeError, match="issues during automatic conversion"):
+        transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "bnb"), device_map="cpu")
