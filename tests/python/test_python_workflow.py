@@ -154,3 +154,42 @@ def test_bitsandbytes_checkpoint_loads_through_llmint8(folders, tmp_path):
     save_file(sd, str(tmp_path / "bnb" / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(RuntimeError, match="issues during automatic conversion"):
         transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "bnb"), device_map="cpu")
+
+
+def _py_generate(*args):
+    return subprocess.run([sys.executable, "-m", "llmint8", "generate", *map(str, args)], capture_output=True,
+                          text=True, errors="replace", timeout=300)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+def test_python_generate_cli_matches_cpp(threshold):
+    model, tok = MODELS["aidreams260K"]
+    result = _py_generate("-m", model, "-z", tok, "-p", "Once upon a time", "-n", 24, "-t", 0, "--int8",
+                          "--threshold", threshold, "--json")
+    assert result.returncode == 0, result.stderr
+    py = json.loads(result.stdout.strip().splitlines()[-1])
+    cpp = cli_json("-m", model, "-z", tok, "-p", "Once upon a time", "-n", 24, "-t", 0, "--int8",
+                   "--threshold", threshold)
+    assert py["prompt_tokens"] == cpp["prompt_tokens"]
+    assert py["generated_tokens"] == cpp["generated_tokens"] and py["text"] == cpp["text"]
+    assert py["layers_quantized"] == cpp["layers_quantized"] == 28
+    for key in ("weight_bytes_before", "weight_bytes_after", "load_seconds", "time_to_first_token_s",
+                "prompt_tokens_per_s", "decode_tokens_per_s", "peak_memory_bytes"):
+        assert key in py, key
+    assert py["weight_bytes_after"] < py["weight_bytes_before"]
+
+
+def test_python_generate_flags_and_bad_input(folders, tmp_path):
+    model, tok = MODELS["aidreams260K"]
+    sampled = _py_generate("-m", folders["aidreams260K"], "-p", "Once", "-n", 8, "-t", 0.8, "--top-p", 0.9, "-s", 3,
+                           "--device", "cpu", "--dtype", "bf16", "--skip", "mlp", "--json")
+    assert sampled.returncode == 0, sampled.stderr
+    out = json.loads(sampled.stdout.strip().splitlines()[-1])
+    assert out["layers_quantized"] == 16 and out["dtype"] == "bf16" and len(out["generated_tokens"]) <= 8
+    text = _py_generate("-m", model, "-z", tok, "-p", "Once", "-n", 8, "-t", 0, "--no-int8")
+    assert text.returncode == 0 and "layers quantized 0" in text.stdout
+    for args, expect in ((["-m", tmp_path / "missing.bin"], "no such model file or folder"),
+                         (["-m", model, "-z", tok, "-p", "dream " * 200], "context holds 128"),
+                         (["-m", model, "--frobnicate"], "unrecognized arguments: --frobnicate")):
+        bad = _py_generate(*args)
+        assert bad.returncode in (1, 2) and expect in bad.stderr, bad.stderr[-500:]
