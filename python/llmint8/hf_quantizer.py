@@ -12,6 +12,7 @@ import importlib.util
 
 import torch
 from transformers.core_model_loading import ConversionOps, WeightConverter
+from transformers.pytorch_utils import Conv1D
 from transformers.quantizers.auto import AUTO_QUANTIZER_MAPPING, register_quantization_config, register_quantizer
 from transformers.quantizers.base import HfQuantizer
 from transformers.quantizers.quantizers_utils import get_module_from_name
@@ -34,7 +35,11 @@ class QuantizeOnPlacement(ConversionOps):
         result = {}
         for name, value in input_dict.items():
             value = value[0] if isinstance(value, list) else value
-            result[name] = Int8Params(value, requires_grad=has_fp16, has_fp16_weights=has_fp16).to(value.device)
+            module, _ = get_module_from_name(model, name)
+            if getattr(module, "source_cls", None) is Conv1D:  # GPT-2 checkpoints store [in, out]
+                value = value.t()
+            result[name] = Int8Params(value.contiguous(), requires_grad=has_fp16,
+                                      has_fp16_weights=has_fp16).to(value.device)
         return result
 
 

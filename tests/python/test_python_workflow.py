@@ -193,3 +193,25 @@ def test_python_generate_flags_and_bad_input(folders, tmp_path):
                          (["-m", model, "--frobnicate"], "unrecognized arguments: --frobnicate")):
         bad = _py_generate(*args)
         assert bad.returncode in (1, 2) and expect in bad.stderr, bad.stderr[-500:]
+
+
+def test_gpt2_conv1d_layers_are_swapped_and_round_trip(tmp_path):
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=120, n_positions=64,
+                                     bos_token_id=0, eos_token_id=1)
+    float_model = transformers.GPT2LMHeadModel(config).eval()
+    float_model.save_pretrained(str(tmp_path / "gpt2"))
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(tmp_path / "gpt2"), device_map="cpu", quantization_config=llmint8.Int8Config(llm_int8_threshold=6.0))
+    c_attn = model.transformer.h[0].attn.c_attn  # a Conv1D (weight [64, 192]) in GPT-2
+    assert isinstance(c_attn, llmint8.nn.Linear8bitLt) and c_attn.weight.shape == (192, 64)
+    assert c_attn.weight.dtype == torch.int8 and type(model.lm_head) is torch.nn.Linear
+    x = torch.randint(2, 120, (1, 16))
+    with torch.no_grad():
+        expected, got = float_model(x).logits, model(x).logits
+    assert ((got - expected).norm() / expected.norm()).item() < 0.03
+    model.save_pretrained(str(tmp_path / "gpt2-int8"))
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "gpt2-int8"), device_map="cpu")
+    with torch.no_grad():
+        assert torch.equal(reloaded(x).logits, got)
+        assert model.generate(x, max_new_tokens=4, do_sample=False).shape == (1, 20)

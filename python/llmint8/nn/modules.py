@@ -147,6 +147,20 @@ class Linear8bitLt(torch.nn.Linear):
             layer.bias = torch.nn.Parameter(linear.bias.data, requires_grad=linear.bias.requires_grad)
         return layer
 
+    @classmethod
+    def from_conv1d(cls, conv, threshold: float = 0.0, has_fp16_weights: bool = False):
+        """A Linear8bitLt computing what a GPT-2 style Conv1D (weight [in, out]) computes. Its
+        source_cls tells loaders that checkpoint weights of this layer come transposed."""
+        in_features, out_features = conv.weight.shape
+        layer = cls(in_features, out_features, conv.bias is not None, has_fp16_weights=has_fp16_weights,
+                    threshold=threshold, device="meta")
+        layer.weight = Int8Params(conv.weight.data.t().contiguous(), requires_grad=has_fp16_weights,
+                                  has_fp16_weights=has_fp16_weights)
+        if conv.bias is not None:
+            layer.bias = torch.nn.Parameter(conv.bias.data, requires_grad=conv.bias.requires_grad)
+        layer.source_cls = type(conv)
+        return layer
+
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
                 f"threshold={self.state.threshold}, has_fp16_weights={self.state.has_fp16_weights}, "
