@@ -22,6 +22,8 @@ at::Tensor bias_fp32(const std::optional<at::Tensor>& bias) {
   return bias.has_value() ? bias->to(at::kFloat).contiguous() : at::Tensor();
 }
 
+OutlierColumns outlier_columns(const at::Tensor& mask) { return {mask, at::nonzero(mask).flatten()}; }
+
 void check_outlier_cols_range(const char* op, const at::Tensor& cols, int64_t K) {
   if (cols.numel() == 0) return;
   const int64_t lo = cols.min().item<int64_t>(), hi = cols.max().item<int64_t>();

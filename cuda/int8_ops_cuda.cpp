@@ -134,14 +134,10 @@ std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>> int8_vectorwise_qu
   op_checks::vectorwise_quant("int8_vectorwise_quant", A, threshold);
   const c10::cuda::CUDAGuard guard(A.device());
   const auto A2 = as_rows(A);
-  at::Tensor mask;
-  std::optional<at::Tensor> outlier_cols;
-  if (threshold > 0.0) {
-    mask = outlier_column_mask(A2, threshold);
-    outlier_cols = at::nonzero(mask).flatten();  // data-dependent size: this public op syncs, as bnb's does
-  }
-  auto [CA, SCA] = quantize_rows(A2, mask);
-  return {CA.view(A.sizes()), SCA, outlier_cols};
+  // The columns' count sizes an output: this public op syncs, as bitsandbytes' does (int8_linear does not).
+  const auto outliers = threshold > 0.0 ? outlier_columns(outlier_column_mask(A2, threshold)) : OutlierColumns{};
+  auto [CA, SCA] = quantize_rows(A2, outliers.mask);
+  return {CA.view(A.sizes()), SCA, outliers.cols};
 }
 
 at::Tensor int8_vectorwise_dequant_cuda(const at::Tensor& A, const at::Tensor& stats) {
@@ -219,19 +215,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, std::optional<at::Ten
   const c10::cuda::CUDAGuard guard(A.device());
   const auto A2 = as_rows(A);
   const int64_t rows = A2.size(0), K = A2.size(1);
-  at::Tensor mask;
-  std::optional<at::Tensor> outlier_cols;
-  if (threshold > 0.0) {
-    mask = outlier_column_mask(A2, threshold);
-    outlier_cols = at::nonzero(mask).flatten();
-  }
+  const auto outliers = threshold > 0.0 ? outlier_columns(outlier_column_mask(A2, threshold)) : OutlierColumns{};
+  const auto& mask = outliers.mask;
   auto [CA, row_stats] = quantize_rows(A2, mask);
   auto CAt = at::empty({rows, K}, A.options().dtype(at::kChar));
   auto col_stats = at::empty({K}, A.options().dtype(at::kFloat));
   C10_CUDA_CHECK(launch_quantize_columns(float_kind(A2.scalar_type()), A2.const_data_ptr(), rows, K,
                                          mask.defined() ? mask.const_data_ptr<uint8_t>() : nullptr,
                                          CAt.data_ptr<int8_t>(), col_stats.data_ptr<float>(), stream()));
-  return {CA.view(A.sizes()), CAt.view(A.sizes()), row_stats, col_stats, outlier_cols};
+  return {CA.view(A.sizes()), CAt.view(A.sizes()), row_stats, col_stats, outliers.cols};
 }
 
 // The layer op: no host synchronization at any threshold. The outlier columns

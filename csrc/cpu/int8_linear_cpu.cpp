@@ -31,8 +31,7 @@ at::Tensor mixed_forward(const at::Tensor& A2, const at::Tensor& CA2, const at::
     const int8_t* wb = sub_b.const_data_ptr<int8_t>();
     const float* bias_ptr = b.defined() ? b.const_data_ptr<float>() : nullptr;
     scalar_t* y = out.data_ptr<scalar_t>();
-    const int64_t grain = std::max<int64_t>(1, 32768 / std::max<int64_t>(1, M * K));
-    at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
+    at::parallel_for(0, N, kernels::gemm_grain(M, K), [&](int64_t n0, int64_t n1) {
       kernels::int8_gemm(CA2.const_data_ptr<int8_t>(), CBc.const_data_ptr<int8_t>(), M, K, n0, n1,
                          [&](int64_t m, int64_t n, int32_t acc) {
                            float v = kernels::dequantize_product(acc, sx[m], sw[n]);
@@ -68,13 +67,9 @@ at::Tensor int8_linear_cpu(const at::Tensor& A, const at::Tensor& CB, const at::
                            const std::optional<at::Tensor>& weight) {
   op_checks::int8_linear(A, CB, SCB, bias, threshold, weight);
   const auto A2 = as_rows(A);
-  at::Tensor mask;
-  at::Tensor cols = at::empty({0}, A.options().dtype(at::kLong));
-  if (threshold > 0.0) {
-    mask = outlier_column_mask(A2, threshold);
-    cols = at::nonzero(mask).flatten();
-  }
-  auto [CA2, SCA] = quantize_rows(A2, mask);
+  const auto outliers = threshold > 0.0 ? outlier_columns(outlier_column_mask(A2, threshold)) : OutlierColumns{};
+  auto [CA2, SCA] = quantize_rows(A2, outliers.mask);
+  const auto cols = outliers.cols.value_or(at::empty({0}, A.options().dtype(at::kLong)));
   return mixed_forward(A2, CA2, SCA, CB, SCB, cols, bias).view(output_shape(A, CB.size(0)));
 }
 

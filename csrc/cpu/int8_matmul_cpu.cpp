@@ -11,14 +11,11 @@ namespace llmint8::cpu {
 
 namespace {
 
-// Weight rows per parallel task: enough work to pay for a thread.
-int64_t grain_for(int64_t M, int64_t K) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, M * K)); }
-
 void matmul_into(const at::Tensor& A2, const at::Tensor& B, int32_t* out) {
   const int64_t M = A2.size(0), K = A2.size(1), N = B.size(0);
   const int8_t* a = A2.const_data_ptr<int8_t>();
   const int8_t* b = B.const_data_ptr<int8_t>();
-  at::parallel_for(0, N, grain_for(M, K), [&](int64_t n0, int64_t n1) {
+  at::parallel_for(0, N, kernels::gemm_grain(M, K), [&](int64_t n0, int64_t n1) {
     kernels::int8_gemm(a, b, M, K, n0, n1, [&](int64_t m, int64_t n, int32_t acc) { out[m * N + n] = acc; });
   });
 }
@@ -83,7 +80,7 @@ at::Tensor int8_scaled_mm_cpu(const at::Tensor& A, const at::Tensor& B, const at
     const float* col = cs.const_data_ptr<float>();
     const float* bias_ptr = b.defined() ? b.const_data_ptr<float>() : nullptr;
     scalar_t* y = out.data_ptr<scalar_t>();
-    at::parallel_for(0, N, grain_for(M, K), [&](int64_t n0, int64_t n1) {
+    at::parallel_for(0, N, kernels::gemm_grain(M, K), [&](int64_t n0, int64_t n1) {
       kernels::int8_gemm(A2.const_data_ptr<int8_t>(), Bc.const_data_ptr<int8_t>(), M, K, n0, n1,
                          [&](int64_t m, int64_t n, int32_t acc) {
                            float v = kernels::dequantize_product(acc, row[m], col[n]);

@@ -38,21 +38,13 @@ std::pair<at::Tensor, at::Tensor> quantize_rows(const at::Tensor& A2, const at::
 
 namespace {
 
-// Sorted int64 indices of the flagged columns.
-at::Tensor mask_to_columns(const at::Tensor& mask) { return at::nonzero(mask).flatten(); }
-
 std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>> int8_vectorwise_quant_cpu(const at::Tensor& A,
                                                                                           double threshold) {
   op_checks::vectorwise_quant("int8_vectorwise_quant", A, threshold);
   const auto A2 = as_rows(A);
-  at::Tensor mask;
-  std::optional<at::Tensor> outlier_cols;
-  if (threshold > 0.0) {
-    mask = outlier_column_mask(A2, threshold);
-    outlier_cols = mask_to_columns(mask);
-  }
-  auto [CA, SCA] = quantize_rows(A2, mask);
-  return {CA.view(A.sizes()), SCA, outlier_cols};
+  const auto outliers = threshold > 0.0 ? outlier_columns(outlier_column_mask(A2, threshold)) : OutlierColumns{};
+  auto [CA, SCA] = quantize_rows(A2, outliers.mask);
+  return {CA.view(A.sizes()), SCA, outliers.cols};
 }
 
 at::Tensor int8_vectorwise_dequant_cpu(const at::Tensor& A, const at::Tensor& stats) {
@@ -73,12 +65,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, std::optional<at::Ten
   op_checks::vectorwise_quant("int8_double_quant", A, threshold);
   const auto A2 = as_rows(A);
   const int64_t rows = A2.size(0), K = A2.size(1);
-  at::Tensor mask;
-  std::optional<at::Tensor> outlier_cols;
-  if (threshold > 0.0) {
-    mask = outlier_column_mask(A2, threshold);
-    outlier_cols = mask_to_columns(mask);
-  }
+  const auto outliers = threshold > 0.0 ? outlier_columns(outlier_column_mask(A2, threshold)) : OutlierColumns{};
+  const auto& mask = outliers.mask;
   auto [CA, row_stats] = quantize_rows(A2, mask);
   auto CAt = at::empty({rows, K}, A.options().dtype(at::kChar));
   auto col_stats = at::empty({K}, A.options().dtype(at::kFloat));
@@ -87,7 +75,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, std::optional<at::Ten
                               mask.defined() ? mask.const_data_ptr<uint8_t>() : nullptr, CAt.data_ptr<int8_t>(),
                               col_stats.data_ptr<float>());
   });
-  return {CA.view(A.sizes()), CAt.view(A.sizes()), row_stats, col_stats, outlier_cols};
+  return {CA.view(A.sizes()), CAt.view(A.sizes()), row_stats, col_stats, outliers.cols};
 }
 
 }  // namespace

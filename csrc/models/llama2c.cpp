@@ -189,11 +189,9 @@ std::vector<int64_t> Llama2cTokenizer::encode(const std::string& text, bool bos,
 std::string Llama2cTokenizer::decode(int64_t previous, int64_t token) const {
   TORCH_CHECK_INDEX(token >= 0 && token < vocab_size(), "tokenizer: token id ", std::to_string(token),
                     " is outside the vocabulary of ", std::to_string(vocab_size()));
-  std::string piece = pieces_[token];
+  std::string piece = pieces_[token], byte;
   if (previous == kBos && !piece.empty() && piece[0] == ' ') piece.erase(0, 1);
-  unsigned int byte = 0;
-  if (piece.size() == 6 && std::sscanf(piece.c_str(), "<0x%02X>", &byte) == 1) return std::string(1, static_cast<char>(byte));
-  return piece;
+  return byte_piece(piece, byte) ? byte : piece;
 }
 
 }  // namespace llmint8::models

@@ -17,14 +17,6 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-// "<0xNN>" byte pieces stand for their byte.
-bool byte_piece(const std::string& piece, std::string& out) {
-  unsigned int byte = 0;
-  if (piece.size() != 6 || std::sscanf(piece.c_str(), "<0x%02X>", &byte) != 1) return false;
-  out = std::string(1, static_cast<char>(byte));
-  return true;
-}
-
 #ifdef LLMINT8_WITH_SENTENCEPIECE
 class SentencePieceTokenizer : public Tokenizer {
  public:
@@ -67,6 +59,13 @@ class SentencePieceTokenizer : public Tokenizer {
 
 }  // namespace
 
+bool byte_piece(const std::string& piece, std::string& out) {
+  unsigned int byte = 0;
+  if (piece.size() != 6 || std::sscanf(piece.c_str(), "<0x%02X>", &byte) != 1) return false;
+  out = std::string(1, static_cast<char>(byte));
+  return true;
+}
+
 std::string Tokenizer::decode(const std::vector<int64_t>& tokens, int64_t previous) const {
   std::string text;
   for (int64_t t : tokens) {
@@ -74,14 +73,6 @@ std::string Tokenizer::decode(const std::vector<int64_t>& tokens, int64_t previo
     previous = t;
   }
   return text;
-}
-
-bool sentencepiece_available() {
-#ifdef LLMINT8_WITH_SENTENCEPIECE
-  return true;
-#else
-  return false;
-#endif
 }
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {

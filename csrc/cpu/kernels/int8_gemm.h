@@ -9,6 +9,9 @@ namespace llmint8::cpu::kernels {
 // 1 / 127^2: the two absmax scales of a dequantized int8 product.
 constexpr float kInv127Squared = 1.f / (127.f * 127.f);
 
+// Weight rows per parallel task: enough multiply-adds (about 32K) to pay for a thread.
+inline int64_t gemm_grain(int64_t M, int64_t K) { return std::max<int64_t>(1, 32768 / std::max<int64_t>(1, M * K)); }
+
 // Exact int32 dot product of two int8 vectors (the caller guarantees
 // K <= 133,144, so no partial sum can overflow).
 inline int32_t dot_s8s8_s32(const int8_t* a, const int8_t* b, int64_t K) {

@@ -15,9 +15,6 @@ namespace llmint8 {
 // K * 127 * 127 <= 2^31 - 1.
 constexpr int64_t kMaxInt8DotK = 133144;
 
-// Threshold that bitsandbytes and the LLM.int8() paper recommend.
-constexpr double kDefaultThreshold = 6.0;
-
 // Row-wise absmax quantization of A [..., K]. Returns CA (int8, like A),
 // SCA (fp32 [rows]) and, when threshold > 0, the sorted int64 indices of the
 // outlier columns (|A| >= threshold in some row); those columns are 0 in CA

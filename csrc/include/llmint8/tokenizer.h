@@ -21,10 +21,10 @@ class Tokenizer {
   std::string decode(const std::vector<int64_t>& tokens, int64_t previous) const;
 };
 
+// out = the byte a "<0xNN>" piece stands for; false for any other piece.
+bool byte_piece(const std::string& piece, std::string& out);
+
 // A sentencepiece model for paths ending in ".model", a llama2.c tokenizer file otherwise.
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path);
-
-// Whether this build reads sentencepiece .model files (libsentencepiece was found).
-bool sentencepiece_available();
 
 }  // namespace llmint8::models
