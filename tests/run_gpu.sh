@@ -38,7 +38,7 @@ export LLMINT8_BUILD_DIR=build-gpu CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" LLMINT8
 step build python3 -m pip install --no-build-isolation --no-deps -v .
 if [ "${status[build]}" = pass ]; then
   step catch2 ctest --test-dir build-gpu --output-on-failure
-  step pytest bash -c "cd tests/python && LLMINT8_REQUIRE_CPP_TOOL=1 python3 -m pytest -q -p no:cacheprovider ."
+  step pytest bash -c "cd tests/python && LLMINT8_REQUIRE_CPP_TOOL=1 python3 -m pytest -q -rsx -p no:cacheprovider ."
   step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests
   step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests
   if [ "${bench_args[0]:-}" != none ]; then

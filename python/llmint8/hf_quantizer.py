@@ -70,12 +70,19 @@ class LlmInt8HfQuantizer(HfQuantizer):
     requires_calibration = False
 
     def validate_environment(self, *args, **kwargs):
+        # Called again with the map that "auto"/"balanced" inferred from max_memory.
         device_map = kwargs.get("device_map")
-        if not self.quantization_config.llm_int8_enable_fp32_cpu_offload and isinstance(device_map, dict):
-            places = {str(v) for v in device_map.values()}
-            if places != {"cpu"} and ("cpu" in places or "disk" in places):
-                raise ValueError("llmint8: some modules would be placed on the CPU or disk; give the GPUs more memory "
-                                 "or pass Int8Config(llm_int8_enable_fp32_cpu_offload=True) to keep those in fp32")
+        if self.quantization_config.llm_int8_enable_fp32_cpu_offload or not isinstance(device_map, dict):
+            return
+        places = {str(v) for v in device_map.values()}
+        if places == {"cpu"}:
+            return  # a CPU-only model: int8 on the CPU is fine
+        offloaded = [k or "(the whole model)" for k, v in device_map.items() if str(v) in ("cpu", "disk")]
+        if offloaded:
+            shown = ", ".join(offloaded[:4]) + (f" and {len(offloaded) - 4} more" if len(offloaded) > 4 else "")
+            raise ValueError(f"llmint8: max_memory cannot hold the 8-bit model where device_map asks: {shown} would be "
+                             f"offloaded to {' and '.join(sorted(places & {'cpu', 'disk'}))}; raise max_memory, or pass "
+                             "Int8Config(llm_int8_enable_fp32_cpu_offload=True) to keep offloaded modules in fp32")
 
     def update_device_map(self, device_map):
         if device_map is None:
