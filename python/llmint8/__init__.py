@@ -4,10 +4,19 @@ Importing the package loads the native library, which registers every operator
 under ``torch.ops.llmint8``. A library that cannot be loaded raises ImportError.
 """
 
+import ctypes
 import importlib.util
 import os
 
 import torch
+
+# Debian's libsentencepiece (the C++ tokenizers link it) exports its bundled protobuf. Loaded as a
+# dependency of our library after torch, it can bind to torch's copies and crash in its static
+# initializers (seen on the Ubuntu 24.04 GPU machine); loaded alone first, it binds to itself.
+try:
+    ctypes.CDLL("libsentencepiece.so.0")
+except OSError:
+    pass  # not installed: a build without sentencepiece does not need it
 
 try:
     from . import _C

@@ -70,13 +70,13 @@ class LlmInt8HfQuantizer(HfQuantizer):
     requires_calibration = False
 
     def validate_environment(self, *args, **kwargs):
-        # Called again with the map that "auto"/"balanced" inferred from max_memory.
+        # Called with the user's device_map, then again with the map "auto"/"balanced" inferred from max_memory.
         device_map = kwargs.get("device_map")
         if self.quantization_config.llm_int8_enable_fp32_cpu_offload or not isinstance(device_map, dict):
             return
         places = {str(v) for v in device_map.values()}
-        if places == {"cpu"}:
-            return  # a CPU-only model: int8 on the CPU is fine
+        if places == {"cpu"} and not getattr(self, "_gpus_budgeted", False):
+            return  # a CPU model asked for: int8 on the CPU is fine
         offloaded = [k or "(the whole model)" for k, v in device_map.items() if str(v) in ("cpu", "disk")]
         if offloaded:
             shown = ", ".join(offloaded[:4]) + (f" and {len(offloaded) - 4} more" if len(offloaded) > 4 else "")
@@ -90,6 +90,8 @@ class LlmInt8HfQuantizer(HfQuantizer):
         return device_map
 
     def adjust_max_memory(self, max_memory):
+        # "auto"/"balanced": remember whether GPUs were offered, so that a map that leaves them empty is an error.
+        self._gpus_budgeted = any(not isinstance(k, str) and v > 0 for k, v in max_memory.items())
         return {key: val * 0.90 for key, val in max_memory.items()}  # room for activations' int8 copies
 
     def param_element_size(self, model, param_name, param):
