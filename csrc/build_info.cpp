@@ -17,7 +17,12 @@ BuildInfo build_info() {
 #else
   constexpr bool sentencepiece = false;
 #endif
-  return BuildInfo{LLMINT8_VERSION, cuda, archs, TORCH_VERSION, sentencepiece};
+#ifdef LLMINT8_WITH_SM90_GEMM
+  constexpr bool fused_sm90_gemm = true;
+#else
+  constexpr bool fused_sm90_gemm = false;
+#endif
+  return BuildInfo{LLMINT8_VERSION, cuda, archs, TORCH_VERSION, sentencepiece, fused_sm90_gemm};
 }
 
 }  // namespace llmint8

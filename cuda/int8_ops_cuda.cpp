@@ -91,23 +91,49 @@ at::Tensor dequantize_product(const at::Tensor& acc, const at::Tensor& row, cons
   return out;
 }
 
+#ifdef LLMINT8_WITH_SM90_GEMM
+// Whether the fused Hopper GEMM takes this product (sm_90 device, aligned shapes).
+bool fused_gemm_applies(const at::Tensor& q, const at::Tensor& cb, const at::Tensor& out) {
+  return scaled_gemm_sm90_applies(q.device().index(), q.const_data_ptr(), cb.const_data_ptr(), out.const_data_ptr(),
+                                  q.size(0), cb.size(0), q.size(1), float_kind(out.scalar_type()));
+}
+#endif
+
 // out [M, N] = dequantized int8 product of q [M, K] and cb [N, K] (+ outliers, gathered
-// first) (+ bias), in out_dtype. Decode sizes take the fused GEMV (no int32 buffer);
-// larger ones the int8 GEMM, then one epilogue pass.
+// first) (+ bias), in out_dtype. The int32 products stay in registers: decode sizes take the
+// fused GEMV; larger ones the fused Hopper GEMM, whose epilogue adds the outlier term and bias
+// that a first pass wrote into out. Elsewhere (other cards, unaligned shapes, no CUTLASS) the
+// int8 GEMM writes int32 products, then one epilogue pass.
 at::Tensor scaled_product(const at::Tensor& q, const at::Tensor& row, const at::Tensor& cb, const at::Tensor& col,
                           const at::Tensor& bias, const OutlierTerm* outliers, at::ScalarType out_dtype) {
   const int64_t M = q.size(0), K = q.size(1), N = cb.size(0);
+  auto out = at::empty({M, N}, q.options().dtype(out_dtype));
+  const float* bias_ptr = bias.defined() ? bias.const_data_ptr<float>() : nullptr;
   if (gemv_applies(M)) {
-    auto out = at::empty({M, N}, q.options().dtype(out_dtype));
     C10_CUDA_CHECK(launch_int8_gemv(q.const_data_ptr<int8_t>(), row.const_data_ptr<float>(), M,
-                                    cb.const_data_ptr<int8_t>(), col.const_data_ptr<float>(),
-                                    bias.defined() ? bias.const_data_ptr<float>() : nullptr, N, K, outliers,
+                                    cb.const_data_ptr<int8_t>(), col.const_data_ptr<float>(), bias_ptr, N, K, outliers,
                                     float_kind(out_dtype), out.data_ptr(), stream()));
     return out;
   }
+#ifdef LLMINT8_WITH_SM90_GEMM
+  if (M > 0 && N > 0 && fused_gemm_applies(q, cb, out)) {
+    if (outliers != nullptr) {  // out = outlier term + bias, then the GEMM adds its product
+      C10_CUDA_CHECK(launch_dequantize_product(nullptr, M, N, row.const_data_ptr<float>(), col.const_data_ptr<float>(),
+                                               bias_ptr, outliers, float_kind(out_dtype), out.data_ptr(), stream()));
+    }
+    C10_CUDA_CHECK(launch_scaled_gemm_sm90(q.const_data_ptr<int8_t>(), cb.const_data_ptr<int8_t>(), M, N, K,
+                                           row.const_data_ptr<float>(), col.const_data_ptr<float>(),
+                                           outliers != nullptr ? nullptr : bias_ptr, outliers != nullptr,
+                                           float_kind(out_dtype), out.data_ptr(), stream()));
+    return out;
+  }
+#endif
   auto acc = at::empty({M, N}, q.options().dtype(at::kInt));
   int8_gemm_into(q, cb, acc.data_ptr<int32_t>());
-  return dequantize_product(acc, row, col, bias, outliers, out_dtype);
+  C10_CUDA_CHECK(launch_dequantize_product(acc.const_data_ptr<int32_t>(), M, N, row.const_data_ptr<float>(),
+                                           col.const_data_ptr<float>(), bias_ptr, outliers, float_kind(out_dtype),
+                                           out.data_ptr(), stream()));
+  return out;
 }
 
 // The LLM.int8() forward from quantized rows. cols/count (on the device) name

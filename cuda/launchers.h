@@ -63,7 +63,7 @@ cudaError_t launch_gather_outlier_columns(const OutlierTerm& outliers, int64_t M
 
 // out[m, n] = acc[m, n] * row[m] * col[n] / 127^2 (+ outlier term) (+ bias[n]),
 // computed in fp32 and written once in out_kind. outliers (gathered first) and
-// bias may be null.
+// bias may be null; acc too, leaving the outlier term plus bias.
 cudaError_t launch_dequantize_product(const int32_t* acc, int64_t M, int64_t N, const float* row, const float* col,
                                       const float* bias, const OutlierTerm* outliers, FloatKind out_kind, void* out,
                                       cudaStream_t stream);
@@ -77,5 +77,15 @@ bool gemv_applies(int64_t M);
 cudaError_t launch_int8_gemv(const int8_t* q, const float* row, int64_t M, const int8_t* cb, const float* col,
                              const float* bias, int64_t N, int64_t K, const OutlierTerm* outliers,
                              FloatKind out_kind, void* out, cudaStream_t stream);
+
+// The fused Hopper product (CUTLASS, sm_90a; built where the CUTLASS headers are found):
+// out[m, n] = (a[m, :] . b[n, :]) * row[m] * col[n] / 127^2 + (add_to_out ? out[m, n] : bias[n]),
+// the int32 accumulators never leaving registers. add_to_out: out already holds the outlier
+// term and the bias. applies() says whether it takes this device, shape and alignment.
+bool scaled_gemm_sm90_applies(int device, const void* a, const void* b, const void* out, int64_t M, int64_t N,
+                              int64_t K, FloatKind out_kind);
+cudaError_t launch_scaled_gemm_sm90(const int8_t* a, const int8_t* b, int64_t M, int64_t N, int64_t K,
+                                    const float* row, const float* col, const float* bias, bool add_to_out,
+                                    FloatKind out_kind, void* out, cudaStream_t stream);
 
 }  // namespace llmint8::cuda

@@ -7,3 +7,5 @@ cd "$(dirname "$0")/.."
 mkdir -p .debs
 cd .debs
 apt-get download nlohmann-json3-dev libsentencepiece-dev libsentencepiece0
+# CUTLASS's headers (the fused Hopper GEMM), as the PyPI wheel; run_gpu.sh installs it without its dependencies.
+python3 -m pip download -q --no-deps nvidia-cutlass==4.2.0.0 -d .

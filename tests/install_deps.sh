@@ -19,3 +19,5 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 python3 -m pip install -q -r tests/requirements.txt
+# CUTLASS's C++ headers for the fused Hopper GEMM; the package's Python dependencies are not needed.
+python3 -m pip install -q --no-deps nvidia-cutlass==4.2.0.0

@@ -24,7 +24,7 @@ step() {  # step NAME COMMAND...: runs it, logs to $out/NAME.log, records pass/f
 }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-# Debian packages the GPU machine lacks (nlohmann-json, sentencepiece) come as .debs in .debs/
+# Packages the GPU machine lacks (nlohmann-json, sentencepiece; the CUTLASS wheel) come in .debs/
 # (tests/fetch_gpu_deps.sh, run beforehand where there is a network): unpack them where CMake looks.
 if ls .debs/*.deb > /dev/null 2>&1; then
   mkdir -p /tmp/llmint8-debs
@@ -34,6 +34,10 @@ if ls .debs/*.deb > /dev/null 2>&1; then
   export PKG_CONFIG_SYSROOT_DIR=/tmp/llmint8-debs  # the .pc files say /usr: look under the unpacked tree
   export LD_LIBRARY_PATH="/tmp/llmint8-debs/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
 fi
+if ls .debs/nvidia_cutlass-*.whl > /dev/null 2>&1; then
+  python3 -m pip install -q --no-deps .debs/nvidia_cutlass-*.whl
+fi
+export LLMINT8_REQUIRE_FUSED_GEMM=1  # on an sm_90 card the tests fail if CUTLASS was not built in
 export LLMINT8_BUILD_DIR=build-gpu CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" LLMINT8_BUILD_TESTS=1
 step build python3 -m pip install --no-build-isolation --no-deps -v .
 if [ "${status[build]}" = pass ]; then

@@ -18,6 +18,7 @@ PYBIND11_MODULE(_C, m) {
     d["cuda_architectures"] = info.cuda_architectures;
     d["torch_version"] = info.torch_version;
     d["sentencepiece"] = info.sentencepiece;
+    d["fused_sm90_gemm"] = info.fused_sm90_gemm;
     return d;
-  }, "How the native library was built: version, CUDA on/off, CUDA architectures, LibTorch version, sentencepiece.");
+  }, "How the native library was built: version, CUDA on/off, CUDA architectures, LibTorch version, sentencepiece, fused Hopper GEMM.");
 }

@@ -39,7 +39,8 @@ __global__ void gather_outlier_columns_kernel(OutlierArgs<TIn> o, int64_t M, int
   }
 }
 
-// Thread = one output column n for kEpilogueRows rows. Outliers past the
+// Thread = one output column n for kEpilogueRows rows. Without acc (null) it writes the
+// outlier term plus bias alone: the source that the fused Hopper GEMM then adds to. Outliers past the
 // buffers' capacity are read in place: slower, but any count (0 to K) is
 // right, and the count comes from the device, so nothing waits on the host.
 template <typename TIn, typename TOut>
@@ -75,7 +76,8 @@ __global__ void dequantize_product_kernel(const int32_t* __restrict__ acc, int64
     for (int r = 0; r < kEpilogueRows; ++r) {
       const int64_t m = m0 + r;
       if (m >= M) break;
-      const float v = static_cast<float>(acc[m * N + n]) * (row[m] * col_n * kInv127Squared) + s[r] + bias_n;
+      const float product = acc != nullptr ? static_cast<float>(acc[m * N + n]) * (row[m] * col_n * kInv127Squared) : 0.f;
+      const float v = product + s[r] + bias_n;
       out[m * N + n] = from_float<TOut>(v);
     }
   }

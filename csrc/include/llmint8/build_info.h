@@ -11,6 +11,7 @@ struct BuildInfo {
   std::string cuda_architectures;  // CMake's list, e.g. "80-real,90-real,90-virtual"
   std::string torch_version;       // LibTorch headers the library was built against
   bool sentencepiece;              // sentencepiece .model tokenizers compiled in
+  bool fused_sm90_gemm;            // the CUTLASS Hopper GEMM with its fused epilogue compiled in
 };
 
 BuildInfo build_info();
