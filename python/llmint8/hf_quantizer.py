@@ -72,7 +72,10 @@ class LlmInt8HfQuantizer(HfQuantizer):
     def validate_environment(self, *args, **kwargs):
         # Called with the user's device_map, then again with the map "auto"/"balanced" inferred from max_memory.
         device_map = kwargs.get("device_map")
-        if self.quantization_config.llm_int8_enable_fp32_cpu_offload or not isinstance(device_map, dict):
+        if not isinstance(device_map, dict):
+            return
+        if self.quantization_config.llm_int8_enable_fp32_cpu_offload:
+            self._keep_offloaded_modules_in_float(device_map)
             return
         places = {str(v) for v in device_map.values()}
         if places == {"cpu"} and not getattr(self, "_gpus_budgeted", False):
@@ -83,6 +86,20 @@ class LlmInt8HfQuantizer(HfQuantizer):
             raise ValueError(f"llmint8: max_memory cannot hold the 8-bit model where device_map asks: {shown} would be "
                              f"offloaded to {' and '.join(sorted(places & {'cpu', 'disk'}))}; raise max_memory, or pass "
                              "Int8Config(llm_int8_enable_fp32_cpu_offload=True) to keep offloaded modules in fp32")
+
+    def _keep_offloaded_modules_in_float(self, device_map):
+        """An inferred map ("auto", "balanced") comes after the swap: put the float modules back
+        (still on meta, weights not loaded) wherever it offloads to the CPU or disk."""
+        model = getattr(self, "_model", None)
+        if model is None:  # the user's own map: _process_model_before_weight_loading skips those modules
+            return
+        offloaded = [k for k, v in device_map.items() if str(v) in ("cpu", "disk")]
+        for name, module in list(model.named_modules()):
+            if isinstance(module, Linear8bitLt) and any(p == "" or name == p or name.startswith(p + ".")
+                                                        for p in offloaded):
+                parent, _, child = name.rpartition(".")
+                setattr(model.get_submodule(parent), child, self._float_modules[name])
+                self.modules_to_not_convert.append(name)
 
     def update_device_map(self, device_map):
         if device_map is None:
@@ -109,6 +126,9 @@ class LlmInt8HfQuantizer(HfQuantizer):
         if cfg.llm_int8_enable_fp32_cpu_offload and isinstance(device_map, dict):
             skip.extend(k for k, v in device_map.items() if str(v) in ("cpu", "disk"))
         self.modules_to_not_convert = skip
+        # The float modules (on meta: free), in case an inferred map offloads some of them.
+        self._model = model
+        self._float_modules = {n: m for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))}
         replace_linear_with_8bit(model, Int8Config(llm_int8_threshold=cfg.llm_int8_threshold,
                                                    llm_int8_skip_modules=list(skip),
                                                    llm_int8_has_fp16_weight=cfg.llm_int8_has_fp16_weight))
