@@ -4,7 +4,8 @@
 # compute-sanitizer (memcheck, racecheck) over the Catch2 suite, the benchmark,
 # and print a short summary. Logs go to $OUT (or ./gpu-out) when set.
 #   bash tests/fetch_gpu_deps.sh                     (here, once: packages the GPU machine lacks)
-#   bash tests/run_gpu.sh [--quick-bench|--no-bench]  (there, through the device tool, carrying .debs)
+#   bash tests/run_gpu.sh [--quick-bench|--no-bench]  (there, through the device tool, carrying .debs and .models)
+#   SKIP_CPP=1 PYTEST_ARGS="test_placement.py" bash tests/run_gpu.sh --no-bench   (a subset)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
@@ -41,10 +42,10 @@ export LLMINT8_REQUIRE_FUSED_GEMM=1  # on an sm_90 card the tests fail if CUTLAS
 export LLMINT8_BUILD_DIR=build-gpu CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" LLMINT8_BUILD_TESTS=1
 step build python3 -m pip install --no-build-isolation --no-deps -v .
 if [ "${status[build]}" = pass ]; then
-  step catch2 ctest --test-dir build-gpu --output-on-failure
-  step pytest bash -c "cd tests/python && LLMINT8_REQUIRE_CPP_TOOL=1 python3 -m pytest -q -rsx -p no:cacheprovider ."
-  step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests
-  step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests
+  [ -n "${SKIP_CPP:-}" ] || step catch2 ctest --test-dir build-gpu --output-on-failure
+  step pytest bash -c "cd tests/python && LLMINT8_REQUIRE_CPP_TOOL=1 python3 -m pytest -q -rsx -p no:cacheprovider ${PYTEST_ARGS:-.}"
+  [ -n "${SKIP_CPP:-}" ] || step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests
+  [ -n "${SKIP_CPP:-}" ] || step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests
   if [ "${bench_args[0]:-}" != none ]; then
     step bench python3 benchmarks/bench_linear.py "${bench_args[@]}" --json "$out/bench.json"
   fi

@@ -76,6 +76,11 @@ def run(args) -> dict:
             tokenizer = _SentencePiece(tok_path) if tok_path.endswith(".model") else Llama2cTokenizer(tok_path)
         import transformers
 
+        # transformers' "Loading weights" bar (each weight is quantized as it is placed): on a terminal only.
+        if sys.stderr.isatty():
+            transformers.utils.logging.enable_progress_bar()
+        else:
+            transformers.utils.logging.disable_progress_bar()
         quantization = None
         if args.int8:
             skip = [s for s in args.skip.split(",") if s]

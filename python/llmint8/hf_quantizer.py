@@ -9,8 +9,10 @@ go through llmint8 as well.
 """
 
 import importlib.util
+import sys
 
 import torch
+from tqdm import tqdm
 from transformers.core_model_loading import ConversionOps, WeightConverter
 from transformers.pytorch_utils import Conv1D
 from transformers.quantizers.auto import AUTO_QUANTIZER_MAPPING, register_quantization_config, register_quantizer
@@ -40,6 +42,7 @@ class QuantizeOnPlacement(ConversionOps):
                 value = value.t()
             result[name] = Int8Params(value.contiguous(), requires_grad=has_fp16,
                                       has_fp16_weights=has_fp16).to(value.device)
+        self.quantizer.quantized(len(result))
         return result
 
 
@@ -100,6 +103,8 @@ class LlmInt8HfQuantizer(HfQuantizer):
                 parent, _, child = name.rpartition(".")
                 setattr(model.get_submodule(parent), child, self._float_modules[name])
                 self.modules_to_not_convert.append(name)
+                if name in self._to_quantize:
+                    self._to_quantize.remove(name)
 
     def update_device_map(self, device_map):
         if device_map is None:
@@ -129,11 +134,21 @@ class LlmInt8HfQuantizer(HfQuantizer):
         # The float modules (on meta: free), in case an inferred map offloads some of them.
         self._model = model
         self._float_modules = {n: m for n, m in model.named_modules() if isinstance(m, (torch.nn.Linear, Conv1D))}
-        replace_linear_with_8bit(model, Int8Config(llm_int8_threshold=cfg.llm_int8_threshold,
+        self._progress = None
+        self._to_quantize = replace_linear_with_8bit(model, Int8Config(llm_int8_threshold=cfg.llm_int8_threshold,
                                                    llm_int8_skip_modules=list(skip),
                                                    llm_int8_has_fp16_weight=cfg.llm_int8_has_fp16_weight))
 
+    def quantized(self, count):
+        """Progress of the quantization (a bar on a terminal only; not for pre-quantized loads)."""
+        if self._progress is None:
+            self._progress = tqdm(total=len(self._to_quantize), desc="Quantizing to int8", unit="layer",
+                                  disable=not sys.stderr.isatty(), leave=False)
+        self._progress.update(count)
+
     def _process_model_after_weight_loading(self, model, **kwargs):
+        if getattr(self, "_progress", None) is not None:
+            self._progress.close()
         model.is_loaded_in_8bit = True
         model.is_8bit_serializable = True
         return model

@@ -188,6 +188,7 @@ def test_python_generate_flags_and_bad_input(folders, tmp_path):
     assert out["layers_quantized"] == 16 and out["dtype"] == "bf16" and len(out["generated_tokens"]) <= 8
     text = _py_generate("-m", model, "-z", tok, "-p", "Once", "-n", 8, "-t", 0, "--no-int8")
     assert text.returncode == 0 and "layers quantized 0" in text.stdout
+    assert "Loading weights" not in text.stderr  # no progress bars when stderr is not a terminal
     for args, expect in ((["-m", tmp_path / "missing.bin"], "no such model file or folder"),
                          (["-m", model, "-z", tok, "-p", "dream " * 200], "context holds 128"),
                          (["-m", model, "--frobnicate"], "unrecognized arguments: --frobnicate")):
@@ -215,3 +216,32 @@ def test_gpt2_conv1d_layers_are_swapped_and_round_trip(tmp_path):
     with torch.no_grad():
         assert torch.equal(reloaded(x).logits, got)
         assert model.generate(x, max_new_tokens=4, do_sample=False).shape == (1, 20)
+
+
+def test_quantization_progress_bar_on_a_terminal_only():
+    """python -m llmint8 generate shows a "Quantizing to int8" bar when stderr is a terminal."""
+    import os
+    import pty
+    model = MODELS["aidreams260K"][0]
+    args = [sys.executable, "-m", "llmint8", "generate", "-m", str(model), "-n", "2", "-t", "0", "--int8"]
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: stdout and stderr are the terminal, 120 columns wide
+        import fcntl
+        import struct
+        import termios
+        fcntl.ioctl(1, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+        os.execvp(args[0], args)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, seen[-500:]
+    assert b"Quantizing to int8" in seen and b"/28 [" in seen and b"Loading weights" in seen
+    piped = _py_generate("-m", model, "-n", 2, "-t", 0, "--int8")
+    assert piped.returncode == 0 and "Quantizing to int8" not in piped.stderr
