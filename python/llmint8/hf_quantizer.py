@@ -53,15 +53,24 @@ class LoadQuantized(ConversionOps):
         self.quantizer = quantizer
 
     def convert(self, input_dict, model=None, full_layer_name=None, **kwargs):
-        if len(input_dict) == 1:
-            return input_dict
         values = {k: (v[0] if isinstance(v, list) else v) for k, v in input_dict.items()}
-        weight = next(v for k, v in values.items() if k.endswith("weight"))
-        scb = next(v for k, v in values.items() if k.endswith("SCB"))
+        weight = next((v for k, v in values.items() if k.endswith("weight")), None)
+        scb = next((v for k, v in values.items() if k.endswith("SCB")), None)
         fmt = next((v for k, v in values.items() if k.endswith("weight_format")), None)
-        if fmt is not None and int(fmt) != 0:
-            raise ValueError(f"{full_layer_name}: weight_format {int(fmt)} is a legacy tiled layout; only 0 (row)")
         module, _ = get_module_from_name(model, full_layer_name)
+        if not isinstance(module, Linear8bitLt):
+            return input_dict  # embeddings, norms, lm_head, skipped layers: float as saved
+        # Everything is checked before anything is set: a bad checkpoint loads nothing of this layer.
+        prefix = full_layer_name[: -len("weight")]
+        shape = [module.out_features, module.in_features]
+        if weight is None or weight.dtype != torch.int8 or list(weight.shape) != shape:
+            got = "missing" if weight is None else f"{weight.dtype} {list(weight.shape)}"
+            raise ValueError(f"{prefix}weight: expected torch.int8 {shape}, got {got}")
+        if scb is None or not scb.is_floating_point() or list(scb.shape) != shape[:1]:
+            got = "missing" if scb is None else f"{scb.dtype} {list(scb.shape)}"
+            raise ValueError(f"{prefix}SCB: expected float32 [{shape[0]}] (one scale per output row), got {got}")
+        if fmt is not None and (fmt.numel() != 1 or int(fmt) != 0):
+            raise ValueError(f"{prefix}weight_format: {fmt.tolist()} is a legacy tiled layout; expected 0 (row)")
         module._is_hf_initialized = True
         return {"weight": Int8Params(weight, False, False, CB=weight, SCB=scb.to(weight.device, torch.float32))}
 

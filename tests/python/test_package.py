@@ -1,5 +1,6 @@
 """The package itself: native library loaded, build info, CMake prefix, every op registered."""
 
+import importlib.util
 import os
 import shutil
 
@@ -44,3 +45,5 @@ def test_cuda_backend_compiled_wherever_the_toolkit_is():
     if shutil.which("nvcc") or os.path.exists("/usr/local/cuda/bin/nvcc"):
         assert llmint8.build_info()["cuda"]
         assert torch._C._dispatch_has_kernel_for_dispatch_key("llmint8::int8_linear", "CUDA")
+        if importlib.util.find_spec("cutlass_library") is not None:  # nvidia-cutlass: the sm_90a GEMM too
+            assert llmint8.build_info()["fused_sm90_gemm"]

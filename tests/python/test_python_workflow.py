@@ -2,7 +2,10 @@
 llama2.c tokenizer in Python, transformers' LlamaForCausalLM swapped to Linear8bitLt, generating."""
 
 import importlib.util
+import io
 import json
+import logging
+import re
 import subprocess
 import sys
 
@@ -148,12 +151,33 @@ def test_bitsandbytes_checkpoint_loads_through_llmint8(folders, tmp_path):
     x = torch.tensor([[1, 5, 100, 37]])
     with torch.no_grad():
         assert torch.equal(loaded(x).logits, ours(x).logits)
-    # A legacy tiled weight_format makes the load fail (transformers reports our reason in its loading report).
-    sd = load_file(str(tmp_path / "bnb" / "model.safetensors"))
-    sd["model.layers.0.mlp.up_proj.weight_format"] = torch.tensor(1, dtype=torch.uint8)
-    save_file(sd, str(tmp_path / "bnb" / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(RuntimeError, match="issues during automatic conversion"):
-        transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "bnb"), device_map="cpu")
+
+
+@pytest.mark.parametrize("key,bad,reason", [
+    ("weight_format", lambda t: torch.tensor(1, dtype=torch.uint8),
+     r"up_proj.weight_format: 1 is a legacy tiled layout; expected 0 \(row\)"),
+    ("SCB", lambda t: t[:5], r"up_proj.SCB: expected float32 \[172\] \(one scale per output row\), got torch.float32 \[5\]"),
+    ("weight", lambda t: t.float(), r"up_proj.weight: expected torch.int8 \[172, 64\], got torch.float32 \[172, 64\]"),
+    ("weight", lambda t: t[:, :60].contiguous(), r"up_proj.weight: expected torch.int8 \[172, 64\], got torch.int8 \[172, 60\]"),
+])
+def test_corrupt_8bit_checkpoint_fails_naming_the_key(key, bad, reason, folders, tmp_path):
+    """transformers logs each conversion error in its load report, then raises; the report names our reason."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(
+        str(folders["aidreams260K"]), device_map="cpu", quantization_config=llmint8.Int8Config(llm_int8_threshold=6.0))
+    model.save_pretrained(str(tmp_path / "int8"))
+    sd = load_file(str(tmp_path / "int8" / "model.safetensors"))
+    name = f"model.layers.0.mlp.up_proj.{key}"
+    sd[name] = bad(sd[name])
+    save_file(sd, str(tmp_path / "int8" / "model.safetensors"), metadata={"format": "pt"})
+    report = io.StringIO()
+    handler = logging.StreamHandler(report)
+    transformers.utils.logging.add_handler(handler)
+    try:
+        with pytest.raises(RuntimeError, match="issues during automatic conversion"):
+            transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "int8"), device_map="cpu")
+    finally:
+        transformers.utils.logging.remove_handler(handler)
+    assert re.search(reason, report.getvalue()), report.getvalue()[-2000:]
 
 
 def _py_generate(*args):
