@@ -45,8 +45,9 @@ cudaError_t run(const int8_t* a, const int8_t* b, int64_t M, int64_t N, int64_t 
     return cudaErrorNotSupported;
   }
   if (gemm.initialize(args, nullptr, stream) != cutlass::Status::kSuccess) return cudaErrorLaunchFailure;
-  if (gemm.run(stream) != cutlass::Status::kSuccess) return cudaGetLastError();
-  return cudaGetLastError();
+  const bool launched = gemm.run(stream) == cutlass::Status::kSuccess;
+  const cudaError_t error = cudaGetLastError();
+  return error != cudaSuccess ? error : (launched ? cudaSuccess : cudaErrorLaunchFailure);
 }
 
 template <bool kWithSource>

@@ -26,12 +26,13 @@ def test_codes_and_int32_products_equal_cpu_bit_for_bit(dtype, threshold):
         assert torch.equal(ops.int8_linear_matmul(a, b), ops.int8_linear_matmul(a.cuda(), b.cuda()).cpu())
 
 
-@pytest.mark.parametrize("threshold", [0.0, 6.0])
-def test_decode_step_captured_in_cuda_graph_and_replayed(threshold):
+def capture_and_replay(M, dtype, with_bias, threshold, seed):
+    """Captures the layer op in a CUDA graph, then replays it with new inputs carrying 0, 1 and 9
+    outlier columns (the count lives on the device): each replay equals an eager call."""
     K, N = 4096, 1024
     _, CB, SCB = make_weight(N, K, "cuda")
-    bias = torch.randn(N, device="cuda", dtype=torch.float16)
-    static_x = make_activations((1, K), torch.float16, "cuda")
+    bias = torch.randn(N, device="cuda", dtype=dtype) if with_bias else None
+    static_x = make_activations((M, K), dtype, "cuda")
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm-up outside the capture (cuBLASLt plans, workspace)
@@ -41,13 +42,17 @@ def test_decode_step_captured_in_cuda_graph_and_replayed(threshold):
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):  # fails if the op synchronizes with the host
         static_y = ops.int8_linear(static_x, CB, SCB, bias, threshold)
-    # New inputs with 0, 1 and 9 outlier columns: the count lives on the device.
-    for seed, cols in enumerate([[], [5], list(range(100, 4000, 440))]):
-        x = make_activations((1, K), torch.float16, "cuda", outlier_cols=cols, seed=seed + 10)
+    for i, cols in enumerate([[], [5], list(range(100, 4000, 440))]):
+        x = make_activations((M, K), dtype, "cuda", outlier_cols=cols, seed=seed + i)
         static_x.copy_(x)
         graph.replay()
         torch.cuda.synchronize()
         assert torch.equal(static_y, ops.int8_linear(x, CB, SCB, bias, threshold))
+
+
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+def test_decode_step_captured_in_cuda_graph_and_replayed(threshold):
+    capture_and_replay(1, torch.float16, True, threshold, seed=10)
 
 
 def test_layer_op_does_not_synchronize():
@@ -129,21 +134,4 @@ def test_fused_layer_op_keeps_no_int32_product_in_memory(threshold):
 @needs_fused_gemm
 @pytest.mark.parametrize("threshold", [0.0, 6.0])
 def test_fused_prefill_captured_in_cuda_graph_and_replayed(threshold):
-    K, N = 4096, 1024
-    _, CB, SCB = make_weight(N, K, "cuda")
-    static_x = make_activations((16, K), torch.bfloat16, "cuda")
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(2):
-            ops.int8_linear(static_x, CB, SCB, None, threshold)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        static_y = ops.int8_linear(static_x, CB, SCB, None, threshold)
-    for seed, cols in enumerate([[], [5], list(range(100, 4000, 440))]):
-        x = make_activations((16, K), torch.bfloat16, "cuda", outlier_cols=cols, seed=seed + 20)
-        static_x.copy_(x)
-        graph.replay()
-        torch.cuda.synchronize()
-        assert torch.equal(static_y, ops.int8_linear(x, CB, SCB, None, threshold))
+    capture_and_replay(16, torch.bfloat16, False, threshold, seed=20)
