@@ -2,7 +2,8 @@
 
 Written from ../shared/models/README.md and llama2.c's run.c semantics: interleaved
 rotary pairs (not Hugging Face's halves), full causal attention over the whole
-sequence (no KV cache). Used to check the C++ model's logits and greedy ids.
+sequence (no KV cache). Used to check the C++ model's logits and greedy ids, and (int8=True)
+what LLM.int8() itself does to a model's likelihood.
 """
 
 import struct
@@ -11,8 +12,19 @@ import numpy as np
 import torch
 
 
+def _int8_rows(x):
+    """Row-wise absmax int8 quantization, dequantized again (float64): what LLM.int8() at threshold 0
+    does to each side of a product."""
+    scale = x.abs().amax(-1, keepdim=True).clamp_min(1e-30) / 127.0
+    return torch.round(x / scale) * scale
+
+
 class Llama2cReference:
-    def __init__(self, path: str):
+    """int8=True: every layer Linear (not the classifier) computes LLM.int8() at threshold 0,
+    weights and activations quantized per row, in float64."""
+
+    def __init__(self, path: str, int8: bool = False):
+        self.int8 = int8
         raw = open(path, "rb").read()
         dim, hidden, layers, heads, kv_heads, vocab, seq = struct.unpack("7i", raw[:28])
         self.shared = vocab > 0
@@ -42,6 +54,9 @@ class Llama2cReference:
         take(seq, self.head // 2)
         self.wcls = self.emb if self.shared else take(vocab, dim)
 
+    def _linear(self, x, w):
+        return _int8_rows(x) @ _int8_rows(w).T if self.int8 else x @ w.T
+
     @staticmethod
     def _rmsnorm(x, w):
         return x / torch.sqrt((x * x).mean(-1, keepdim=True) + 1e-5) * w
@@ -66,17 +81,18 @@ class Llama2cReference:
         mask = torch.full((T, T), float("-inf"), dtype=torch.float64).triu(1)
         for l in range(self.layers):
             h = self._rmsnorm(x, self.rms_att[l])
-            q = (h @ self.wq[l].T).view(T, self.heads, self.head)
-            k = (h @ self.wk[l].T).view(T, self.kv_heads, self.head)
-            v = (h @ self.wv[l].T).view(T, self.kv_heads, self.head)
+            q = self._linear(h, self.wq[l]).view(T, self.heads, self.head)
+            k = self._linear(h, self.wk[l]).view(T, self.kv_heads, self.head)
+            v = self._linear(h, self.wv[l]).view(T, self.kv_heads, self.head)
             q, k = self._rope(q, pos), self._rope(k, pos)
             k = k.repeat_interleave(group, dim=1)
             v = v.repeat_interleave(group, dim=1)
             att = torch.einsum("thd,shd->hts", q, k) / self.head ** 0.5 + mask
             out = torch.einsum("hts,shd->thd", att.softmax(-1), v).reshape(T, self.dim)
-            x = x + out @ self.wo[l].T
+            x = x + self._linear(out, self.wo[l])
             h = self._rmsnorm(x, self.rms_ffn[l])
-            x = x + (torch.nn.functional.silu(h @ self.w1[l].T) * (h @ self.w3[l].T)) @ self.w2[l].T
+            x = x + self._linear(torch.nn.functional.silu(self._linear(h, self.w1[l])) * self._linear(h, self.w3[l]),
+                                 self.w2[l])
         return self._rmsnorm(x, self.rms_final) @ self.wcls.T
 
     def greedy(self, prompt, steps):

@@ -80,10 +80,10 @@ def test_greedy_ids_agree_with_reference_for_32_steps(name, device):
 
 
 # The one reviewed expected failure: on stories260K (64-wide layers) int8 raises the NLL of the
-# float model's greedy continuation by 5-7% at threshold 0 and 3-5% at 6 (64 to 400 tokens),
-# mostly from the MLP layers (attention alone: -1.5%). Weight-only int8 of a single matrix in
-# the float64 reference already moves it by up to 1.5%: the loss is quantization, not a kernel
-# bug (logits match float64 to 1e-4). strict: this alerts when it starts to pass.
+# float model's greedy continuation by 5.5% at threshold 0 and 6.8% at 6 (from BOS; 4% to 13% from
+# other start tokens). LLM.int8() itself does this: the float64 reference quantizing weights and
+# activations per row gives the same NLL (test below); weights alone move it by 1.8%. The 2%
+# criterion needs a decision for this model. strict: this alerts when it starts to pass.
 STORIES_INT8_NLL = pytest.mark.xfail(strict=True, reason="int8 NLL 3-7% above float on the 64-wide stories260K")
 
 
@@ -108,6 +108,17 @@ def test_int8_nll_within_2_percent_of_float(name, threshold, record_property):
     print(f"{name} threshold {threshold}: NLL float {nll_float:.4f} int8 {nll_int8:.4f}; "
           f"greedy prefix matching float: {matching} of {len(float_run['generated_tokens'])}")
     assert int8_run["layers_quantized"] > 0 and int8_run["weight_bytes_after"] < float_run["weight_bytes_after"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_int8_nll_equals_the_float64_llm_int8_reference(name):
+    """The 8-bit C++ model scores a sequence as LLM.int8() computed in float64 does (threshold 0)."""
+    model = MODELS[name][0]
+    sequence = [1] + cli_json("-m", model, "--tokens", "1", "-n", 64, "-t", 0, "--no-int8")["generated_tokens"]
+    nll_int8 = cli_json("-m", model, "--tokens", ids(sequence), "--score", "--int8", "--threshold", 0)["mean_nll"]
+    logits = Llama2cReference(str(model), int8=True).logits(sequence)[:-1].log_softmax(-1)
+    expected = -logits[torch.arange(len(sequence) - 1), torch.tensor(sequence[1:])].mean().item()
+    assert abs(nll_int8 - expected) <= 1e-3 * expected, (nll_int8, expected)
 
 
 def test_every_flag_and_json_fields():
