@@ -26,6 +26,11 @@ from .replace import replace_linear_with_8bit
 register_quantization_config("llmint8")(Int8Config)
 
 
+def _offloaded(device_map):
+    """The device_map entries placed on the CPU or disk."""
+    return [k for k, v in device_map.items() if str(v) in ("cpu", "disk")]
+
+
 class QuantizeOnPlacement(ConversionOps):
     """A float weight arriving for a Linear8bitLt becomes its int8 codes and row scales, on its device."""
 
@@ -92,7 +97,7 @@ class LlmInt8HfQuantizer(HfQuantizer):
         places = {str(v) for v in device_map.values()}
         if places == {"cpu"} and not getattr(self, "_gpus_budgeted", False):
             return  # a CPU model asked for: int8 on the CPU is fine
-        offloaded = [k or "(the whole model)" for k, v in device_map.items() if str(v) in ("cpu", "disk")]
+        offloaded = [k or "(the whole model)" for k in _offloaded(device_map)]
         if offloaded:
             shown = ", ".join(offloaded[:4]) + (f" and {len(offloaded) - 4} more" if len(offloaded) > 4 else "")
             raise ValueError(f"llmint8: max_memory cannot hold the 8-bit model where device_map asks: {shown} would be "
@@ -105,7 +110,7 @@ class LlmInt8HfQuantizer(HfQuantizer):
         model = getattr(self, "_model", None)
         if model is None:  # the user's own map: _process_model_before_weight_loading skips those modules
             return
-        offloaded = [k for k, v in device_map.items() if str(v) in ("cpu", "disk")]
+        offloaded = _offloaded(device_map)
         for name, module in list(model.named_modules()):
             if isinstance(module, Linear8bitLt) and any(p == "" or name == p or name.startswith(p + ".")
                                                         for p in offloaded):
@@ -138,7 +143,7 @@ class LlmInt8HfQuantizer(HfQuantizer):
         cfg = self.quantization_config
         skip = self.get_modules_to_not_convert(model, cfg.llm_int8_skip_modules, model._keep_in_fp32_modules)
         if cfg.llm_int8_enable_fp32_cpu_offload and isinstance(device_map, dict):
-            skip.extend(k for k, v in device_map.items() if str(v) in ("cpu", "disk"))
+            skip.extend(_offloaded(device_map))
         self.modules_to_not_convert = skip
         # The float modules (on meta: free), in case an inferred map offloads some of them.
         self._model = model
