@@ -174,6 +174,11 @@ class LlmInt8HfQuantizer(HfQuantizer):
     def is_trainable(self) -> bool:
         return True
 
+    @property
+    def is_compileable(self) -> bool:
+        # The layer op is sync-free with fake kernels: generate() may compile the forward (static cache).
+        return True
+
     def get_quantize_ops(self):
         return QuantizeOnPlacement(self)
 

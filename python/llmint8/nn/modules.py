@@ -50,13 +50,16 @@ class Int8Params(torch.nn.Parameter):
         if isinstance(value, Int8Params):
             self.has_fp16_weights, self.CB, self.SCB = value.has_fp16_weights, value.CB, value.SCB
 
+    # Not named is_quantized: torch.Tensor.is_quantized means a qint8 tensor, and fake tensors
+    # (torch.compile) refuse a tensor that claims to be one.
     @property
-    def is_quantized(self) -> bool:
+    def is_int8(self) -> bool:
+        """Whether the data holds int8 codes (quantized), not a float weight."""
         return self.dtype == torch.int8
 
     def to(self, *args, **kwargs):
         device, dtype, non_blocking, _ = torch._C._nn._parse_to(*args, **kwargs)
-        if self.is_quantized:  # int8 codes never change dtype; SCB moves with them
+        if self.is_int8:  # int8 codes never change dtype; SCB moves with them
             data = torch.Tensor.to(self.detach(), device=device, non_blocking=non_blocking).detach()
             scb = self.SCB.to(device=device, non_blocking=non_blocking) if self.SCB is not None else None
             return Int8Params(data, False, False, CB=data, SCB=scb)
@@ -88,7 +91,7 @@ class Int8Params(torch.nn.Parameter):
                 (self.detach(), self.requires_grad, self.has_fp16_weights, self.CB is not None, self.SCB))
 
     def __repr__(self):
-        kind = "int8 codes" if self.is_quantized else ("float, trainable" if self.has_fp16_weights else "float")
+        kind = "int8 codes" if self.is_int8 else ("float, trainable" if self.has_fp16_weights else "float")
         return f"Int8Params({kind}, shape={tuple(self.shape)}, device={self.device})"
 
 
@@ -174,7 +177,7 @@ class Linear8bitLt(torch.nn.Linear):
             # .data, which no version counter sees.
             self.state.CB, self.state.SCB = quantize_weight(w)
         else:
-            if not w.is_quantized:
+            if not w.is_int8:
                 self.weight = w.to(w.device)
             self.state.CB, self.state.SCB = self.weight.CB, self.weight.SCB
         return self.state.CB, self.state.SCB
@@ -207,7 +210,7 @@ class Linear8bitLt(torch.nn.Linear):
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
-        if self.weight.is_quantized:
+        if self.weight.is_int8:
             scb = self.weight.SCB
             destination[prefix + "SCB"] = scb if keep_vars else scb.detach()
             destination[prefix + "weight_format"] = torch.tensor(0, dtype=torch.uint8)
@@ -265,7 +268,7 @@ class Linear8bitLt(torch.nn.Linear):
             raise TypeError(f"{weight_key}: expected int8 codes or a float weight, got {weight.dtype}")
         if scb is not None:
             raise ValueError(f"{scb_key} given with a float {weight_key}")
-        if self.weight.is_quantized:  # a quantized module takes a float checkpoint by quantizing it
+        if self.weight.is_int8:  # a quantized module takes a float checkpoint by quantizing it
             CB, SCB = quantize_weight(weight, device)
             return Int8Params(CB, False, False, CB=CB, SCB=SCB)
         return None

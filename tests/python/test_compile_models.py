@@ -1,0 +1,95 @@
+"""torch.compile(fullgraph=True) on modules holding quantized Linear8bitLt layers: the layer alone, a
+module around it, and a transformers model loaded through the "llmint8" quantizer, at both thresholds;
+and generate() with a static KV cache (which compiles the forward itself) giving eager's greedy ids."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import llmint8
+from conftest import make_activations
+from llmint8.nn import Linear8bitLt
+
+from test_workflow import MODELS
+
+transformers = pytest.importorskip("transformers")
+
+
+def quantized_layer(K, N, threshold, device, bias=True):
+    torch.manual_seed(0)
+    layer = Linear8bitLt(K, N, bias=bias, has_fp16_weights=False, threshold=threshold).to(device)
+    assert layer.weight.dtype == torch.int8 and layer.weight.is_int8
+    return layer
+
+
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+def test_compile_quantized_layer_fullgraph(threshold, device):
+    torch._dynamo.reset()
+    layer = quantized_layer(64, 48, threshold, device)
+    compiled = torch.compile(layer, fullgraph=True)
+    for M, cols in ((4, [3]), (9, [0, 63])):  # a second batch size: no recompilation that breaks
+        x = make_activations((M, 64), torch.float32, device, outlier_cols=cols, seed=M)
+        assert torch.equal(compiled(x), layer(x))
+
+
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+def test_compile_module_holding_layers_fullgraph(threshold, device):
+    torch._dynamo.reset()
+    torch.manual_seed(1)
+    model = torch.nn.Sequential(torch.nn.LayerNorm(64), torch.nn.Linear(64, 96), torch.nn.GELU(),
+                                torch.nn.Linear(96, 64))
+    names = llmint8.replace_linear_with_8bit(model, llm_int8_threshold=threshold)
+    assert names == ["1", "3"]
+    model.to(device)
+    x = make_activations((2, 5, 64), torch.float32, device, outlier_cols=[7])
+    compiled = torch.compile(model, fullgraph=True)
+    # Inductor may fuse the float ops around our op differently: equal to float rounding.
+    torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    model, tok = MODELS["aidreams260K"]
+    out = tmp_path_factory.mktemp("aidreams")
+    result = subprocess.run([sys.executable, "-m", "llmint8", "convert-llama2c", str(model), str(out),
+                             "--tokenizer", str(tok)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def load_8bit(folder, threshold, device):
+    return transformers.AutoModelForCausalLM.from_pretrained(
+        str(folder), device_map=device, dtype=torch.float32,
+        quantization_config=llmint8.Int8Config(llm_int8_threshold=threshold)).eval()
+
+
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+def test_compile_transformers_model_fullgraph(threshold, folder, device):
+    torch._dynamo.reset()
+    model = load_8bit(folder, threshold, device)
+    assert isinstance(model.model.layers[0].mlp.down_proj, Linear8bitLt)
+    x = torch.tensor([[1, 5, 100, 37, 300, 12]], device=device)
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        eager, fast = model(x).logits, compiled(x).logits
+    torch.testing.assert_close(fast, eager, rtol=1e-4, atol=1e-4)
+    assert torch.equal(fast.argmax(-1), eager.argmax(-1))
+
+
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+def test_static_cache_generate_compiles_and_matches_eager(threshold, folder, device):
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    model = load_8bit(folder, threshold, device)
+    prompt = torch.tensor([[1, 403, 407, 261, 378]], device=device)
+    with torch.no_grad():
+        eager = model.generate(prompt, max_new_tokens=24, do_sample=False)
+        # transformers compiles the forward itself for a static cache (on the CPU only when asked to).
+        config = transformers.CompileConfig(fullgraph=True)
+        config._compile_all_devices = device == "cpu"
+        static = model.generate(prompt, max_new_tokens=24, do_sample=False, cache_implementation="static",
+                                compile_config=config)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # the forward was compiled, not skipped
+    assert static.tolist() == eager.tolist()
