@@ -1,13 +1,15 @@
-"""Benchmark of the 8-bit layer op against fp16 F.linear and torch._int_mm, on the GPU.
+"""Benchmark of the 8-bit layer op against F.linear in the same dtype and torch._int_mm, on the GPU.
 
-Follows ../shared/docs/PERF.md: the shapes (K, N) of Llama layers, token counts M,
-thresholds 0 and 6 with 8 planted outlier columns of magnitude 30, weights
-~ N(0, 1/K). Times are device-event medians (triton.testing.do_bench), with
-activation quantization, outliers, dequantization and bias inside the timed
-region. Ratios are fp16_ms / ms (above 1 = faster than fp16), measured in the
-same run on the same card. Relative error is against an fp32 reference.
+Follows ../shared/docs/PERF.md: the shapes (K, N) of Llama layers, token counts M = 1 to
+4096, thresholds 0 and 6 with 8 planted outlier columns of magnitude 30, weights ~ N(0, 1/K),
+fp16 and bf16 activations. Times are device-event medians (triton.testing.do_bench) of eager
+calls, with activation quantization, outliers, dequantization and bias inside the timed
+region; --graph times CUDA graph replays instead (what compiled models see). Ratios are
+float_ms / ms (above 1 = faster than F.linear), measured in the same run on the same card.
+Relative error is against an fp32 reference. The last lines check PERF.md's per-layer targets.
 
-    python benchmarks/bench_linear.py [--quick] [--json results.json]
+    python benchmarks/bench_linear.py [--quick] [--graph] [--dtypes fp16,bf16] [--json results.json]
+    python benchmarks/bench_linear.py --profile      # kernel times of one call per shape and M
 """
 
 import argparse
@@ -20,14 +22,15 @@ import torch
 import torch.nn.functional as F
 import triton.testing
 
-import llmint8  # noqa: F401
+import llmint8
 
 SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096), (5120, 13824), (8192, 8192), (8192, 28672), (28672, 8192)]
 TOKENS = [1, 2, 4, 8, 16, 32, 128, 512, 1024, 4096]
 OUTLIER_COLUMNS = 8
 OUTLIER_MAGNITUDE = 30.0
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
-# bitsandbytes 0.50.2 on an H200, from PERF.md: (K, N, M) -> (t=0 ms, t=6 ms).
+# bitsandbytes 0.50.2 on an H200, from PERF.md: (K, N, M) -> (t=0 ms, t=6 ms), fp16.
 BNB_H200 = {
     (4096, 4096, 1): (0.203, 0.756), (4096, 4096, 4096): (0.243, 0.785),
     (4096, 11008, 1): (0.206, 0.795), (4096, 11008, 4096): (0.578, 1.185),
@@ -36,63 +39,116 @@ BNB_H200 = {
 }
 
 
-def bench(fn) -> float:
-    return triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
+def timer(graph: bool):
+    if graph:
+        return lambda fn: triton.testing.do_bench_cudagraph(fn, rep=100, return_mode="median")
+    return lambda fn: triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
-def activations(M, K, gen):
+def activations(M, K, gen, dtype):
     x = torch.randn(M, K, device="cuda", generator=gen)
     cols = torch.randperm(K, device="cuda", generator=gen)[:OUTLIER_COLUMNS]
     signs = torch.randint(0, 2, (M, OUTLIER_COLUMNS), device="cuda", generator=gen) * 2 - 1
     x[:, cols] = OUTLIER_MAGNITUDE * signs + torch.randn(M, OUTLIER_COLUMNS, device="cuda", generator=gen)
-    return x.half()
+    return x.to(dtype)
 
 
 def rel_err(out, ref):
     return ((out.float() - ref).norm() / ref.norm()).item()
 
 
-def run(shapes, tokens):
+def run(shapes, tokens, dtypes, graph):
+    bench = timer(graph)
     gen = torch.Generator(device="cuda").manual_seed(0)
     rows = []
     for K, N in shapes:
         W = torch.randn(N, K, device="cuda", generator=gen) / K**0.5
-        W16 = W.half()
-        bias = torch.randn(N, device="cuda", generator=gen).half()
         CB, SCB, _ = torch.ops.llmint8.int8_vectorwise_quant(W)
-        for M in tokens:
-            x = activations(M, K, gen)
-            ref = x.float() @ W.t() + bias.float()
-            row = {"K": K, "N": N, "M": M}
-            row["fp16_ms"] = bench(lambda: F.linear(x, W16, bias))
-            row["fp16_err"] = rel_err(F.linear(x, W16, bias), ref)
-            if M > 16 and K % 8 == 0 and N % 8 == 0:
-                xq = torch.randint(-127, 128, (M, K), device="cuda", dtype=torch.int8)
-                row["int_mm_ms"] = bench(lambda: torch._int_mm(xq, CB.t()))
-            for t in (0.0, 6.0):
-                key = f"t{int(t)}"
-                row[f"{key}_ms"] = bench(lambda: torch.ops.llmint8.int8_linear(x, CB, SCB, bias, t))
-                row[f"{key}_err"] = rel_err(torch.ops.llmint8.int8_linear(x, CB, SCB, bias, t), ref)
-            bnb = BNB_H200.get((K, N, M))
-            if bnb:
-                row["bnb_h200_t0_ms"], row["bnb_h200_t6_ms"] = bnb
-            rows.append(row)
-            print(format_row(row), flush=True)
-        del W, W16, CB, SCB
+        for dname in dtypes:
+            dtype = DTYPES[dname]
+            Wf = W.to(dtype)
+            bias = torch.randn(N, device="cuda", generator=gen).to(dtype)
+            for M in tokens:
+                x = activations(M, K, gen, dtype)
+                ref = x.float() @ W.t() + bias.float()
+                row = {"K": K, "N": N, "M": M, "dtype": dname}
+                row["float_ms"] = bench(lambda: F.linear(x, Wf, bias))
+                row["float_err"] = rel_err(F.linear(x, Wf, bias), ref)
+                if M > 16 and K % 8 == 0 and N % 8 == 0:
+                    xq = torch.randint(-127, 128, (M, K), device="cuda", dtype=torch.int8)
+                    row["int_mm_ms"] = bench(lambda: torch._int_mm(xq, CB.t()))
+                for t in (0.0, 6.0):
+                    key = f"t{int(t)}"
+                    row[f"{key}_ms"] = bench(lambda: torch.ops.llmint8.int8_linear(x, CB, SCB, bias, t))
+                    row[f"{key}_err"] = rel_err(torch.ops.llmint8.int8_linear(x, CB, SCB, bias, t), ref)
+                bnb = BNB_H200.get((K, N, M)) if dname == "fp16" else None
+                if bnb:
+                    row["bnb_h200_t0_ms"], row["bnb_h200_t6_ms"] = bnb
+                rows.append(row)
+                print(format_row(row), flush=True)
+            del Wf
+        del W, CB, SCB
         torch.cuda.empty_cache()
     return rows
 
 
-HEADER = ("| K x N | M | fp16 ms | int_mm ms | t=0 ms | t=0 vs fp16 | t=6 ms | t=6 vs fp16 | "
-          "err fp16 / t=0 / t=6 | bnb H200 t=0 / t=6 ms |")
+HEADER = ("| K x N | dtype | M | float ms | int_mm ms | t=0 ms | t=0 vs float | t=6 ms | t=6 vs float | "
+          "t=6 / t=0 time | err float / t=0 / t=6 | bnb H200 t=0 / t=6 ms |")
 
 
 def format_row(r):
     int_mm = f"{r['int_mm_ms']:.3f}" if "int_mm_ms" in r else "-"
     bnb = f"{r['bnb_h200_t0_ms']:.3f} / {r['bnb_h200_t6_ms']:.3f}" if "bnb_h200_t0_ms" in r else "-"
-    return (f"| {r['K']} x {r['N']} | {r['M']} | {r['fp16_ms']:.3f} | {int_mm} | {r['t0_ms']:.3f} | "
-            f"{r['fp16_ms'] / r['t0_ms']:.2f}x | {r['t6_ms']:.3f} | {r['fp16_ms'] / r['t6_ms']:.2f}x | "
-            f"{r['fp16_err']:.1e} / {r['t0_err']:.1e} / {r['t6_err']:.1e} | {bnb} |")
+    return (f"| {r['K']} x {r['N']} | {r['dtype']} | {r['M']} | {r['float_ms']:.4f} | {int_mm} | {r['t0_ms']:.4f} | "
+            f"{r['float_ms'] / r['t0_ms']:.2f}x | {r['t6_ms']:.4f} | {r['float_ms'] / r['t6_ms']:.2f}x | "
+            f"{r['t6_ms'] / r['t0_ms']:.2f} | "
+            f"{r['float_err']:.1e} / {r['t0_err']:.1e} / {r['t6_err']:.1e} | {bnb} |")
+
+
+def check_targets(rows):
+    """PERF.md's per-layer targets; returns the lines that miss."""
+    misses = []
+    for r in rows:
+        where = f"{r['K']} x {r['N']} {r['dtype']} M={r['M']}"
+        big = r["K"] * r["N"] >= 4096 * 11008
+        for t in ("t0", "t6"):
+            speed = r["float_ms"] / r[f"{t}_ms"]
+            if speed < 1.0:
+                misses.append(f"{where} {t}: {speed:.2f}x, slower than float")
+            if r["M"] <= 16:
+                need = 1.6 if big else (1.3 if r["K"] * r["N"] >= 4096 * 4096 else 1.0)
+                if speed < need:
+                    misses.append(f"{where} {t}: decode {speed:.2f}x < {need}x")
+            if r["M"] >= 1024 and big and speed < 1.7:
+                misses.append(f"{where} {t}: prefill {speed:.2f}x < 1.7x")
+        if r["t6_ms"] > 1.15 * r["t0_ms"]:
+            misses.append(f"{where}: t=6 takes {r['t6_ms'] / r['t0_ms']:.2f}x the time of t=0 (> 1.15)")
+    return misses
+
+
+def profile(shapes, tokens):
+    """Kernel names and device times of one layer call at each size (t=6, fp16)."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    for K, N in shapes:
+        W = torch.randn(N, K, device="cuda", generator=gen) / K**0.5
+        CB, SCB, _ = torch.ops.llmint8.int8_vectorwise_quant(W)
+        bias = torch.randn(N, device="cuda", generator=gen).half()
+        for M in tokens:
+            x = activations(M, K, gen, torch.float16)
+            for t in (0.0, 6.0):
+                for _ in range(3):
+                    torch.ops.llmint8.int8_linear(x, CB, SCB, bias, t)
+                torch.cuda.synchronize()
+                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+                    for _ in range(5):
+                        torch.ops.llmint8.int8_linear(x, CB, SCB, bias, t)
+                    torch.cuda.synchronize()
+                kernels = {}
+                for e in prof.events():
+                    if e.device_type == torch.autograd.DeviceType.CUDA:
+                        kernels.setdefault(e.name[:60], []).append(e.device_time)
+                parts = ", ".join(f"{name} {sum(v) / len(v):.1f}us" for name, v in kernels.items())
+                print(f"{K} x {N} M={M} t={t:g}: {parts}", flush=True)
 
 
 def driver_version() -> str:
@@ -107,26 +163,36 @@ def driver_version() -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="two shapes and four token counts")
+    parser.add_argument("--graph", action="store_true", help="time CUDA graph replays instead of eager calls")
+    parser.add_argument("--dtypes", default="fp16,bf16", help="activation dtypes (fp16, bf16)")
+    parser.add_argument("--profile", action="store_true", help="print kernel times per call instead")
     parser.add_argument("--json", help="write the rows and the environment to this file")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_linear.py needs a CUDA GPU")
-    shapes = SHAPES[:1] + SHAPES[5:6] if args.quick else SHAPES
-    tokens = [1, 16, 128, 4096] if args.quick else TOKENS
+    shapes = SHAPES[:2] + SHAPES[5:6] if args.quick else SHAPES
+    tokens = [1, 16, 128, 1024, 4096] if args.quick else TOKENS
+    if args.profile:
+        profile(shapes[:2], [1, 16, 128, 1024, 4096])
+        return
+    dtypes = [d for d in args.dtypes.split(",") if d]
     env = {
         "card": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "llmint8": llmint8.build_info(),
         "date": time.strftime("%Y-%m-%d"),
         "driver": driver_version(),
+        "timing": "CUDA graph replay" if args.graph else "eager (do_bench)",
     }
-    print(f"card: {env['card']}, driver {env['driver']}, torch {env['torch']}, {env['date']}")
+    print(f"card: {env['card']}, driver {env['driver']}, torch {env['torch']}, {env['date']}, {env['timing']}")
     print(HEADER)
     print("|---" * (HEADER.count("|") - 1) + "|")
-    rows = run(shapes, tokens)
+    rows = run(shapes, tokens, dtypes, args.graph)
+    misses = check_targets(rows)
+    print(f"PERF.md targets: {len(misses)} misses" + "".join(f"\n  {m}" for m in misses))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"env": env, "rows": rows}, f, indent=1)
+            json.dump({"env": env, "rows": rows, "target_misses": misses}, f, indent=1)
 
 
 if __name__ == "__main__":

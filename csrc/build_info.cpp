@@ -4,6 +4,12 @@
 
 namespace llmint8 {
 
+#ifdef LLMINT8_WITH_CUDA
+namespace cuda {
+std::vector<std::string> product_backend_names();  // cuda/scaled_product.cpp
+}
+#endif
+
 BuildInfo build_info() {
 #ifdef LLMINT8_WITH_CUDA
   constexpr bool cuda = true;
@@ -22,7 +28,12 @@ BuildInfo build_info() {
 #else
   constexpr bool fused_sm90_gemm = false;
 #endif
-  return BuildInfo{LLMINT8_VERSION, cuda, archs, TORCH_VERSION, sentencepiece, fused_sm90_gemm};
+#ifdef LLMINT8_WITH_CUDA
+  auto backends = cuda::product_backend_names();
+#else
+  std::vector<std::string> backends;
+#endif
+  return BuildInfo{LLMINT8_VERSION, cuda, archs, TORCH_VERSION, sentencepiece, fused_sm90_gemm, backends};
 }
 
 }  // namespace llmint8

@@ -3,6 +3,7 @@
 // error checked after each one. Registered under the CUDA dispatch key.
 #include "cuda/int8_gemm_cublaslt.h"
 #include "cuda/launchers.h"
+#include "cuda/scaled_product.h"
 #include "op_checks.h"
 #include "tensor_utils.h"
 
@@ -12,8 +13,11 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include <map>
+#include <algorithm>
+#include <array>
 #include <mutex>
+#include <utility>
+#include <vector>
 
 namespace llmint8::cuda {
 
@@ -30,129 +34,181 @@ FloatKind float_kind(at::ScalarType t) {
 
 cudaStream_t stream() { return at::cuda::getCurrentCUDAStream().stream(); }
 
-// cuBLASLt's workspace: one per device, allocated on first use and kept.
-void* cublaslt_workspace(const at::Device& device) {
-  static std::mutex mutex;
-  static std::map<int, at::Tensor> workspaces;
-  std::lock_guard<std::mutex> lock(mutex);
-  auto& ws = workspaces[device.index()];
-  if (!ws.defined()) {
-    ws = at::empty({static_cast<int64_t>(kCublasLtWorkspaceBytes)}, at::TensorOptions().dtype(at::kByte).device(device));
+bool capturing(cudaStream_t s) {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(s, &status));
+  return status != cudaStreamCaptureStatusNone;
+}
+
+// Scratch for the backends from PyTorch's caching allocator: stream-ordered, freed when the
+// op returns, and inside a CUDA graph capture taken from the graph's private pool.
+class TensorScratch {
+ public:
+  explicit TensorScratch(const at::Device& device) : device_(device) {}
+  Scratch view() { return Scratch{&TensorScratch::allocate, this}; }
+  void* get(size_t bytes) { return allocate(this, bytes); }
+
+ private:
+  static void* allocate(void* self, size_t bytes) {
+    auto* s = static_cast<TensorScratch*>(self);
+    s->held_.push_back(at::empty({static_cast<int64_t>(bytes)}, at::TensorOptions().dtype(at::kByte).device(s->device_)));
+    return s->held_.back().data_ptr();
   }
-  return ws.data_ptr();
+  at::Device device_;
+  std::vector<at::Tensor> held_;
+};
+
+// Device memory of the layer op kept per device: the decode path writes its codes, stats and
+// outlier list there (no allocation per call), and the outlier search keeps its mask and
+// ticket there (zero between calls: the kernel clears them). It comes from cudaMalloc, not
+// PyTorch's allocator, so that it never lands in a CUDA graph's private pool (torch.compile's
+// CUDA graph trees warm up inside it and refuse allocations that outlive a call). A call on
+// another stream than the last one first waits for that stream. Under a CUDA graph capture a
+// fresh zeroed block from the graph's pool is used instead, so that replays never share
+// memory with eager calls.
+struct LayerWorkspace {
+  int8_t* codes;     // [kSmallMRows, K]
+  float* stats;      // [kSmallMRows]
+  int32_t* cols;     // [K]
+  int32_t* count;    // [1]
+  uint8_t* mask;     // [K]
+  uint32_t* ticket;  // [1]
+};
+
+int64_t round16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
+
+int64_t workspace_bytes(int64_t K) {
+  return round16(kSmallMRows * K) + round16(sizeof(float) * kSmallMRows) + round16(sizeof(int32_t) * K) + 16 +
+         round16(K) + 16;
 }
 
-// int32 C[M, N] = A2[M, K] @ B[N, K]^T: cuBLASLt where its int8 kernels apply,
-// the exact CUDA-core kernel elsewhere (K % 4 != 0, odd N, unaligned views).
-void int8_gemm_into(const at::Tensor& A2, const at::Tensor& B, int32_t* C) {
-  const int64_t M = A2.size(0), K = A2.size(1), N = B.size(0);
-  if (M == 0 || N == 0) return;
-  if (K == 0) {
-    C10_CUDA_CHECK(cudaMemsetAsync(C, 0, sizeof(int32_t) * M * N, stream()));
-    return;
-  }
-  const int8_t* a = A2.const_data_ptr<int8_t>();
-  const int8_t* b = B.const_data_ptr<int8_t>();
-  if (cublaslt_int8_supported(a, b, C, N, K) &&
-      cublaslt_int8_gemm(a, b, C, M, N, K, cublaslt_workspace(A2.device()), stream())) {
-    return;
-  }
-  C10_CUDA_CHECK(launch_int8_gemm_exact(a, b, C, M, N, K, stream()));
+LayerWorkspace carve(uint8_t* base, int64_t K) {
+  LayerWorkspace w{};
+  w.codes = reinterpret_cast<int8_t*>(base);
+  base += round16(kSmallMRows * K);
+  w.stats = reinterpret_cast<float*>(base);
+  base += round16(sizeof(float) * kSmallMRows);
+  w.cols = reinterpret_cast<int32_t*>(base);
+  base += round16(sizeof(int32_t) * K);
+  w.count = reinterpret_cast<int32_t*>(base);
+  base += 16;
+  w.mask = base;
+  base += round16(K);
+  w.ticket = reinterpret_cast<uint32_t*>(base);
+  return w;
 }
 
-// uint8 [K] mask of the outlier columns of A2 [rows, K].
-at::Tensor outlier_column_mask(const at::Tensor& A2, double threshold) {
-  auto mask = at::zeros({A2.size(1)}, A2.options().dtype(at::kByte));
-  C10_CUDA_CHECK(launch_mark_outlier_columns(float_kind(A2.scalar_type()), A2.const_data_ptr(), A2.size(0),
-                                             A2.size(1), static_cast<float>(threshold), mask.data_ptr<uint8_t>(),
-                                             stream()));
-  return mask;
-}
-
-std::pair<at::Tensor, at::Tensor> quantize_rows(const at::Tensor& A2, const at::Tensor& mask) {
-  const int64_t rows = A2.size(0), K = A2.size(1);
-  auto CA = at::empty({rows, K}, A2.options().dtype(at::kChar));
-  auto SCA = at::empty({rows}, A2.options().dtype(at::kFloat));
-  C10_CUDA_CHECK(launch_quantize_rows(float_kind(A2.scalar_type()), A2.const_data_ptr(), rows, K,
-                                      mask.defined() ? mask.const_data_ptr<uint8_t>() : nullptr,
-                                      CA.data_ptr<int8_t>(), SCA.data_ptr<float>(), stream()));
-  return {CA, SCA};
-}
-
-// Y2 [M, N] = dequantized int8 product + outlier term + bias, in out_dtype.
-at::Tensor dequantize_product(const at::Tensor& acc, const at::Tensor& row, const at::Tensor& col,
-                              const at::Tensor& bias, const OutlierTerm* outliers, at::ScalarType out_dtype) {
-  const int64_t M = acc.size(0), N = acc.size(1);
-  auto out = at::empty({M, N}, acc.options().dtype(out_dtype));
-  C10_CUDA_CHECK(launch_dequantize_product(acc.const_data_ptr<int32_t>(), M, N, row.const_data_ptr<float>(),
-                                           col.const_data_ptr<float>(),
-                                           bias.defined() ? bias.const_data_ptr<float>() : nullptr, outliers,
-                                           float_kind(out_dtype), out.data_ptr(), stream()));
-  return out;
-}
-
-#ifdef LLMINT8_WITH_SM90_GEMM
-// Whether the fused Hopper GEMM takes this product (sm_90 device, aligned shapes).
-bool fused_gemm_applies(const at::Tensor& q, const at::Tensor& cb, const at::Tensor& out) {
-  return scaled_gemm_sm90_applies(q.device().index(), q.const_data_ptr(), cb.const_data_ptr(), out.const_data_ptr(),
-                                  q.size(0), cb.size(0), q.size(1), float_kind(out.scalar_type()));
-}
-#endif
-
-// out [M, N] = dequantized int8 product of q [M, K] and cb [N, K] (+ outliers, gathered
-// first) (+ bias), in out_dtype. The int32 products stay in registers: decode sizes take the
-// fused GEMV; larger ones the fused Hopper GEMM, whose epilogue adds the outlier term and bias
-// that a first pass wrote into out. Elsewhere (other cards, unaligned shapes, no CUTLASS) the
-// int8 GEMM writes int32 products, then one epilogue pass.
-at::Tensor scaled_product(const at::Tensor& q, const at::Tensor& row, const at::Tensor& cb, const at::Tensor& col,
-                          const at::Tensor& bias, const OutlierTerm* outliers, at::ScalarType out_dtype) {
-  const int64_t M = q.size(0), K = q.size(1), N = cb.size(0);
-  auto out = at::empty({M, N}, q.options().dtype(out_dtype));
-  const float* bias_ptr = bias.defined() ? bias.const_data_ptr<float>() : nullptr;
-  if (gemv_applies(M)) {
-    C10_CUDA_CHECK(launch_int8_gemv(q.const_data_ptr<int8_t>(), row.const_data_ptr<float>(), M,
-                                    cb.const_data_ptr<int8_t>(), col.const_data_ptr<float>(), bias_ptr, N, K, outliers,
-                                    float_kind(out_dtype), out.data_ptr(), stream()));
-    return out;
-  }
-#ifdef LLMINT8_WITH_SM90_GEMM
-  if (M > 0 && N > 0 && fused_gemm_applies(q, cb, out)) {
-    if (outliers != nullptr) {  // out = outlier term + bias, then the GEMM adds its product
-      C10_CUDA_CHECK(launch_dequantize_product(nullptr, M, N, row.const_data_ptr<float>(), col.const_data_ptr<float>(),
-                                               bias_ptr, outliers, float_kind(out_dtype), out.data_ptr(), stream()));
+class DeviceWorkspace {
+ public:
+  LayerWorkspace acquire(int device, int64_t K, cudaStream_t s) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (capacity_ < K) {  // grows to the widest layer seen; older blocks stay (kernels may still use them)
+      const int64_t capacity = std::max<int64_t>(K, 4096);
+      void* base = nullptr;
+      C10_CUDA_CHECK(cudaMalloc(&base, workspace_bytes(capacity)));
+      C10_CUDA_CHECK(cudaMemsetAsync(base, 0, workspace_bytes(capacity), s));
+      blocks_.push_back(base);
+      capacity_ = capacity;
     }
-    C10_CUDA_CHECK(launch_scaled_gemm_sm90(q.const_data_ptr<int8_t>(), cb.const_data_ptr<int8_t>(), M, N, K,
-                                           row.const_data_ptr<float>(), col.const_data_ptr<float>(),
-                                           outliers != nullptr ? nullptr : bias_ptr, outliers != nullptr,
-                                           float_kind(out_dtype), out.data_ptr(), stream()));
-    return out;
+    if (last_ != nullptr && last_ != s) {  // order after the other stream's use
+      if (released_ == nullptr) C10_CUDA_CHECK(cudaEventCreateWithFlags(&released_, cudaEventDisableTiming));
+      C10_CUDA_CHECK(cudaEventRecord(released_, last_));
+      C10_CUDA_CHECK(cudaStreamWaitEvent(s, released_, 0));
+    }
+    last_ = s;
+    return carve(static_cast<uint8_t*>(blocks_.back()), capacity_);
   }
-#endif
-  auto acc = at::empty({M, N}, q.options().dtype(at::kInt));
-  int8_gemm_into(q, cb, acc.data_ptr<int32_t>());
-  C10_CUDA_CHECK(launch_dequantize_product(acc.const_data_ptr<int32_t>(), M, N, row.const_data_ptr<float>(),
-                                           col.const_data_ptr<float>(), bias_ptr, outliers, float_kind(out_dtype),
-                                           out.data_ptr(), stream()));
-  return out;
+
+ private:
+  std::mutex mutex_;
+  int64_t capacity_ = 0;
+  std::vector<void*> blocks_;
+  cudaStream_t last_ = nullptr;
+  cudaEvent_t released_ = nullptr;
+};
+
+LayerWorkspace layer_workspace(const at::Device& device, int64_t K, std::vector<at::Tensor>& held) {
+  const cudaStream_t s = stream();
+  if (capturing(s)) {
+    held.push_back(at::zeros({workspace_bytes(K)}, at::TensorOptions().dtype(at::kByte).device(device)));
+    return carve(held.back().data_ptr<uint8_t>(), K);
+  }
+  static std::array<DeviceWorkspace, 64> workspaces;  // one per device, for the process' lifetime
+  TORCH_CHECK(device.index() >= 0 && device.index() < 64, "llmint8: CUDA device index ", device.index(),
+              " past the 64 this library supports");
+  return workspaces[device.index()].acquire(device.index(), K, s);
 }
 
-// The LLM.int8() forward from quantized rows. cols/count (on the device) name
-// the outlier columns, or are undefined when there are none.
-at::Tensor mixed_forward(const at::Tensor& A2, const at::Tensor& CA2, const at::Tensor& SCA, const at::Tensor& CB,
-                         const at::Tensor& SCB, const at::Tensor& cols, const at::Tensor& count,
-                         const std::optional<at::Tensor>& bias) {
-  const int64_t M = CA2.size(0), K = CA2.size(1), N = CB.size(0);
-  const auto CBc = CB.contiguous();
-  const auto sca = SCA.contiguous(), scb = SCB.contiguous();
-  if (!cols.defined()) return scaled_product(CA2, sca, CBc, scb, bias_fp32(bias), nullptr, A2.scalar_type());
-  // Scratch of a fixed size (the outlier count stays on the device): M x 64 and 64 x N floats.
-  auto sub_a = at::empty({M, kOutlierCapacity}, A2.options().dtype(at::kFloat));
-  auto sub_w = at::empty({kOutlierCapacity, N}, A2.options().dtype(at::kFloat));
-  const OutlierTerm term{float_kind(A2.scalar_type()), A2.const_data_ptr(), cols.const_data_ptr<int32_t>(),
-                         count.const_data_ptr<int32_t>(), CBc.const_data_ptr<int8_t>(), K,
-                         sub_a.data_ptr<float>(), sub_w.data_ptr<float>()};
-  C10_CUDA_CHECK(launch_gather_outlier_columns(term, M, N, scb.const_data_ptr<float>(), stream()));
-  return scaled_product(CA2, sca, CBc, scb, bias_fp32(bias), &term, A2.scalar_type());
+// Device pointers of quantized activation rows and their outlier columns (cols/count null
+// without outliers).
+struct QuantizedRows {
+  const int8_t* codes;
+  const float* stats;
+  const int32_t* cols;
+  const int32_t* count;
+};
+
+// Quantizes A2 [rows, K]: decode sizes in one launch, larger inputs by an outlier search then
+// a row pass. codes/stats: where to write them (null: the workspace, for decode sizes only).
+QuantizedRows quantize(const at::Tensor& A2, double threshold, int8_t* codes, float* stats, std::vector<at::Tensor>& held) {
+  const int64_t rows = A2.size(0), K = A2.size(1);
+  const auto kind = float_kind(A2.scalar_type());
+  const float t = static_cast<float>(threshold);
+  const LayerWorkspace w = layer_workspace(A2.device(), K, held);
+  int32_t* cols = threshold > 0.0 ? w.cols : nullptr;
+  int32_t* count = threshold > 0.0 ? w.count : nullptr;
+  if (rows >= 1 && rows <= kSmallMRows) {
+    codes = codes != nullptr ? codes : w.codes;
+    stats = stats != nullptr ? stats : w.stats;
+    const int cluster = small_m_quantize_cluster_blocks(A2.device().index(), rows, K);
+    C10_CUDA_CHECK(launch_quantize_small_m(kind, A2.const_data_ptr(), rows, K, t, codes, stats, cols, count, cluster,
+                                           stream()));
+    return {codes, stats, cols, count};
+  }
+  if (threshold > 0.0) {
+    C10_CUDA_CHECK(launch_find_outlier_columns(kind, A2.const_data_ptr(), rows, K, t, w.mask, w.ticket, cols, count,
+                                               stream()));
+  }
+  C10_CUDA_CHECK(launch_quantize_rows(kind, A2.const_data_ptr(), rows, K, cols, count, codes, stats, stream()));
+  return {codes, stats, cols, count};
+}
+
+// The outlier columns as the public ops report them: sorted int64 indices (reads the count: syncs).
+at::Tensor listed_columns(const QuantizedRows& q, const at::Device& device) {
+  int32_t n = 0;
+  C10_CUDA_CHECK(cudaMemcpyAsync(&n, q.count, sizeof(n), cudaMemcpyDeviceToHost, stream()));
+  C10_CUDA_CHECK(cudaStreamSynchronize(stream()));
+  auto cols = at::empty({n}, at::TensorOptions().dtype(at::kInt).device(device));
+  if (n > 0) {
+    C10_CUDA_CHECK(cudaMemcpyAsync(cols.data_ptr<int32_t>(), q.cols, sizeof(int32_t) * n, cudaMemcpyDeviceToDevice,
+                                   stream()));
+  }
+  return cols.to(at::kLong);
+}
+
+// out [M, N] = the LLM.int8() product of q and (CB, SCB) with its epilogue, through the
+// backend table (scaled_product.cpp).
+void scaled_product(const QuantizedRows& q, int64_t M, int64_t K, const at::Tensor& CB, const at::Tensor& SCB,
+                    const std::optional<at::Tensor>& bias, const OutlierTerm* outliers, at::Tensor& out,
+                    TensorScratch& scratch) {
+  const int64_t N = CB.size(0);
+  if (M == 0 || N == 0) return;
+  const auto cb = CB.contiguous(), scb = SCB.contiguous();
+  const auto b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  const ScaledProduct p{q.codes,
+                        q.stats,
+                        cb.const_data_ptr<int8_t>(),
+                        scb.const_data_ptr<float>(),
+                        b.defined() ? b.const_data_ptr() : nullptr,
+                        b.defined() ? float_kind(b.scalar_type()) : FloatKind::f32,
+                        outliers,
+                        M,
+                        N,
+                        K,
+                        float_kind(out.scalar_type()),
+                        out.data_ptr(),
+                        out.device().index()};
+  C10_CUDA_CHECK(launch_scaled_product(p, scratch.view(), stream()));
 }
 
 std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>> int8_vectorwise_quant_cuda(const at::Tensor& A,
@@ -160,10 +216,14 @@ std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>> int8_vectorwise_qu
   op_checks::vectorwise_quant("int8_vectorwise_quant", A, threshold);
   const c10::cuda::CUDAGuard guard(A.device());
   const auto A2 = as_rows(A);
+  auto CA = at::empty(A2.sizes(), A.options().dtype(at::kChar));
+  auto SCA = at::empty({A2.size(0)}, A.options().dtype(at::kFloat));
+  std::vector<at::Tensor> held;
+  const auto q = quantize(A2, threshold, CA.data_ptr<int8_t>(), SCA.data_ptr<float>(), held);
   // The columns' count sizes an output: this public op syncs, as bitsandbytes' does (int8_linear does not).
-  const auto outliers = threshold > 0.0 ? outlier_columns(outlier_column_mask(A2, threshold)) : OutlierColumns{};
-  auto [CA, SCA] = quantize_rows(A2, outliers.mask);
-  return {CA.view(A.sizes()), SCA, outliers.cols};
+  std::optional<at::Tensor> cols;
+  if (threshold > 0.0) cols = listed_columns(q, A.device());
+  return {CA.view(A.sizes()), SCA, cols};
 }
 
 at::Tensor int8_vectorwise_dequant_cuda(const at::Tensor& A, const at::Tensor& stats) {
@@ -175,6 +235,14 @@ at::Tensor int8_vectorwise_dequant_cuda(const at::Tensor& A, const at::Tensor& s
   C10_CUDA_CHECK(launch_dequantize_rows(A2.const_data_ptr<int8_t>(), s.const_data_ptr<float>(), A2.size(0),
                                         A2.size(1), out.data_ptr<float>(), stream()));
   return out.view(A.sizes());
+}
+
+void int8_gemm_into(const at::Tensor& A2, const at::Tensor& B, int32_t* C) {
+  TensorScratch scratch(A2.device());
+  const int64_t M = A2.size(0), K = A2.size(1), N = B.size(0);
+  void* workspace = M > 0 && N > 0 && K > 0 ? scratch.get(kCublasLtWorkspaceBytes) : nullptr;
+  C10_CUDA_CHECK(launch_int8_gemm_s32(A2.const_data_ptr<int8_t>(), B.const_data_ptr<int8_t>(), C, M, N, K, workspace,
+                                      stream()));
 }
 
 at::Tensor int8_linear_matmul_cuda(const at::Tensor& A, const at::Tensor& B) {
@@ -200,9 +268,22 @@ at::Tensor int8_mm_dequant_cuda(const at::Tensor& A, const at::Tensor& row_stats
   op_checks::mm_dequant(A, row_stats, col_stats, bias);
   const auto out_dtype = op_checks::output_dtype("int8_mm_dequant", dtype, at::kHalf);
   const c10::cuda::CUDAGuard guard(A.device());
-  return dequantize_product(as_rows(A), row_stats.contiguous(), col_stats.contiguous(), bias_fp32(bias), nullptr,
-                            out_dtype)
-      .view(A.sizes());
+  const auto acc = as_rows(A);
+  const auto row = row_stats.contiguous(), col = col_stats.contiguous();
+  const auto b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  auto out = at::empty(acc.sizes(), A.options().dtype(out_dtype));
+  EpilogueArgs args{};
+  args.acc = acc.const_data_ptr<int32_t>();
+  args.M = acc.size(0);
+  args.N = acc.size(1);
+  args.row = row.const_data_ptr<float>();
+  args.col = col.const_data_ptr<float>();
+  args.bias = b.defined() ? b.const_data_ptr() : nullptr;
+  args.bias_kind = b.defined() ? float_kind(b.scalar_type()) : FloatKind::f32;
+  args.out_kind = float_kind(out_dtype);
+  args.out = out.data_ptr();
+  C10_CUDA_CHECK(launch_dequantize_product(args, stream()));
+  return out.view(A.sizes());
 }
 
 at::Tensor int8_scaled_mm_cuda(const at::Tensor& A, const at::Tensor& B, const at::Tensor& row_stats,
@@ -211,9 +292,13 @@ at::Tensor int8_scaled_mm_cuda(const at::Tensor& A, const at::Tensor& B, const a
   op_checks::scaled_mm(A, B, row_stats, col_stats, bias);
   const auto out_dtype = op_checks::output_dtype("int8_scaled_mm", dtype, at::kHalf);
   const c10::cuda::CUDAGuard guard(A.device());
-  return scaled_product(as_rows(A), row_stats.contiguous(), B.contiguous(), col_stats.contiguous(), bias_fp32(bias),
-                        nullptr, out_dtype)
-      .view(output_shape(A, B.size(0)));
+  const auto A2 = as_rows(A);
+  const auto row = row_stats.contiguous();
+  auto out = at::empty({A2.size(0), B.size(0)}, A.options().dtype(out_dtype));
+  TensorScratch scratch(A.device());
+  const QuantizedRows q{A2.const_data_ptr<int8_t>(), row.const_data_ptr<float>(), nullptr, nullptr};
+  scaled_product(q, A2.size(0), A2.size(1), B, col_stats, bias, nullptr, out, scratch);
+  return out.view(output_shape(A, B.size(0)));
 }
 
 std::tuple<at::Tensor, std::optional<at::Tensor>> int8_mixed_scaled_mm_cuda(
@@ -223,6 +308,8 @@ std::tuple<at::Tensor, std::optional<at::Tensor>> int8_mixed_scaled_mm_cuda(
   const c10::cuda::CUDAGuard guard(A.device());
   const int64_t K = A.size(-1);
   const auto A2 = as_rows(A);
+  const auto CA2 = as_rows(CA);
+  const auto sca = SCA.contiguous();
   at::Tensor cols, count;
   std::optional<at::Tensor> sub_a;
   if (outlier_cols.has_value()) {
@@ -231,8 +318,14 @@ std::tuple<at::Tensor, std::optional<at::Tensor>> int8_mixed_scaled_mm_cuda(
     count = at::full({1}, cols.numel(), A.options().dtype(at::kInt));
     sub_a = A2.index_select(1, *outlier_cols);
   }
-  auto Y = mixed_forward(A2, as_rows(CA), SCA, CB, SCB, cols, count, bias).view(output_shape(A, CB.size(0)));
-  return {Y, sub_a};
+  const OutlierTerm term{float_kind(A.scalar_type()), A2.const_data_ptr(),
+                         cols.defined() ? cols.const_data_ptr<int32_t>() : nullptr,
+                         count.defined() ? count.const_data_ptr<int32_t>() : nullptr};
+  auto out = at::empty({A2.size(0), CB.size(0)}, A.options());
+  TensorScratch scratch(A.device());
+  const QuantizedRows q{CA2.const_data_ptr<int8_t>(), sca.const_data_ptr<float>(), nullptr, nullptr};
+  scaled_product(q, A2.size(0), K, CB, SCB, bias, cols.defined() ? &term : nullptr, out, scratch);
+  return {out.view(output_shape(A, CB.size(0))), sub_a};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, std::optional<at::Tensor>> int8_double_quant_cuda(
@@ -241,36 +334,42 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, std::optional<at::Ten
   const c10::cuda::CUDAGuard guard(A.device());
   const auto A2 = as_rows(A);
   const int64_t rows = A2.size(0), K = A2.size(1);
-  const auto outliers = threshold > 0.0 ? outlier_columns(outlier_column_mask(A2, threshold)) : OutlierColumns{};
-  const auto& mask = outliers.mask;
-  auto [CA, row_stats] = quantize_rows(A2, mask);
+  auto CA = at::empty({rows, K}, A.options().dtype(at::kChar));
+  auto row_stats = at::empty({rows}, A.options().dtype(at::kFloat));
+  std::vector<at::Tensor> held;
+  const auto q = quantize(A2, threshold, CA.data_ptr<int8_t>(), row_stats.data_ptr<float>(), held);
   auto CAt = at::empty({rows, K}, A.options().dtype(at::kChar));
   auto col_stats = at::empty({K}, A.options().dtype(at::kFloat));
-  C10_CUDA_CHECK(launch_quantize_columns(float_kind(A2.scalar_type()), A2.const_data_ptr(), rows, K,
-                                         mask.defined() ? mask.const_data_ptr<uint8_t>() : nullptr,
+  C10_CUDA_CHECK(launch_quantize_columns(float_kind(A2.scalar_type()), A2.const_data_ptr(), rows, K, q.cols, q.count,
                                          CAt.data_ptr<int8_t>(), col_stats.data_ptr<float>(), stream()));
-  return {CA.view(A.sizes()), CAt.view(A.sizes()), row_stats, col_stats, outliers.cols};
+  std::optional<at::Tensor> cols;
+  if (threshold > 0.0) cols = listed_columns(q, A.device());
+  return {CA.view(A.sizes()), CAt.view(A.sizes()), row_stats, col_stats, cols};
 }
 
-// The layer op: no host synchronization at any threshold. The outlier columns
-// are found, compacted and counted on the device; the epilogue reads the count.
+// The layer op: no host synchronization at any threshold and, for decode sizes, no allocation
+// beyond the output and two kernels (quantize_small_m, then the small-M product).
 at::Tensor int8_linear_cuda(const at::Tensor& A, const at::Tensor& CB, const at::Tensor& SCB,
                             const std::optional<at::Tensor>& bias, double threshold,
                             const std::optional<at::Tensor>& weight) {
   op_checks::int8_linear(A, CB, SCB, bias, threshold, weight);
   const c10::cuda::CUDAGuard guard(A.device());
   const auto A2 = as_rows(A);
-  const int64_t K = A2.size(1);
-  at::Tensor mask, cols, count;
-  if (threshold > 0.0) {
-    mask = outlier_column_mask(A2, threshold);
-    cols = at::empty({K}, A.options().dtype(at::kInt));  // capacity K: correct for any number of outliers
-    count = at::empty({1}, A.options().dtype(at::kInt));
-    C10_CUDA_CHECK(launch_compact_columns(mask.const_data_ptr<uint8_t>(), K, cols.data_ptr<int32_t>(),
-                                          count.data_ptr<int32_t>(), stream()));
+  const int64_t M = A2.size(0), K = A2.size(1), N = CB.size(0);
+  auto out = at::empty({M, N}, A.options());
+  if (M == 0 || N == 0) return out.view(output_shape(A, N));
+  TensorScratch scratch(A.device());
+  std::vector<at::Tensor> held;
+  int8_t* codes = nullptr;
+  float* stats = nullptr;
+  if (M > kSmallMRows) {
+    codes = static_cast<int8_t*>(scratch.get(M * K));
+    stats = static_cast<float*>(scratch.get(sizeof(float) * M));
   }
-  auto [CA2, SCA] = quantize_rows(A2, mask);
-  return mixed_forward(A2, CA2, SCA, CB, SCB, cols, count, bias).view(output_shape(A, CB.size(0)));
+  const auto q = quantize(A2, threshold, codes, stats, held);
+  const OutlierTerm term{float_kind(A.scalar_type()), A2.const_data_ptr(), q.cols, q.count};
+  scaled_product(q, M, K, CB, SCB, bias, threshold > 0.0 ? &term : nullptr, out, scratch);
+  return out.view(output_shape(A, N));
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstddef>
 #include <cstdint>
 
 namespace llmint8::cuda {
@@ -14,78 +15,103 @@ namespace llmint8::cuda {
 // The activation dtypes handled natively (no detour through fp16).
 enum class FloatKind { f16, bf16, f32 };
 
-// mask[k] = 1 where |a[r, k]| >= threshold for some row (mask must be zeroed first).
-cudaError_t launch_mark_outlier_columns(FloatKind kind, const void* a, int64_t rows, int64_t K, float threshold,
-                                        uint8_t* mask, cudaStream_t stream);
+// Outlier columns travel as a sorted int32 list and its length, both on the device:
+// no kernel asks the host how many there are, so the layer op never synchronizes.
 
-// Sorted indices of the flagged columns into cols [K] and their number into
-// count [1], on the device: the layer op never asks the host how many there are.
-cudaError_t launch_compact_columns(const uint8_t* mask, int64_t K, int32_t* cols, int32_t* count,
-                                   cudaStream_t stream);
+// ---------------------------------------------------------------- quantization
 
-// Row-wise absmax quantization leaving out the flagged columns (mask may be null).
-cudaError_t launch_quantize_rows(FloatKind kind, const void* a, int64_t rows, int64_t K, const uint8_t* mask,
-                                 int8_t* q, float* stats, cudaStream_t stream);
+// Rows the decode path quantizes in one launch (one tensor-core tile of rows).
+constexpr int kSmallMRows = 16;
 
-// Column-wise absmax quantization; flagged columns get stat 0 and codes 0.
-cudaError_t launch_quantize_columns(FloatKind kind, const void* a, int64_t rows, int64_t K, const uint8_t* mask,
-                                    int8_t* q, float* col_stats, cudaStream_t stream);
+// Decode sizes (1 <= rows <= kSmallMRows), one launch: row-wise absmax codes q and stats,
+// leaving out whole outlier columns (|a| >= threshold in some row; threshold 0: none), which
+// go sorted into cols [K] with their number in count [1] (cols/count may be null at threshold 0).
+// cluster_blocks > 1 (sm_90 only) shares the columns among a thread-block cluster.
+cudaError_t launch_quantize_small_m(FloatKind kind, const void* a, int64_t rows, int64_t K, float threshold,
+                                    int8_t* q, float* stats, int32_t* cols, int32_t* count, int cluster_blocks,
+                                    cudaStream_t stream);
+
+// Blocks of a cluster launch_quantize_small_m should use on this device (1 before sm_90).
+int small_m_quantize_cluster_blocks(int device, int64_t rows, int64_t K);
+
+// Any number of rows: finds the outlier columns into cols [K] / count [1], sorted. mask [K]
+// and ticket [1] are scratch that must be zero on entry; the kernel leaves them zero again,
+// so a cached workspace needs no clearing between calls.
+cudaError_t launch_find_outlier_columns(FloatKind kind, const void* a, int64_t rows, int64_t K, float threshold,
+                                        uint8_t* mask, uint32_t* ticket, int32_t* cols, int32_t* count,
+                                        cudaStream_t stream);
+
+// Row-wise absmax quantization leaving out the listed columns (cols/count may be null: none).
+cudaError_t launch_quantize_rows(FloatKind kind, const void* a, int64_t rows, int64_t K, const int32_t* cols,
+                                 const int32_t* count, int8_t* q, float* stats, cudaStream_t stream);
+
+// Column-wise absmax quantization; the listed columns get stat 0 and codes 0.
+cudaError_t launch_quantize_columns(FloatKind kind, const void* a, int64_t rows, int64_t K, const int32_t* cols,
+                                    const int32_t* count, int8_t* q, float* col_stats, cudaStream_t stream);
 
 // out[r, k] = q[r, k] * stats[r] / 127 in fp32.
 cudaError_t launch_dequantize_rows(const int8_t* q, const float* stats, int64_t rows, int64_t K, float* out,
                                    cudaStream_t stream);
+
+// ---------------------------------------------------------------- int32 products
 
 // Exact int32 C[M, N] = A[M, K] @ B[N, K]^T on CUDA cores, any shape and alignment
 // (the fallback where cuBLASLt's int8 kernels do not apply).
 cudaError_t launch_int8_gemm_exact(const int8_t* A, const int8_t* B, int32_t* C, int64_t M, int64_t N, int64_t K,
                                    cudaStream_t stream);
 
-// Outlier columns kept in the compact buffers below; more are still handled
-// (read in place, slower), so any number from 0 to K gives the right answer.
-constexpr int kOutlierCapacity = 64;
+// Exact int32 C[M, N] = A @ B^T: cuBLASLt where its int8 kernels apply, the exact kernel
+// elsewhere. workspace: kCublasLtWorkspaceBytes (int8_gemm_cublaslt.h) of device memory.
+cudaError_t launch_int8_gemm_s32(const int8_t* A, const int8_t* B, int32_t* C, int64_t M, int64_t N, int64_t K,
+                                 void* workspace, cudaStream_t stream);
 
-// The floating-point part of LLM.int8(): a[:, cols[:count]] against the
-// dequantized weight columns (cb * col_scale / 127). count lives on the device.
+// ---------------------------------------------------------------- outlier term and epilogue
+
+// The floating-point part of LLM.int8(): a[:, cols[j]] times the dequantized weight
+// columns cb[:, cols[j]] * col_scale / 127, for j < *count.
 struct OutlierTerm {
   FloatKind kind;
   const void* a;         // [M, K] activations
-  const int32_t* cols;   // column indices (sorted)
+  const int32_t* cols;   // sorted column indices
   const int32_t* count;  // [1] number of valid entries in cols
-  const int8_t* cb;      // [N, K] weight codes
-  int64_t K;
-  float* sub_a;          // [M, kOutlierCapacity] scratch: gathered activation columns
-  float* sub_w;          // [kOutlierCapacity, N] scratch: gathered, dequantized weight columns
 };
 
-// Fills sub_a and sub_w with the first min(count, kOutlierCapacity) outlier columns.
-cudaError_t launch_gather_outlier_columns(const OutlierTerm& outliers, int64_t M, int64_t N, const float* col_scale,
+// Outlier columns gathered into compact buffers for the GEMM epilogues; more are still
+// handled (read in place, slower), so any number from 0 to K gives the right answer.
+constexpr int kOutlierCapacity = 64;
+
+// sub_a [kOutlierCapacity, M]: column j of the activations at j's row (a[m, cols[j]] at j*M + m);
+// sub_w [kOutlierCapacity, N]: cb[n, cols[j]] * col[n] / 127 at j*N + n. Entries
+// count <= j < zero_fill are written as 0 (for epilogues that always read zero_fill of them).
+cudaError_t launch_gather_outlier_columns(const OutlierTerm& outliers, const int8_t* cb, const float* col, int64_t M,
+                                          int64_t N, int64_t K, int zero_fill, float* sub_a, float* sub_w,
                                           cudaStream_t stream);
 
-// out[m, n] = acc[m, n] * row[m] * col[n] / 127^2 (+ outlier term) (+ bias[n]),
-// computed in fp32 and written once in out_kind. outliers (gathered first) and
-// bias may be null; acc too, leaving the outlier term plus bias.
-cudaError_t launch_dequantize_product(const int32_t* acc, int64_t M, int64_t N, const float* row, const float* col,
-                                      const float* bias, const OutlierTerm* outliers, FloatKind out_kind, void* out,
-                                      cudaStream_t stream);
+// The epilogue of LLM.int8() as its own pass, computed in fp32 and rounded once to out_kind:
+//   out[m, n] = acc[m, n] * row[m] * col[n] / 127^2 + sum_{j < count} outlier_j + bias[n]
+// acc may be null (no product). With accumulate, out[m, n] += sum_{first <= j < count} outlier_j
+// instead (the outliers a GEMM epilogue left over; nothing to do, and an early exit, when
+// count <= first). No outliers: outliers.count null; sub_a/sub_w as gathered above. The
+// arguments travel to the kernel by value: no host pointer in them.
+struct EpilogueArgs {
+  const int32_t* acc;
+  int64_t M, N, K;
+  const float* row;
+  const float* col;
+  const void* bias;
+  FloatKind bias_kind;
+  OutlierTerm outliers;
+  const int8_t* cb;
+  const float* sub_a;
+  const float* sub_w;
+  int first_outlier;
+  bool accumulate;
+  FloatKind out_kind;
+  void* out;
+};
+cudaError_t launch_dequantize_product(const EpilogueArgs& args, cudaStream_t stream);
 
-// Whether launch_int8_gemv takes M rows (decode sizes: 1 and 2).
-bool gemv_applies(int64_t M);
-
-// The decode-size product with its epilogue fused: out[m, n] as in
-// launch_dequantize_product, with acc = q[m, :] . cb[n, :] computed exactly in
-// registers (no int32 buffer). q: [M, K] int8 codes; outliers gathered first.
-cudaError_t launch_int8_gemv(const int8_t* q, const float* row, int64_t M, const int8_t* cb, const float* col,
-                             const float* bias, int64_t N, int64_t K, const OutlierTerm* outliers,
-                             FloatKind out_kind, void* out, cudaStream_t stream);
-
-// The fused Hopper product (CUTLASS, sm_90a; built where the CUTLASS headers are found):
-// out[m, n] = (a[m, :] . b[n, :]) * row[m] * col[n] / 127^2 + (add_to_out ? out[m, n] : bias[n]),
-// the int32 accumulators never leaving registers. add_to_out: out already holds the outlier
-// term and the bias. applies() says whether it takes this device, shape and alignment.
-bool scaled_gemm_sm90_applies(int device, const void* a, const void* b, const void* out, int64_t M, int64_t N,
-                              int64_t K, FloatKind out_kind);
-cudaError_t launch_scaled_gemm_sm90(const int8_t* a, const int8_t* b, int64_t M, int64_t N, int64_t K,
-                                    const float* row, const float* col, const float* bias, bool add_to_out,
-                                    FloatKind out_kind, void* out, cudaStream_t stream);
+// out[i] = float(in[i]) for n elements of kind.
+cudaError_t launch_to_float(FloatKind kind, const void* in, int64_t n, float* out, cudaStream_t stream);
 
 }  // namespace llmint8::cuda

@@ -6,6 +6,8 @@
 #   bash tests/fetch_gpu_deps.sh                     (here, once: packages the GPU machine lacks)
 #   bash tests/run_gpu.sh [--quick-bench|--no-bench]  (there, through the device tool, carrying .debs and .models)
 #   SKIP_CPP=1 PYTEST_ARGS="test_placement.py" bash tests/run_gpu.sh --no-bench   (a subset)
+#   SKIP_SANITIZERS=1 ...                            (Catch2 without compute-sanitizer)
+#   BENCH_FIRST=1 ...                                (the benchmark right after the build)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
@@ -24,7 +26,8 @@ step() {  # step NAME COMMAND...: runs it, logs to $out/NAME.log, records pass/f
   tail -n 5 "$out/$name.log"
 }
 
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+gpu_info=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -n 1)  # $out holds 8 files at most
+echo "$gpu_info"
 # Packages the GPU machine lacks (nlohmann-json, sentencepiece; the CUTLASS wheel) come in .debs/
 # (tests/fetch_gpu_deps.sh, run beforehand where there is a network): unpack them where CMake looks.
 if ls .debs/*.deb > /dev/null 2>&1; then
@@ -41,19 +44,27 @@ fi
 export LLMINT8_REQUIRE_FUSED_GEMM=1  # on an sm_90 card the tests fail if CUTLASS was not built in
 export LLMINT8_BUILD_DIR=build-gpu CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" LLMINT8_BUILD_TESTS=1
 step build python3 -m pip install --no-build-isolation --no-deps -v .
+if [ "${status[build]}" = pass ] && [ -n "${BENCH_FIRST:-}" ] && [ "${bench_args[0]:-}" != none ]; then
+  step bench python3 benchmarks/bench_linear.py "${bench_args[@]}" --json "$out/bench.json"
+  bench_args=(none)  # done
+fi
 if [ "${status[build]}" = pass ]; then
   [ -n "${SKIP_CPP:-}" ] || step catch2 ctest --test-dir build-gpu --output-on-failure
   step pytest bash -c "cd tests/python && LLMINT8_REQUIRE_CPP_TOOL=1 python3 -m pytest -q -rsx -p no:cacheprovider ${PYTEST_ARGS:-.}"
-  [ -n "${SKIP_CPP:-}" ] || step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests
-  [ -n "${SKIP_CPP:-}" ] || step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests
+  if [ -z "${SKIP_CPP:-}" ] && [ -z "${SKIP_SANITIZERS:-}" ]; then
+    # The CUDA paths suite reaches every kernel and product backend (tests/cpp/test_cuda_paths.cpp).
+    step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[cuda],[api]"
+    step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[cuda],[api]"
+  fi
   if [ "${bench_args[0]:-}" != none ]; then
+    step profile python3 benchmarks/bench_linear.py --profile
     step bench python3 benchmarks/bench_linear.py "${bench_args[@]}" --json "$out/bench.json"
   fi
 fi
 
-echo "== summary ($(head -n1 "$out/gpu.txt"))"
+echo "== summary ($gpu_info)"
 failed=0
-for name in build catch2 pytest memcheck racecheck bench; do
+for name in build catch2 pytest memcheck racecheck profile bench; do
   [ -n "${status[$name]:-}" ] || continue
   echo "$name: ${status[$name]}"
   [ "${status[$name]}" = pass ] || failed=1

@@ -3,6 +3,7 @@
 #include <llmint8/build_info.h>
 
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 namespace py = pybind11;
 
@@ -19,6 +20,8 @@ PYBIND11_MODULE(_C, m) {
     d["torch_version"] = info.torch_version;
     d["sentencepiece"] = info.sentencepiece;
     d["fused_sm90_gemm"] = info.fused_sm90_gemm;
+    d["cuda_product_backends"] = info.cuda_product_backends;
     return d;
-  }, "How the native library was built: version, CUDA on/off, CUDA architectures, LibTorch version, sentencepiece, fused Hopper GEMM.");
+  }, "How the native library was built: version, CUDA on/off, CUDA architectures, LibTorch version, sentencepiece, "
+     "fused Hopper GEMM, the CUDA product backends in the order they are tried.");
 }

@@ -7,6 +7,7 @@
 #include "cuda/launchers.h"
 
 #include <cstdint>
+#include <cstring>
 
 namespace llmint8::cuda {
 
@@ -51,6 +52,79 @@ cudaError_t with_float_type(FloatKind kind, F&& f) {
 }
 
 constexpr float kInv127Squared = 1.f / (127.f * 127.f);
+
+// Element i of a float array whose dtype is known only at run time (bias, outlier
+// activations: a few loads per output, not worth a template instantiation each).
+__device__ __forceinline__ float load_float(const void* p, FloatKind kind, int64_t i) {
+  switch (kind) {
+    case FloatKind::f16: return __half2float(static_cast<const __half*>(p)[i]);
+    case FloatKind::bf16: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
+    default: return static_cast<const float*>(p)[i];
+  }
+}
+
+__device__ __forceinline__ void store_float(void* p, FloatKind kind, int64_t i, float v) {
+  switch (kind) {
+    case FloatKind::f16: static_cast<__half*>(p)[i] = __float2half_rn(v); break;
+    case FloatKind::bf16: static_cast<__nv_bfloat16*>(p)[i] = __float2bfloat16_rn(v); break;
+    default: static_cast<float*>(p)[i] = v; break;
+  }
+}
+
+// Elements of T per 16-byte load.
+template <typename T>
+constexpr int kPerVector = 16 / static_cast<int>(sizeof(T));
+
+// V consecutive elements of T from p as floats: one 16-byte load when VECTOR (V = kPerVector<T>,
+// p 16-byte aligned), else V element loads.
+template <typename T, int V, bool VECTOR>
+__device__ __forceinline__ void load_floats(const T* __restrict__ p, float (&v)[V]) {
+  if constexpr (VECTOR) {
+    static_assert(V == kPerVector<T>, "a vector load is 16 bytes");
+    const int4 raw = __ldg(reinterpret_cast<const int4*>(p));
+    const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+    for (int i = 0; i < V; ++i) v[i] = to_float(e[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) v[i] = to_float(p[i]);
+  }
+}
+
+// V int8 codes to q (aligned to V bytes: one store for V = 4 or 8).
+template <int V>
+__device__ __forceinline__ void store_codes(int8_t* q, const int8_t (&c)[V]) {
+  if constexpr (V == 8) {
+    uint2 packed;
+    memcpy(&packed, c, 8);
+    *reinterpret_cast<uint2*>(q) = packed;
+  } else if constexpr (V == 4) {
+    uint32_t packed;
+    memcpy(&packed, c, 4);
+    *reinterpret_cast<uint32_t*>(q) = packed;
+  } else {
+#pragma unroll
+    for (int i = 0; i < V; ++i) q[i] = c[i];
+  }
+}
+
+// Whether column k is flagged in a bitmask (one bit per column).
+__device__ __forceinline__ bool bit_set(const uint32_t* bits, int64_t k) { return (bits[k >> 5] >> (k & 31)) & 1u; }
+
+// Fills a shared bitmask of `words` words from the outlier list (cols null or count 0: empty);
+// only columns in [k0, k0 + 32 * words) are kept. Ends with a barrier.
+template <int BLOCK>
+__device__ void outlier_bitmask(uint32_t* bits, int64_t words, int64_t k0, const int32_t* cols,
+                                const int32_t* count) {
+  for (int64_t w = threadIdx.x; w < words; w += BLOCK) bits[w] = 0u;
+  __syncthreads();
+  const int32_t n = cols != nullptr ? *count : 0;
+  for (int32_t j = threadIdx.x; j < n; j += BLOCK) {
+    const int64_t k = static_cast<int64_t>(cols[j]) - k0;
+    if (k >= 0 && k < 32 * words) atomicOr(&bits[k >> 5], 1u << (k & 31));
+  }
+  __syncthreads();
+}
 
 // NaN-propagating absmax over a block of BLOCK threads; every thread gets the result.
 template <int BLOCK>

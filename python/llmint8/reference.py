@@ -59,8 +59,9 @@ def int8_vectorwise_dequant(A: torch.Tensor, stats: torch.Tensor) -> torch.Tenso
 
 
 def int8_linear_matmul(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
-    """Exact int32 product (int64 math; fits int32 for K <= 133,144)."""
-    out = _rows(A).long() @ B.long().t()
+    """Exact int32 product: float64 holds every partial sum exactly (|sum| <= 127^2 K < 2^53), and
+    float64 matmul runs on any device (int64 matmul has no CUDA kernel). Fits int32 for K <= 133,144."""
+    out = _rows(A).double() @ B.double().t()
     return out.to(torch.int32).reshape(*A.shape[:-1], B.shape[0])
 
 

@@ -1,4 +1,6 @@
-"""CUDA-only behaviour: CPU/GPU bit equality, CUDA graph capture of a decode step, sync-free layer op."""
+"""CUDA-only behaviour: every product backend and quantization kernel against the float64
+reference, CPU/GPU bit equality, CUDA graph capture of decode and prefill steps, the
+sync-free and allocation-free layer op, kernel counts at decode sizes."""
 
 import os
 
@@ -11,6 +13,48 @@ from conftest import assert_matches_reference, make_activations, make_weight
 ops = torch.ops.llmint8
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+
+
+def outlier_set(K, count):
+    """count columns: the first and the last, the rest spread between."""
+    if count == 0:
+        return []
+    cols = [0, K - 1][:count]
+    return cols + [1 + (i * (K - 2)) // count for i in range(2, count)]
+
+
+def reference_linear(A, CB, SCB, bias, threshold):
+    """The float64 LLM.int8() forward, computed on A's device (pure PyTorch)."""
+    return llmint8.reference.int8_linear(A, CB, SCB, bias, threshold)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("M", [1, 2, 5, 8, 9, 16, 17, 31, 64, 257, 1025, 4096])
+def test_layer_op_matches_reference_on_every_path(dtype, M):
+    # K % 16 == 0 takes the vector and Hopper paths, K = 2051 the scalar loads and the int32 GEMM.
+    N = 1032
+    for K in (2048, 2051):
+        _, CB, SCB = make_weight(N, K, "cuda", seed=K)
+        bias = torch.randn(N, device="cuda", dtype=dtype)
+        for count, threshold in ((0, 6.0), (1, 6.0), (9, 6.0), (64, 6.0), (80, 6.0), (9, 0.0)):
+            A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, count), seed=M + count)
+            out = ops.int8_linear(A, CB, SCB, bias, threshold)
+            assert out.dtype == dtype and out.shape == (M, N)
+            assert_matches_reference(out, reference_linear(A, CB, SCB, bias, threshold))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("M,K", [(1, 1024), (5, 4099), (16, 4096), (16, 28672), (3, 16), (16, 7)])
+def test_decode_quantization_matches_reference_bit_for_bit(dtype, M, K):
+    # 16 x 4096 and larger run on a cluster of blocks on sm_90; 4099 and 7 take element loads.
+    A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, min(K, 9)), seed=K)
+    for threshold in (0.0, 6.0):
+        CA, SCA, cols = ops.int8_vectorwise_quant(A, threshold)
+        ref = llmint8.reference.int8_vectorwise_quant(A.cpu(), threshold)
+        assert torch.equal(CA.cpu(), ref[0]) and torch.equal(SCA.cpu(), ref[1])
+        assert (cols is None) == (ref[2] is None)
+        if cols is not None:
+            assert torch.equal(cols.cpu(), ref[2])
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
@@ -27,8 +71,8 @@ def test_codes_and_int32_products_equal_cpu_bit_for_bit(dtype, threshold):
 
 
 def capture_and_replay(M, dtype, with_bias, threshold, seed):
-    """Captures the layer op in a CUDA graph, then replays it with new inputs carrying 0, 1 and 9
-    outlier columns (the count lives on the device): each replay equals an eager call."""
+    """Captures the layer op in a CUDA graph, then replays it with new inputs carrying 0, 1, 9
+    and 80 outlier columns (the count lives on the device): each replay equals an eager call."""
     K, N = 4096, 1024
     _, CB, SCB = make_weight(N, K, "cuda")
     bias = torch.randn(N, device="cuda", dtype=dtype) if with_bias else None
@@ -42,8 +86,8 @@ def capture_and_replay(M, dtype, with_bias, threshold, seed):
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):  # fails if the op synchronizes with the host
         static_y = ops.int8_linear(static_x, CB, SCB, bias, threshold)
-    for i, cols in enumerate([[], [5], list(range(100, 4000, 440))]):
-        x = make_activations((M, K), dtype, "cuda", outlier_cols=cols, seed=seed + i)
+    for i, count in enumerate([0, 1, 9, 80]):
+        x = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, count), seed=seed + i)
         static_x.copy_(x)
         graph.replay()
         torch.cuda.synchronize()
@@ -51,23 +95,55 @@ def capture_and_replay(M, dtype, with_bias, threshold, seed):
 
 
 @pytest.mark.parametrize("threshold", [0.0, 6.0])
-def test_decode_step_captured_in_cuda_graph_and_replayed(threshold):
-    capture_and_replay(1, torch.float16, True, threshold, seed=10)
+@pytest.mark.parametrize("M", [1, 16])
+def test_decode_step_captured_in_cuda_graph_and_replayed(threshold, M):
+    capture_and_replay(M, torch.float16, True, threshold, seed=10)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+@pytest.mark.parametrize("M", [64, 300])
+def test_prefill_step_captured_in_cuda_graph_and_replayed(threshold, M):
+    capture_and_replay(M, torch.bfloat16, True, threshold, seed=20)
 
 
 def test_layer_op_does_not_synchronize():
     A = make_activations((16, 1024), torch.bfloat16, "cuda", outlier_cols=[1, 2, 3])
+    B = make_activations((300, 1024), torch.bfloat16, "cuda", outlier_cols=[1, 2, 3])
     _, CB, SCB = make_weight(256, 1024, "cuda")
     ops.int8_linear(A, CB, SCB, None, 6.0)  # warm-up
+    ops.int8_linear(B, CB, SCB, None, 6.0)
     torch.cuda.set_sync_debug_mode("error")
     try:
-        ops.int8_linear(A, CB, SCB, None, 6.0)
-        ops.int8_linear(A, CB, SCB, None, 0.0)
+        for x in (A, B):
+            ops.int8_linear(x, CB, SCB, None, 6.0)
+            ops.int8_linear(x, CB, SCB, None, 0.0)
     finally:
         torch.cuda.set_sync_debug_mode("default")
 
 
-# The fused Hopper GEMM (CUTLASS, sm_90a) takes M >= 3 with K % 16 == 0 and 16-byte output rows.
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+def test_decode_allocates_only_the_output_and_runs_two_kernels(threshold):
+    A = make_activations((4, 4096), torch.float16, "cuda", outlier_cols=[5, 900])
+    _, CB, SCB = make_weight(1024, 4096, "cuda")
+    bias = torch.randn(1024, device="cuda", dtype=torch.float16)
+    ops.int8_linear(A, CB, SCB, bias, threshold)  # warm-up: the per-stream workspace
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_stats()["allocation.all.allocated"]
+    ops.int8_linear(A, CB, SCB, bias, threshold)
+    assert torch.cuda.memory_stats()["allocation.all.allocated"] - before == 1  # the output
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        ops.int8_linear(A, CB, SCB, bias, threshold)
+        torch.cuda.synchronize()
+    kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert len(kernels) <= 2, kernels
+
+
+def test_build_info_lists_the_product_backends():
+    names = [b.split(":")[0] for b in llmint8.build_info()["cuda_product_backends"]]
+    assert names[:2] == ["gemv_dp4a", "small_m_mma"] and names[-1] == "int32_gemm"
+
+
+# The fused Hopper GEMM (CUTLASS, sm_90a) takes M > 16 with K % 16 == 0 and 16-byte output rows.
 def on_hopper():
     return torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
 
@@ -82,36 +158,32 @@ def test_fused_gemm_is_built_where_required():
         assert llmint8.build_info()["fused_sm90_gemm"]
 
 
-@needs_fused_gemm
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("M,K,N", [(3, 256, 136), (64, 1024, 1000), (300, 4096, 520), (1030, 2048, 4104)])
-@pytest.mark.parametrize("with_bias", [False, True])
-def test_fused_scaled_mm_matches_reference(dtype, M, K, N, with_bias):
+@pytest.mark.parametrize("M,K,N", [(3, 256, 136), (17, 1024, 1000), (300, 4096, 520), (1030, 2048, 4104)])
+@pytest.mark.parametrize("bias_dtype", [None, "same", torch.float32])
+def test_scaled_mm_matches_reference(dtype, M, K, N, bias_dtype):
     A = make_activations((M, K), torch.float32, "cuda")
     _, CB, SCB = make_weight(N, K, "cuda")
     CA, SCA, _ = ops.int8_vectorwise_quant(A, 0.0)
-    bias = torch.randn(N, device="cuda", dtype=dtype) if with_bias else None
+    bias = None if bias_dtype is None else torch.randn(N, device="cuda", dtype=dtype if bias_dtype == "same" else bias_dtype)
     out = ops.int8_scaled_mm(CA, CB, SCA, SCB, bias, dtype)
     assert out.dtype == dtype
-    expected = llmint8.reference.int8_scaled_mm(CA.cpu(), CB.cpu(), SCA.cpu(), SCB.cpu(),
-                                                bias.cpu() if with_bias else None)
+    expected = llmint8.reference.int8_scaled_mm(CA, CB, SCA, SCB, bias)
     assert_matches_reference(out, expected)
 
 
-@needs_fused_gemm
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("n_outliers", [0, 8, 80])  # 80: past the 64 gathered columns
-@pytest.mark.parametrize("M", [3, 16, 257])
-def test_fused_layer_op_with_outliers_matches_reference(dtype, n_outliers, M):
-    K, N = 2048, 1032
-    cols = list(range(3, 3 + 25 * n_outliers, 25))
-    A = make_activations((M, K), dtype, "cuda", outlier_cols=cols, seed=M)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("n_outliers", [0, 8, 9, 80])  # 8 in the GEMM epilogue; more in the leftover pass
+def test_mixed_scaled_mm_matches_reference(dtype, n_outliers):
+    M, K, N = 257, 2048, 1032
+    A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, n_outliers), seed=3)
     _, CB, SCB = make_weight(N, K, "cuda")
     bias = torch.randn(N, device="cuda", dtype=dtype)
-    for threshold in (0.0, 6.0):
-        out = ops.int8_linear(A, CB, SCB, bias, threshold)
-        expected = llmint8.reference.int8_linear(A.cpu(), CB.cpu(), SCB.cpu(), bias.cpu(), threshold)
-        assert_matches_reference(out, expected)
+    CA, SCA, cols = ops.int8_vectorwise_quant(A, 6.0)
+    assert cols.numel() == n_outliers
+    out, sub_a = ops.int8_mixed_scaled_mm(A, CA, CB, SCA, SCB, cols, bias)
+    assert torch.equal(sub_a, A[:, cols])
+    assert_matches_reference(out, reference_linear(A, CB, SCB, bias, 6.0))
 
 
 @needs_fused_gemm
@@ -129,9 +201,3 @@ def test_fused_layer_op_keeps_no_int32_product_in_memory(threshold):
     out = ops.int8_linear(A, CB, SCB, None, threshold)
     extra = torch.cuda.max_memory_allocated() - before - out.numel() * out.element_size()
     assert extra < 8 * 2**20, f"{extra / 2**20:.1f} MiB of scratch beyond the output"
-
-
-@needs_fused_gemm
-@pytest.mark.parametrize("threshold", [0.0, 6.0])
-def test_fused_prefill_captured_in_cuda_graph_and_replayed(threshold):
-    capture_and_replay(16, torch.bfloat16, False, threshold, seed=20)

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 namespace llmint8 {
 
@@ -12,6 +13,9 @@ struct BuildInfo {
   std::string torch_version;       // LibTorch headers the library was built against
   bool sentencepiece;              // sentencepiece .model tokenizers compiled in
   bool fused_sm90_gemm;            // the CUTLASS Hopper GEMM with its fused epilogue compiled in
+  // The CUDA product backends compiled in, in the order they are tried (cuda/scaled_product.cpp):
+  // "name: when it applies".
+  std::vector<std::string> cuda_product_backends;
 };
 
 BuildInfo build_info();

@@ -1,0 +1,193 @@
+// Decode-size LLM.int8() product (1 <= M <= 16) on the tensor cores, with its whole epilogue:
+// the int8 product, the float outlier columns and the bias in one kernel, the weight read once.
+//
+// mma.sync m16n8k32 (s8 x s8 -> s32) takes the activation rows as its 16-row A tile and 8 weight
+// rows as its B tile. A dot product may visit k in any order as long as both operands agree, so
+// each thread loads 16 consecutive bytes of one weight row and of its activation rows (one
+// 16-byte load each) and feeds them to two MMAs; the fragment layouts then pair the same k on
+// both sides by construction. Block = 8 warps on BN = 8 * G weight rows; the warps split K and
+// their partial sums meet in shared memory, where the epilogue adds the outlier term (the int8
+// codes of those columns times SCB / 127 are the dequantized weight) and the bias.
+#pragma once
+
+#include "cuda/kernels/common.cuh"
+
+namespace llmint8::cuda {
+
+constexpr int kSmallMWarps = 8;
+
+struct SmallMParams {
+  const int8_t* a;  // [M, K] activation codes
+  const float* row;  // [M]
+  const int8_t* b;  // [N, K] weight codes
+  const float* col;  // [N]
+  const void* bias;  // [N] or null
+  FloatKind bias_kind;
+  const void* a_float;  // [M, K] activations for the outlier term; null: no outliers
+  FloatKind a_kind;
+  const int32_t* cols;
+  const int32_t* count;
+  void* out;  // [M, N]
+  FloatKind out_kind;
+  int M;
+  int64_t N, K;
+  int prefetch_bytes;  // > 0: launched to overlap the quantizer (programmatic dependent launch)
+};
+
+// Programmatic dependent launch (sm_90): the quantizer lets this kernel start at once; it pulls
+// its weights toward L2 while the quantizer runs, then waits for the quantizer's results.
+__device__ __forceinline__ void allow_dependent_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void wait_for_prior_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+// d += a (16 x 32, row-major fragments) * b (32 x 8, column-major fragments), exact in int32.
+__device__ __forceinline__ void mma_s8_16x8x32(int32_t (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
+                                               uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// 16 bytes of row p from byte k (zeros where invalid). VECTOR: one 16-byte load (K % 16 == 0,
+// aligned rows), issued unconditionally from a clamped address so that the loads of an
+// iteration form straight-line code the compiler keeps in flight together; STREAM marks data
+// read once (the weight), so it does not evict the activations.
+template <bool VECTOR, bool STREAM>
+__device__ __forceinline__ int4 load16(const int8_t* p, int64_t k, int64_t K, bool valid) {
+  if constexpr (VECTOR) {
+    const int4* at = reinterpret_cast<const int4*>(p + (valid ? k : 0));
+    const int4 v = STREAM ? __ldcs(at) : __ldg(at);
+    return valid ? v : make_int4(0, 0, 0, 0);
+  } else {
+    int8_t bytes[16] = {};
+    if (valid) {
+#pragma unroll
+      for (int e = 0; e < 16; ++e) bytes[e] = k + e < K ? p[k + e] : int8_t{0};
+    }
+    int4 v;
+    memcpy(&v, bytes, 16);
+    return v;
+  }
+}
+
+// G: 8-row groups of weight rows per block. U: 64-byte chunks per thread in flight per
+// iteration. UPPER: M > 8 (the second half of the 16-row tile is used). VECTOR: 16-byte loads.
+template <int G, int U, bool UPPER, bool VECTOR>
+__global__ void __launch_bounds__(kSmallMWarps * 32, 1) small_m_product_kernel(SmallMParams p) {
+  constexpr int BN = 8 * G;
+  __shared__ int32_t partial[kSmallMWarps][kSmallMRows][BN];
+  __shared__ float outlier_a[kSmallMRows][kOutlierCapacity];
+  __shared__ int32_t outlier_cols[kOutlierCapacity];
+
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;  // MMA fragment coordinates: group (row) and thread in group
+  const int M = p.M;
+  const int64_t N = p.N, K = p.K;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * BN;
+
+  if (p.prefetch_bytes > 0) {
+    const int64_t lines = (min(K, static_cast<int64_t>(p.prefetch_bytes)) + 127) / 128;
+    for (int64_t i = tid; i < BN * lines; i += blockDim.x) {
+      const int64_t n = n0 + i / lines;
+      if (n < N) asm volatile("prefetch.global.L2 [%0];" ::"l"(p.b + n * K + (i % lines) * 128));
+    }
+    wait_for_prior_grid();
+  }
+
+  // The outlier activations, staged while the weight streams (count is on the device).
+  const int32_t count = p.a_float != nullptr ? *p.count : 0;
+  const int32_t staged = min(count, kOutlierCapacity);
+  for (int j = tid; j < staged; j += blockDim.x) outlier_cols[j] = p.cols[j];
+  __syncthreads();
+  for (int i = tid; i < M * staged; i += blockDim.x) {
+    const int m = i / staged, j = i % staged;
+    outlier_a[m][j] = load_float(p.a_float, p.a_kind, m * K + outlier_cols[j]);
+  }
+
+  const int8_t* a_lo = p.a + static_cast<int64_t>(g) * K;  // activation row g
+  const int8_t* a_hi = p.a + static_cast<int64_t>(g + 8) * K;  // activation row g + 8
+  const bool lo_valid = g < M, hi_valid = UPPER && g + 8 < M;
+  const int8_t* w[G];
+  bool w_valid[G];
+#pragma unroll
+  for (int i = 0; i < G; ++i) {
+    const int64_t n = n0 + 8 * i + g;
+    w_valid[i] = n < N;
+    w[i] = p.b + (w_valid[i] ? n : 0) * K;
+  }
+
+  int32_t acc[G][4] = {};
+  // A warp takes U consecutive 64-byte chunks of its rows per iteration: whole 128-byte lines,
+  // and U * 64 contiguous bytes of each row.
+  const int64_t groups = (K + 64 * U - 1) / (64 * U);
+  for (int64_t group = warp; group < groups; group += kSmallMWarps) {
+    int4 lo[U], hi[U], wv[U][G];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      const int64_t k = (group * U + u) * 64 + t * 16;
+      const bool in = k < K;  // chunks past the end start past K too
+      lo[u] = load16<VECTOR, false>(a_lo, k, K, in && lo_valid);
+      hi[u] = UPPER ? load16<VECTOR, false>(a_hi, k, K, in && hi_valid) : make_int4(0, 0, 0, 0);
+#pragma unroll
+      for (int i = 0; i < G; ++i) wv[u][i] = load16<VECTOR, true>(w[i], k, K, in && w_valid[i]);
+    }
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+#pragma unroll
+      for (int i = 0; i < G; ++i) {
+        // Bytes 0-7 of the thread's 16 feed the first MMA (A: rows g, g+8; B: weight row g),
+        // bytes 8-15 the second.
+        mma_s8_16x8x32(acc[i], lo[u].x, hi[u].x, lo[u].y, hi[u].y, wv[u][i].x, wv[u][i].y);
+        mma_s8_16x8x32(acc[i], lo[u].z, hi[u].z, lo[u].w, hi[u].w, wv[u][i].z, wv[u][i].w);
+      }
+    }
+  }
+
+  // C fragment: acc[i][0..1] = rows g, weight rows 8i + 2t (+1); acc[i][2..3] = row g + 8.
+#pragma unroll
+  for (int i = 0; i < G; ++i) {
+    const int nl = 8 * i + 2 * t;
+    partial[warp][g][nl] = acc[i][0];
+    partial[warp][g][nl + 1] = acc[i][1];
+    if (UPPER) {
+      partial[warp][g + 8][nl] = acc[i][2];
+      partial[warp][g + 8][nl + 1] = acc[i][3];
+    }
+  }
+  __syncthreads();
+
+  for (int o = tid; o < M * BN; o += blockDim.x) {
+    const int m = o / BN, nl = o % BN;
+    const int64_t n = n0 + nl;
+    if (n >= N) continue;
+    int32_t total = 0;
+#pragma unroll
+    for (int v = 0; v < kSmallMWarps; ++v) total += partial[v][m][nl];
+    const float col_n = p.col[n];
+    float s = 0.f;
+    if (count > 0) {
+      const float w_scale = col_n / 127.f;
+      const int8_t* wrow = p.b + n * K;
+      for (int32_t j = 0; j < staged; ++j) s += outlier_a[m][j] * (static_cast<float>(wrow[outlier_cols[j]]) * w_scale);
+      for (int32_t j = staged; j < count; ++j) {
+        const int32_t c = p.cols[j];
+        s += load_float(p.a_float, p.a_kind, m * K + c) * (static_cast<float>(wrow[c]) * w_scale);
+      }
+    }
+    const float bias_n = p.bias != nullptr ? load_float(p.bias, p.bias_kind, n) : 0.f;
+    const float v = static_cast<float>(total) * (p.row[m] * col_n * kInv127Squared) + s + bias_n;
+    store_float(p.out, p.out_kind, m * N + n, v);
+  }
+}
+
+}  // namespace llmint8::cuda

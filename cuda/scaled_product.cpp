@@ -1,0 +1,49 @@
+// The table of product backends: adding a kernel is one file and one row here.
+#include "cuda/scaled_product.h"
+
+#include <iterator>
+#include <string>
+#include <vector>
+
+namespace llmint8::cuda {
+
+namespace {
+
+const ProductBackend kBackends[] = {
+    // One or two rows: a warp per weight row, 512 contiguous bytes per load, dp4a, outliers and
+    // bias in the same kernel (cuda/backend_gemv_dp4a.cu).
+    {"gemv_dp4a", "1 <= M <= 2, K % 16 == 0, 16-byte aligned rows", gemv_dp4a_applies, gemv_dp4a_launch},
+    // Decode sizes: tensor-core MMA over 16-row tiles, the weight streamed once, outliers
+    // and bias in the same kernel (cuda/backend_small_m.cu).
+    {"small_m_mma", "1 <= M <= 16, sm_80 and newer", small_m_applies, small_m_launch},
+#ifdef LLMINT8_WITH_SM90_GEMM
+    // Prefill on Hopper: CUTLASS warpgroup GEMM, scales, bias and up to 8 outlier columns in
+    // its epilogue (cuda/sm90/backend_sm90_gemm.cpp, kernels beside it).
+    {"sm90_cutlass", "M > 16 on sm_90, K % 16 == 0, 16-byte aligned rows", sm90_gemm_applies, sm90_gemm_launch},
+#endif
+    // Everything else: int32 product (cuBLASLt, or the exact kernel), then one epilogue pass
+    // (cuda/backend_int32_gemm.cpp).
+    {"int32_gemm", "any shape, any card", int32_gemm_applies, int32_gemm_launch},
+};
+
+}  // namespace
+
+const ProductBackend* product_backends(size_t* count) {
+  *count = std::size(kBackends);
+  return kBackends;
+}
+
+std::vector<std::string> product_backend_names() {
+  std::vector<std::string> names;
+  for (const auto& backend : kBackends) names.push_back(std::string(backend.name) + ": " + backend.applies_to);
+  return names;
+}
+
+cudaError_t launch_scaled_product(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream) {
+  for (const auto& backend : kBackends) {
+    if (backend.applies(p)) return backend.launch(p, scratch, stream);
+  }
+  return cudaErrorNotSupported;  // unreachable: the last row applies to everything
+}
+
+}  // namespace llmint8::cuda

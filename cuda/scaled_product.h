@@ -1,0 +1,65 @@
+// The LLM.int8() product with its epilogue, and the backends that compute it:
+//   out[m, n] = (a[m, :] . b[n, :]) * row[m] * col[n] / 127^2 + outlier term + bias[n]
+// One table (scaled_product.cpp) lists the backends in order of preference, each with when it
+// applies; the first that applies runs. A backend is one file and one row of that table.
+#pragma once
+
+#include "cuda/launchers.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace llmint8::cuda {
+
+// Everything a backend needs, as device pointers (torch-free).
+struct ScaledProduct {
+  const int8_t* a;              // [M, K] activation codes
+  const float* row;             // [M] their absmax stats
+  const int8_t* b;              // [N, K] weight codes (CB)
+  const float* col;             // [N] weight absmax stats (SCB)
+  const void* bias;             // [N] or null
+  FloatKind bias_kind;
+  const OutlierTerm* outliers;  // null: no outlier term
+  int64_t M, N, K;
+  FloatKind out_kind;
+  void* out;                    // [M, N]
+  int device;
+};
+
+// Device memory a backend asks for during one product, stream-ordered on the launch's
+// stream and valid until the op returns (the ATen layer hands out PyTorch allocations).
+struct Scratch {
+  void* (*allocate)(void* context, size_t bytes);
+  void* context;
+  void* get(size_t bytes) const { return allocate(context, bytes); }
+};
+
+struct ProductBackend {
+  const char* name;
+  const char* applies_to;  // when it applies, in words
+  bool (*applies)(const ScaledProduct&);
+  cudaError_t (*launch)(const ScaledProduct&, const Scratch&, cudaStream_t);
+};
+
+// The table, in order of preference; its last row applies to every product.
+const ProductBackend* product_backends(size_t* count);
+
+// "name: when it applies" of each row (build_info()).
+std::vector<std::string> product_backend_names();
+
+// Runs the first backend that applies (M > 0 and N > 0).
+cudaError_t launch_scaled_product(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
+
+// The backends (one file each).
+bool gemv_dp4a_applies(const ScaledProduct& p);
+cudaError_t gemv_dp4a_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
+bool small_m_applies(const ScaledProduct& p);
+cudaError_t small_m_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
+bool sm90_gemm_applies(const ScaledProduct& p);
+cudaError_t sm90_gemm_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
+bool int32_gemm_applies(const ScaledProduct& p);
+cudaError_t int32_gemm_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
+
+}  // namespace llmint8::cuda

@@ -1,0 +1,33 @@
+// The fused Hopper product's interface (torch- and CUTLASS-free): what the backend in
+// cuda/sm90/backend_sm90_gemm.cpp calls. Kernels: cuda/kernels/int8_scaled_gemm_sm90.cuh, one
+// translation unit per output dtype here, compiled for sm_90a only.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace llmint8::cuda::sm90 {
+
+// Outlier columns the GEMM epilogue adds itself (the rest go through the leftover pass).
+constexpr int kEpilogueOutliers = 8;
+
+// What one launch of the fused product needs. sub_a / sub_w null: no outlier term.
+struct GemmArgs {
+  const int8_t* a;  // [M, K] activation codes
+  const int8_t* b;  // [N, K] weight codes
+  int64_t M, N, K;
+  const float* row;    // [M]
+  const float* col;    // [N]
+  const float* bias;   // [N] fp32, or null
+  const float* sub_a;  // [kEpilogueOutliers, M] gathered outlier activations
+  const float* sub_w;  // [kEpilogueOutliers, N] gathered dequantized weight columns
+  void* out;           // [M, N] of the function's output type
+  int sm_count;
+};
+
+cudaError_t run_gemm_f16(const GemmArgs& args, cudaStream_t stream);
+cudaError_t run_gemm_bf16(const GemmArgs& args, cudaStream_t stream);
+cudaError_t run_gemm_f32(const GemmArgs& args, cudaStream_t stream);
+
+}  // namespace llmint8::cuda::sm90

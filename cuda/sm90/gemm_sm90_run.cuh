@@ -1,0 +1,36 @@
+// The body shared by the per-dtype translation units of the fused Hopper product.
+#pragma once
+
+#include "cuda/kernels/int8_scaled_gemm_sm90.cuh"
+
+namespace llmint8::cuda::sm90 {
+
+// 128 x 128 output tiles, K in steps of 128 bytes, two consumer warpgroups, pairs of CTAs
+// along N sharing the A tile through TMA multicast.
+template <typename ElementOut, int PAIRS>
+using LargeTiles = ScaledGemm<ElementOut, PAIRS, Shape<_128, _128, _128>, Shape<_1, _2, _1>,
+                              cutlass::gemm::KernelTmaWarpSpecializedCooperative,
+                              cutlass::epilogue::TmaWarpSpecializedCooperative>;
+
+template <typename ElementOut, int PAIRS>
+cudaError_t run_tiles(const GemmArgs& g, cudaStream_t stream) {
+  using Config = LargeTiles<ElementOut, PAIRS>;
+  auto args = Config::arguments(g.a, g.b, static_cast<int>(g.M), static_cast<int>(g.N), static_cast<int>(g.K), g.row,
+                                g.col, g.bias, g.sub_a, g.sub_w, g.out, g.sm_count);
+  typename Config::Gemm gemm;
+  // The persistent scheduler without split-K or stream-K needs no workspace.
+  if (Config::Gemm::get_workspace_size(args) != 0 || gemm.can_implement(args) != cutlass::Status::kSuccess) {
+    return cudaErrorNotSupported;
+  }
+  if (gemm.initialize(args, nullptr, stream) != cutlass::Status::kSuccess) return cudaErrorLaunchFailure;
+  const bool launched = gemm.run(stream) == cutlass::Status::kSuccess;
+  const cudaError_t error = cudaGetLastError();
+  return error != cudaSuccess ? error : (launched ? cudaSuccess : cudaErrorLaunchFailure);
+}
+
+template <typename ElementOut>
+cudaError_t run_gemm(const GemmArgs& g, cudaStream_t stream) {
+  return g.sub_a != nullptr ? run_tiles<ElementOut, kEpilogueOutliers>(g, stream) : run_tiles<ElementOut, 0>(g, stream);
+}
+
+}  // namespace llmint8::cuda::sm90
