@@ -1,0 +1,190 @@
+"""End-to-end generation benchmark: what users see, fp16 against llmint8 in the same run.
+
+Builds a Llama-shaped model with random weights (Llama-2-7B's layer shape by default, a few
+layers) whose RMSNorm weights carry a few large features, so that the activations entering
+the Linear layers have outlier columns as in LLMs past 6.7B parameters. Saves it as a Hugging
+Face folder, then measures, for fp16 and for llmint8 at thresholds 6 and 0:
+- Python: transformers `from_pretrained` (load time, weight bytes), `generate` with greedy
+  decoding, eager (dynamic cache) and compiled (static cache: transformers compiles the forward
+  itself, with CUDA graphs), at each batch size: tokens/s and peak memory;
+- C++: `llmint8-generate --json` on the same folder: load time, time to first token, decode
+  tokens/s, peak memory.
+Ratios are against fp16 in the same run. Results go in benchmarks/RESULTS.md.
+
+    python benchmarks/bench_e2e.py [--layers 8] [--new-tokens 64] [--batches 1,8] [--json out.json]
+    python benchmarks/bench_e2e.py --layers 32 --batches 1          # the full 7B shape
+"""
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import transformers
+
+import llmint8
+
+VARIANTS = {"fp16": None, "int8 t=6": 6.0, "int8 t=0": 0.0}
+
+
+def make_model_folder(args, folder: Path) -> None:
+    """A random Llama with planted outlier features in its norms, saved in fp16."""
+    config = transformers.LlamaConfig(
+        hidden_size=args.hidden, intermediate_size=args.intermediate, num_hidden_layers=args.layers,
+        num_attention_heads=args.heads, num_key_value_heads=args.kv_heads, vocab_size=args.vocab,
+        max_position_embeddings=max(4096, args.prompt_tokens + args.new_tokens + 8), tie_word_embeddings=False)
+    torch.manual_seed(0)
+    with torch.device(args.device):
+        model = transformers.LlamaForCausalLM(config).to(torch.float16)
+    features = torch.randperm(args.hidden)[: args.outlier_features]
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+                norm.weight[features] = 30.0
+    model.save_pretrained(str(folder), safe_serialization=True)
+    del model
+
+
+def peak_bytes(device: str) -> int:
+    if device.startswith("cuda"):
+        return torch.cuda.max_memory_allocated()
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_peak(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def python_rows(args, folder: Path):
+    rows = []
+    for name, threshold in VARIANTS.items():
+        reset_peak(args.device)
+        start = time.perf_counter()
+        kwargs = {} if threshold is None else {"quantization_config": llmint8.Int8Config(llm_int8_threshold=threshold)}
+        model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float16,
+                                                                  device_map=args.device, **kwargs).eval()
+        sync(args.device)
+        load_s = time.perf_counter() - start
+        weight_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+        for mode in args.modes:
+            for batch in args.batches:
+                torch._dynamo.reset()
+                prompt = torch.randint(3, args.vocab, (batch, args.prompt_tokens), device=args.device)
+                options = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
+                if mode == "compiled":
+                    options["cache_implementation"] = "static"
+                    config = transformers.CompileConfig(fullgraph=True)
+                    config._compile_all_devices = not args.device.startswith("cuda")  # on the CPU only when asked
+                    options["compile_config"] = config
+                options["attention_mask"] = torch.ones_like(prompt)
+                with torch.no_grad():
+                    model.generate(prompt, **options)  # warm-up (and compilation)
+                    reset_peak(args.device)
+                    start = time.perf_counter()
+                    out = model.generate(prompt, **options)
+                    sync(args.device)
+                seconds = time.perf_counter() - start
+                generated = (out.shape[1] - args.prompt_tokens) * batch
+                row = {"variant": name, "mode": mode, "batch": batch, "tokens_per_s": generated / seconds,
+                       "peak_bytes": peak_bytes(args.device), "load_s": load_s, "weight_bytes": weight_bytes}
+                rows.append(row)
+                print(f"python {name:9s} {mode:8s} batch {batch}: {row['tokens_per_s']:.1f} tok/s, "
+                      f"peak {row['peak_bytes'] / 2**30:.2f} GiB, load {load_s:.1f} s", flush=True)
+        del model
+    return rows
+
+
+def cpp_rows(args, folder: Path):
+    cli = shutil.which("llmint8-generate")
+    if cli is None:
+        print("llmint8-generate is not on PATH: no C++ rows", flush=True)
+        return []
+    prompt = ",".join(str(3 + i % (args.vocab - 3)) for i in range(args.prompt_tokens))
+    rows = []
+    for name, threshold in VARIANTS.items():
+        command = [cli, "-m", str(folder), "--tokens", prompt, "-n", str(args.new_tokens), "-t", "0",
+                   "--device", args.device, "--dtype", "fp16", "--json"]
+        command += ["--no-int8"] if threshold is None else ["--int8", "--threshold", str(threshold)]
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode != 0:
+            print(f"c++ {name}: failed: {result.stderr.strip()[-500:]}", flush=True)
+            continue
+        out = json.loads(result.stdout.strip().splitlines()[-1])
+        row = {"variant": name, "decode_tokens_per_s": out["decode_tokens_per_s"], "load_s": out["load_seconds"],
+               "time_to_first_token_s": out["time_to_first_token_s"], "peak_bytes": out["peak_memory_bytes"],
+               "weight_bytes": out.get("weight_bytes_after")}
+        rows.append(row)
+        print(f"c++    {name:9s} decode {row['decode_tokens_per_s']:.1f} tok/s, load {row['load_s']:.1f} s, "
+              f"first token {row['time_to_first_token_s']:.3f} s, peak {row['peak_bytes'] / 2**30:.2f} GiB", flush=True)
+    return rows
+
+
+def summary(py, cpp):
+    lines = []
+    base = {(r["mode"], r["batch"]): r["tokens_per_s"] for r in py if r["variant"] == "fp16"}
+    for r in py:
+        if r["variant"] != "fp16":
+            ratio = r["tokens_per_s"] / base[(r["mode"], r["batch"])]
+            lines.append(f"python {r['variant']} {r['mode']} batch {r['batch']}: {ratio:.2f}x fp16")
+    cpp_base = next((r["decode_tokens_per_s"] for r in cpp if r["variant"] == "fp16"), None)
+    for r in cpp:
+        if r["variant"] != "fp16" and cpp_base:
+            lines.append(f"c++ {r['variant']} decode: {r['decode_tokens_per_s'] / cpp_base:.2f}x fp16")
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=4096)
+    parser.add_argument("--intermediate", type=int, default=11008)
+    parser.add_argument("--heads", type=int, default=32)
+    parser.add_argument("--kv-heads", type=int, default=32)
+    parser.add_argument("--vocab", type=int, default=32000)
+    parser.add_argument("--outlier-features", type=int, default=7)
+    parser.add_argument("--prompt-tokens", type=int, default=32)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--modes", default="eager,compiled")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--skip-cpp", action="store_true")
+    parser.add_argument("--json", help="write the rows and the environment to this file")
+    args = parser.parse_args()
+    args.batches = [int(b) for b in args.batches.split(",")]
+    args.modes = [m for m in args.modes.split(",") if m]
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        sys.exit("bench_e2e.py: no CUDA device (use --device cpu for a smoke run)")
+    env = {"card": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
+           "torch": torch.__version__, "transformers": transformers.__version__,
+           "date": time.strftime("%Y-%m-%d"), "args": vars(args)}
+    print(f"{env['card']}, torch {env['torch']}, transformers {env['transformers']}, {env['date']}: {args.layers} "
+          f"layers of {args.hidden} x {args.intermediate}, {args.prompt_tokens} prompt + {args.new_tokens} new tokens",
+          flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "model"
+        make_model_folder(args, folder)
+        py = python_rows(args, folder)
+        cpp = [] if args.skip_cpp else cpp_rows(args, folder)
+    lines = summary(py, cpp)
+    print("\n".join(lines))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"env": env, "python": py, "cpp": cpp, "summary": lines}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

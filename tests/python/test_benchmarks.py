@@ -1,0 +1,31 @@
+"""The benchmark scripts run (on a tiny model, on the CPU): their figures come from the GPU machine,
+but a script that no longer runs is caught here."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+pytest.importorskip("transformers")
+
+
+def test_bench_e2e_runs_on_a_tiny_model(tmp_path):
+    out = tmp_path / "e2e.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_e2e.py"), "--device", "cpu", "--layers", "1", "--hidden", "64",
+         "--intermediate", "172", "--heads", "4", "--kv-heads", "4", "--vocab", "512", "--prompt-tokens", "4",
+         "--new-tokens", "4", "--batches", "1", "--modes", "eager", "--json", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert {r["variant"] for r in data["python"]} == {"fp16", "int8 t=6", "int8 t=0"}
+    assert all(r["tokens_per_s"] > 0 and r["load_s"] > 0 for r in data["python"])
+    int8 = next(r for r in data["python"] if r["variant"] == "int8 t=6")
+    fp16 = next(r for r in data["python"] if r["variant"] == "fp16")
+    assert int8["weight_bytes"] < fp16["weight_bytes"]
+    if data["cpp"]:  # llmint8-generate on PATH (pip install)
+        assert {r["variant"] for r in data["cpp"]} == {"fp16", "int8 t=6", "int8 t=0"}
+        assert all(r["decode_tokens_per_s"] > 0 for r in data["cpp"])
