@@ -116,6 +116,10 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
         errors.push_back(skey + ": expected finite values, got " + bad);
         continue;
       }
+      if ((weight == -128).any().item<bool>()) {  // codes are [-127, 127]: the int32 K limit relies on it
+        errors.push_back(wkey + ": expected int8 codes in [-127, 127], got -128");
+        continue;
+      }
       plan.codes = weight;
       plan.scales = s->second;
     } else if (weight.is_floating_point()) {

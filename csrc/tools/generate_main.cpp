@@ -6,6 +6,8 @@
 #include <llmint8/tokenizer.h>
 #include <llmint8/llmint8.h>
 
+#include "untrusted.h"
+
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
@@ -20,7 +22,6 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
 #include <sstream>
 #include <string>
@@ -165,8 +166,8 @@ int main(int argc, char** argv) {
     const auto dtype = args.dtype == "fp16" ? torch::kHalf : args.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
 
     const auto t_load = std::chrono::steady_clock::now();
-    std::error_code no_throw;  // a symlink loop or a missing path is reported by the loader that opens it
-    const bool hf = std::filesystem::is_directory(args.model, no_throw);
+    // A symlink loop or a missing path is reported by the loader that opens it.
+    const bool hf = llmint8::untrusted::is_directory(args.model);
     m::LlamaForCausalLM model{nullptr};
     std::vector<std::string> replaced;
     if (hf) {

@@ -23,14 +23,17 @@ def read_file(path, max_bytes: Optional[int] = None) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except (OSError, ValueError) as error:  # ValueError: a NUL byte in the path
         raise ValueError(f"'{path}': cannot open: {getattr(error, 'strerror', None) or error}") from None
-    with open(fd, "rb") as f:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            fail(path, "the path", "a regular file", next((k for test, k in _KINDS if test(mode)), "not a regular file"))
-        size = os.fstat(fd).st_size
-        if max_bytes is not None and size > max_bytes:
-            fail(path, "its size", f"at most {max_bytes} bytes", size)
-        return f.read()
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            kind = next((name for test, name in _KINDS if test(info.st_mode)), "not a regular file")
+            fail(path, "the path", "a regular file", kind)
+        if max_bytes is not None and info.st_size > max_bytes:
+            fail(path, "its size", f"at most {max_bytes} bytes", info.st_size)
+        with open(fd, "rb", closefd=False) as f:
+            return f.read()
+    finally:
+        os.close(fd)
 
 
 def non_finite(t: torch.Tensor) -> str:

@@ -231,33 +231,40 @@ class Linear8bitLt(torch.nn.Linear):
             destination[prefix + "SCB"] = scb if keep_vars else scb.detach()
             destination[prefix + "weight_format"] = torch.tensor(0, dtype=torch.uint8)
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """torch's load_state_dict, all or nothing: when it raises (a bad entry, or in strict mode a
+        missing or unexpected key, which torch reports only after loading the rest), the layer is
+        left as it was. Inside a larger model each layer checks its own entries before changing
+        anything (_load_from_state_dict); the rest follows torch's per-module semantics."""
+        saved = [(name, p, None if p is None or p.is_meta else p.detach().clone())
+                 for name, p in (("weight", self.weight), ("bias", self.bias))]
+        state = (self.state.CB, self.state.SCB)
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except Exception:
+            with torch.no_grad():
+                for name, param, data in saved:
+                    setattr(self, name, param)
+                    if data is not None:
+                        param.data.copy_(data)  # torch copies float entries in place
+            self.state.CB, self.state.SCB = state
+            raise
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
-        # All or nothing for this layer: every one of its entries (and, in strict mode, missing
-        # and unexpected keys under its prefix) is checked before anything is installed.
+        # Every entry of this layer is checked before anything changes: one bad entry leaves the
+        # layer as it was (torch would copy the good ones and report the bad).
         keys = {name: prefix + name for name in ("weight", "bias", "SCB", "weight_format")}
         entries = {name: state_dict.get(key) for name, key in keys.items()}
-        problems, missing, unexpected = [], [], []
+        problems = self._bias_problems(entries["bias"], keys["bias"])
         new_weight = None
         try:
             new_weight = self._weight_from_checkpoint(entries["weight"], entries["SCB"], entries["weight_format"],
                                                       keys["weight"], keys["SCB"], keys["weight_format"])
         except (ValueError, TypeError) as error:
-            problems.append(str(error))
-        problems += self._bias_problems(entries["bias"], keys["bias"])
-        if entries["weight"] is None:
-            missing.append(keys["weight"])
-        if self.bias is not None and entries["bias"] is None:
-            missing.append(keys["bias"])
-        for key in state_dict:
-            rest = key[len(prefix):] if key.startswith(prefix) else None
-            if rest is not None and rest not in ("weight", "SCB", "weight_format") and not (
-                    rest == "bias" and self.bias is not None):
-                unexpected.append(key)
-        if problems or (strict and (missing or unexpected)):
+            problems.insert(0, str(error))
+        if problems:
             error_msgs.extend(problems)
-            missing_keys.extend(missing)
-            unexpected_keys.extend(unexpected)
             return
         for name in ("SCB", "weight_format"):
             state_dict.pop(keys[name], None)
