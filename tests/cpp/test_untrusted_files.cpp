@@ -271,10 +271,11 @@ TEST_CASE("JSON of the wrong type or shape names the file and the field", "[untr
       {"quantization_config", R"({"quant_method": "gptq"})",
        "field 'quantization_config.quant_method' must be \"bitsandbytes\" or \"llmint8\", got \"gptq\""},
   };
-  for (const auto& [key, value, expected] : cases) {
-    const auto message = error_message([&] { m::parse_hf_config(config_with(key, value), "c.json"); });
+  for (const auto& c : cases) {
+    const auto config = config_with(std::get<0>(c), std::get<1>(c));
+    const auto message = error_message([&] { m::parse_hf_config(config, "c.json"); });
     INFO(message);
-    CHECK(contains_all(message, {"'c.json': ", expected}));
+    CHECK(contains_all(message, {"'c.json': ", std::get<2>(c)}));
   }
   CHECK(contains_all(error_message([] { m::parse_hf_config("[1, 2]", "c.json"); }),
                      {"'c.json': the top level must be a JSON object, got [1,2]"}));
