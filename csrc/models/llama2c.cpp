@@ -248,7 +248,7 @@ std::vector<int64_t> Llama2cTokenizer::encode(const std::string& text, bool bos,
 }
 
 std::string Llama2cTokenizer::decode(int64_t previous, int64_t token) const {
-  TORCH_CHECK_INDEX(token >= 0 && token < vocab_size(), "tokenizer: token id ", std::to_string(token),
+  TORCH_CHECK_INDEX(token >= 0 && token < vocab_size(), "tokenizer '", file_, "': token id ", std::to_string(token),
                     " is outside the vocabulary of ", std::to_string(vocab_size()));
   std::string piece = pieces_[token], byte;
   if (previous == kBos && !piece.empty() && piece[0] == ' ') piece.erase(0, 1);

@@ -156,6 +156,10 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
       errors.push_back(key + ": expected shape " + shape_text(target.sizes()) + ", got " + shape_text(it->second.sizes()));
       return;
     }
+    if (target.is_floating_point() && !it->second.is_floating_point()) {  // int8 codes are no float weight
+      errors.push_back(key + ": expected a floating-point tensor, got " + std::string(c10::toString(it->second.scalar_type())));
+      return;
+    }
     const auto bad = parameter ? untrusted::non_finite(it->second) : std::string();
     if (!bad.empty()) {
       errors.push_back(key + ": expected finite values, got " + bad);

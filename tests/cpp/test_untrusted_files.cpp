@@ -361,6 +361,10 @@ TEST_CASE("non-finite weights are rejected at load for every tensor, named", "[u
   CHECK(contains_all(error_message([&] { llmint8::load_state_dict(*layer, sd); }),
                      {"left unchanged", "SCB: expected finite values, got 3 non-finite values (first: nan at [0])"}));
   sd = llmint8::state_dict(*layer);
+  sd["bias"] = at::ones({3}, at::kInt);
+  CHECK(contains_all(error_message([&] { llmint8::load_state_dict(*layer, sd); }),
+                     {"bias: expected a floating-point tensor, got Int"}));
+  sd = llmint8::state_dict(*layer);
   sd["weight"] = at::full({3, 4}, -128, at::kChar);
   CHECK(contains_all(error_message([&] { llmint8::load_state_dict(*layer, sd); }), {"weight: expected int8 codes in [-127, 127]"}));
   CHECK(at::equal(layer->weight, before));

@@ -341,3 +341,17 @@ def test_converter_checks_both_inputs_before_writing(tmp_path):
         convert_llama2c(str(model), str(tmp_path / "out"), str(tok))
     assert not (tmp_path / "out").exists()
     assert math.isfinite(read_llama2c(str(model))["tensors"]["wq"].sum().item())
+
+
+def test_transformers_loading_rejects_non_finite_float_weights(tiny):
+    """Embeddings, norms and lm_head load through transformers; the llmint8 quantizer checks them after.
+    (Corrupt 8-bit layers: test_python_workflow.py::test_corrupt_8bit_checkpoint_fails_naming_the_key.)"""
+    transformers = pytest.importorskip("transformers")
+    from safetensors.torch import load_file
+    _, folder = tiny
+    sd = load_file(str(folder / "model.safetensors"))
+    sd["model.norm.weight"][0] = float("inf")
+    save_file(sd, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="model.norm.weight: expected finite values, got 1 non-finite value"):
+        transformers.AutoModelForCausalLM.from_pretrained(str(folder), device_map="cpu",
+                                                          quantization_config=llmint8.Int8Config())
