@@ -16,7 +16,7 @@ targets=(fuzz_llama2c_checkpoint fuzz_llama2c_tokenizer fuzz_safetensors fuzz_sh
 
 echo "== sanitized build (clang, ASan + UBSan, CPU only, build folder: $build/)"
 CC=clang CXX=clang++ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  -DLLMINT8_ENABLE_CUDA=OFF -DLLMINT8_BUILD_PYTHON=OFF -DLLMINT8_BUILD_TESTS=ON -DLLMINT8_BUILD_FUZZERS=ON \
+  -DLLMINT8_ENABLE_CUDA=OFF -DLLMINT8_BUILD_PYTHON=OFF -DLLMINT8_BUILD_TESTS=ON -DLLMINT8_SANITIZE=ON \
   -DPython3_EXECUTABLE="$(command -v python3)"
 cmake --build "$build"
 
