@@ -15,7 +15,13 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
+// Ids are checked here, on the host: out of range, the embedding would fail with a bare indexing error.
 at::Tensor token_tensor(const std::vector<int64_t>& tokens, const LlamaForCausalLMImpl& model) {
+  const int64_t vocab = model.config.vocab_size;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    TORCH_CHECK_INDEX(tokens[i] >= 0 && tokens[i] < vocab, "LlamaForCausalLM: token ", std::to_string(i), " is id ",
+                      std::to_string(tokens[i]), ", outside the vocabulary [0, ", std::to_string(vocab), ")");
+  }
   return torch::tensor(tokens, torch::kLong).view({1, -1}).to(model.model->embed_tokens->weight.device());
 }
 
@@ -58,11 +64,11 @@ GenerationResult generate(LlamaForCausalLMImpl& model, const std::vector<int64_t
   TORCH_CHECK_VALUE(!prompt.empty(), "generate: the prompt has no tokens");
   TORCH_CHECK_VALUE(static_cast<int64_t>(prompt.size()) < context, "generate: the prompt has ",
                     std::to_string(prompt.size()), " tokens, the model's context holds ", std::to_string(context));
-  max_new_tokens = std::min<int64_t>(max_new_tokens, context - static_cast<int64_t>(prompt.size()));
+  max_new_tokens = std::clamp<int64_t>(max_new_tokens, 0, context - static_cast<int64_t>(prompt.size()));
   torch::NoGradGuard no_grad;
   std::mt19937_64 rng(options.seed);
   GenerationResult result;
-  auto cache = model.new_cache(1);
+  auto cache = model.new_cache(1, static_cast<int64_t>(prompt.size()) + max_new_tokens);  // what this run needs
   auto start = std::chrono::steady_clock::now();
   auto logits = model.forward(token_tensor(prompt, model), cache);
   for (int64_t step = 0; step < max_new_tokens; ++step) {
@@ -84,8 +90,11 @@ GenerationResult generate(LlamaForCausalLMImpl& model, const std::vector<int64_t
 }
 
 at::Tensor score(LlamaForCausalLMImpl& model, const std::vector<int64_t>& tokens) {
+  TORCH_CHECK_VALUE(!tokens.empty() && static_cast<int64_t>(tokens.size()) <= model.config.max_seq_len, "score: ",
+                    std::to_string(tokens.size()), " tokens, the model's context holds 1 to ",
+                    std::to_string(model.config.max_seq_len));
   torch::NoGradGuard no_grad;
-  auto cache = model.new_cache(1);
+  auto cache = model.new_cache(1, static_cast<int64_t>(tokens.size()));
   return model.forward(token_tensor(tokens, model), cache)[0].to(at::kCPU);
 }
 

@@ -10,8 +10,9 @@ namespace llmint8::models {
 
 namespace {
 
-void check_positive(const char* name, int64_t v) {
-  TORCH_CHECK_VALUE(v > 0, "LlamaConfig: ", name, " must be positive, got ", std::to_string(v));
+void check_range(const char* name, int64_t v, int64_t max) {
+  TORCH_CHECK_VALUE(v > 0 && v <= max, "LlamaConfig: ", name, " must be in [1, ", std::to_string(max), "], got ",
+                    std::to_string(v));
 }
 
 torch::nn::Linear linear(int64_t in, int64_t out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); }
@@ -26,17 +27,26 @@ at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Te
 }  // namespace
 
 void LlamaConfig::validate() const {
-  check_positive("dim", dim);
-  check_positive("hidden_dim", hidden_dim);
-  check_positive("n_layers", n_layers);
-  check_positive("n_heads", n_heads);
-  check_positive("n_kv_heads", n_kv_heads);
-  check_positive("vocab_size", vocab_size);
-  check_positive("max_seq_len", max_seq_len);
+  check_range("dim", dim, kMaxDim);
+  check_range("hidden_dim", hidden_dim, kMaxHiddenDim);
+  check_range("n_layers", n_layers, kMaxLayers);
+  check_range("n_heads", n_heads, dim);
+  check_range("n_kv_heads", n_kv_heads, n_heads);
+  check_range("vocab_size", vocab_size, kMaxVocab);
+  check_range("max_seq_len", max_seq_len, kMaxSeqLen);
   TORCH_CHECK_VALUE(dim % n_heads == 0 && head_dim() % 2 == 0, "LlamaConfig: dim (", std::to_string(dim),
                     ") must split into n_heads (", std::to_string(n_heads), ") heads of even size");
   TORCH_CHECK_VALUE(n_heads % n_kv_heads == 0, "LlamaConfig: n_heads (", std::to_string(n_heads),
                     ") must be a multiple of n_kv_heads (", std::to_string(n_kv_heads), ")");
+  TORCH_CHECK_VALUE(std::isfinite(norm_eps) && norm_eps >= 0, "LlamaConfig: norm_eps must be a finite number >= 0");
+  TORCH_CHECK_VALUE(std::isfinite(rope_theta) && rope_theta > 0, "LlamaConfig: rope_theta must be a finite number > 0");
+}
+
+int64_t LlamaConfig::parameter_count() const {
+  // Within validate()'s bounds every term is below 2^46: no overflow.
+  const int64_t kv = n_kv_heads * head_dim();
+  const int64_t per_layer = 2 * dim + 2 * dim * dim + 2 * kv * dim + 3 * dim * hidden_dim;
+  return 2 * vocab_size * dim + n_layers * per_layer + dim;
 }
 
 RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
@@ -144,13 +154,23 @@ void LlamaForCausalLMImpl::bind() {
   lm_head = linear_child(*this, "lm_head");
 }
 
-KVCache LlamaForCausalLMImpl::new_cache(int64_t batch) const {
-  const auto& embed = model->embed_tokens->weight;
-  const auto options = embed.options();
+KVCache LlamaForCausalLMImpl::new_cache(int64_t batch, int64_t positions) const {
+  if (positions <= 0) positions = config.max_seq_len;
+  TORCH_CHECK_VALUE(batch >= 1 && positions <= config.max_seq_len, "LlamaForCausalLM::new_cache: batch (",
+                    std::to_string(batch), ") must be >= 1 and positions (", std::to_string(positions),
+                    ") at most max_seq_len = ", std::to_string(config.max_seq_len));
+  const auto options = model->embed_tokens->weight.options();
+  const std::vector<int64_t> shape{batch, config.n_kv_heads, positions, config.head_dim()};
   KVCache cache;
-  for (int64_t i = 0; i < config.n_layers; ++i) {
-    cache.keys.push_back(at::zeros({batch, config.n_kv_heads, config.max_seq_len, config.head_dim()}, options));
-    cache.values.push_back(at::zeros({batch, config.n_kv_heads, config.max_seq_len, config.head_dim()}, options));
+  try {
+    for (int64_t i = 0; i < config.n_layers; ++i) {
+      cache.keys.push_back(at::zeros(shape, options));
+      cache.values.push_back(at::zeros(shape, options));
+    }
+  } catch (const c10::Error& e) {
+    TORCH_CHECK(false, "LlamaForCausalLM: cannot allocate the KV cache (", std::to_string(config.n_layers),
+                " layers x 2 x [", std::to_string(batch), ", ", std::to_string(config.n_kv_heads), ", ",
+                std::to_string(positions), ", ", std::to_string(config.head_dim()), "]): ", e.what_without_backtrace());
   }
   return cache;
 }
@@ -161,6 +181,11 @@ at::Tensor LlamaForCausalLMImpl::forward(const at::Tensor& tokens, KVCache& cach
   const int64_t T = tokens.size(1), start = cache.length;
   TORCH_CHECK_VALUE(start + T <= config.max_seq_len, "LlamaForCausalLM: ", std::to_string(start + T),
                     " positions exceed the context length max_seq_len = ", std::to_string(config.max_seq_len));
+  const int64_t room = cache.keys.empty() ? 0 : cache.keys[0].size(2);
+  TORCH_CHECK_VALUE(start + T <= room && static_cast<int64_t>(cache.keys.size()) == config.n_layers,
+                    "LlamaForCausalLM: ", std::to_string(start + T), " positions do not fit the cache (",
+                    std::to_string(room), " positions, ", std::to_string(cache.keys.size()), " of ",
+                    std::to_string(config.n_layers), " layers)");
   auto x = model->embed_tokens->forward(tokens);
   // Rotary angles for positions [start, start + T), in fp32, then x's dtype.
   const int64_t hd = config.head_dim();

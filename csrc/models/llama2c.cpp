@@ -1,19 +1,34 @@
 // llama2.c checkpoint loader (mmap, every field validated) and tokenizer.
+#include <llmint8/checkpoint.h>
 #include <llmint8/llama2c.h>
 
-#include "nn/mapped_file.h"
+#include "readers.h"
+#include "untrusted.h"
 
 #include <ATen/ATen.h>
-#include <torch/nn/modules/linear.h>
 
+#include <cmath>
+#include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <limits>
-#include <memory>
 
 namespace llmint8::models {
 
+namespace u = llmint8::untrusted;
+
 namespace {
+
+constexpr uint64_t kHeaderBytes = 7 * sizeof(int32_t);
+constexpr int64_t kMaxHeaderField = int64_t{1} << 20;  // what tells a llama2.c header from other files
+constexpr int32_t kMaxPieceBytes = 4096;
+
+// Little-endian fields at any alignment (memcpy: no unaligned loads).
+template <typename T>
+T read_at(const char* p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  return v;
+}
 
 // Hugging Face's permutation of a q/k weight [rows, cols] from interleaved rotary
 // pairs to rotate-half layout, per head.
@@ -24,19 +39,20 @@ at::Tensor permute_rotary(const at::Tensor& w, int64_t heads) {
 
 }  // namespace
 
-LlamaForCausalLM load_llama2c(const std::string& path) {
-  MappedFile file(path);
-  constexpr uint64_t kHeader = 7 * sizeof(int32_t);
-  TORCH_CHECK_VALUE(file.size() >= kHeader, "llama2.c checkpoint '", path, "' is ", std::to_string(file.size()),
-                    " bytes, shorter than its 28-byte header");
-  int32_t h[7];
-  std::memcpy(h, file.data(), kHeader);
+LlamaForCausalLM read_llama2c(const char* data, uint64_t size, const std::string& file) {
+  if (size < kHeaderBytes) {
+    u::fail(file, "its size", "at least the 28-byte header", std::to_string(size) + " bytes (truncated)");
+  }
   const char* names[7] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"};
+  int32_t h[7];
   for (int i = 0; i < 7; ++i) {
-    const int64_t v = i == 5 ? std::abs(static_cast<int64_t>(h[i])) : h[i];
-    TORCH_CHECK_VALUE(v > 0 && v <= (1 << 20), "llama2.c checkpoint '", path, "': header field ", names[i],
-                      " (offset ", std::to_string(4 * i), ") = ", std::to_string(h[i]),
-                      " is out of range: not a llama2.c version-0 checkpoint?");
+    h[i] = read_at<int32_t>(data + 4 * i);
+    const int64_t v = i == 5 ? std::abs(static_cast<int64_t>(h[i])) : h[i];  // vocab_size < 0: own classifier
+    if (v < 1 || v > kMaxHeaderField) {
+      u::fail(file, std::string("header field ") + names[i] + " (offset " + std::to_string(4 * i) + ")",
+              "in [1, " + std::to_string(kMaxHeaderField) + "] (is this a llama2.c version-0 checkpoint?)",
+              std::to_string(h[i]));
+    }
   }
   LlamaConfig c;
   c.dim = h[0];
@@ -44,96 +60,134 @@ LlamaForCausalLM load_llama2c(const std::string& path) {
   c.n_layers = h[2];
   c.n_heads = h[3];
   c.n_kv_heads = h[4];
-  c.vocab_size = std::abs(h[5]);
+  c.vocab_size = std::abs(static_cast<int64_t>(h[5]));
   c.max_seq_len = h[6];
   c.tie_embeddings = h[5] > 0;
   try {
     c.validate();
   } catch (const c10::Error& e) {
-    TORCH_CHECK_VALUE(false, "llama2.c checkpoint '", path, "': ", e.what_without_backtrace());
+    u::fail(file, e.what_without_backtrace());
   }
   const int64_t D = c.dim, H = c.hidden_dim, L = c.n_layers, V = c.vocab_size, S = c.max_seq_len;
   const int64_t kv = c.n_kv_heads * c.head_dim(), hd = c.head_dim();
-  // The float32 tensors in file order (legacy rotary tables are read past, not used).
-  const std::vector<std::pair<std::string, std::vector<int64_t>>> layout = {
+  // The float32 tensors in file order (the legacy rotary tables are read past, not used).
+  std::vector<std::pair<std::string, std::vector<int64_t>>> layout = {
       {"token_embedding", {V, D}}, {"rms_att", {L, D}},     {"wq", {L, D, D}},     {"wk", {L, kv, D}},
       {"wv", {L, kv, D}},          {"wo", {L, D, D}},       {"rms_ffn", {L, D}},   {"w1", {L, H, D}},
       {"w2", {L, D, H}},           {"w3", {L, H, D}},       {"rms_final", {D}},    {"freq_cis_real", {S, hd / 2}},
       {"freq_cis_imag", {S, hd / 2}}};
-  uint64_t floats = 0;
-  for (const auto& [name, shape] : layout) floats += static_cast<uint64_t>(c10::multiply_integers(shape));
-  if (!c.tie_embeddings) floats += static_cast<uint64_t>(V * D);
-  const uint64_t expected = kHeader + floats * sizeof(float);
-  TORCH_CHECK_VALUE(file.size() == expected, "llama2.c checkpoint '", path, "': the header (dim ", std::to_string(D),
-                    ", hidden_dim ", std::to_string(H), ", n_layers ", std::to_string(L), ", vocab_size ",
-                    std::to_string(h[5]), ", seq_len ", std::to_string(S), ") needs ", std::to_string(expected),
-                    " bytes, the file has ", std::to_string(file.size()),
-                    file.size() < expected ? " (truncated)" : " (trailing bytes)");
-
-  std::map<std::string, at::Tensor> t;
-  uint64_t offset = kHeader;
-  auto take = [&](const std::string& name, const std::vector<int64_t>& shape) {
-    const auto view = at::from_blob(const_cast<char*>(file.data()) + offset, shape, at::kFloat);
-    t[name] = view.clone();  // copied out before the map is closed
-    offset += static_cast<uint64_t>(view.numel()) * sizeof(float);
-  };
-  for (const auto& [name, shape] : layout) take(name, shape);
-  if (!c.tie_embeddings) take("wcls", {V, D});
-
-  LlamaForCausalLM model(c);
-  auto params = model->named_parameters();
-  torch::NoGradGuard no_grad;
-  auto set = [&](const std::string& key, const at::Tensor& value) { params[key].copy_(value); };
-  set("model.embed_tokens.weight", t["token_embedding"]);
-  for (int64_t i = 0; i < L; ++i) {
-    const std::string p = "model.layers." + std::to_string(i) + ".";
-    set(p + "input_layernorm.weight", t["rms_att"][i]);
-    set(p + "self_attn.q_proj.weight", permute_rotary(t["wq"][i], c.n_heads));
-    set(p + "self_attn.k_proj.weight", permute_rotary(t["wk"][i], c.n_kv_heads));
-    set(p + "self_attn.v_proj.weight", t["wv"][i]);
-    set(p + "self_attn.o_proj.weight", t["wo"][i]);
-    set(p + "post_attention_layernorm.weight", t["rms_ffn"][i]);
-    set(p + "mlp.gate_proj.weight", t["w1"][i]);
-    set(p + "mlp.down_proj.weight", t["w2"][i]);
-    set(p + "mlp.up_proj.weight", t["w3"][i]);
+  if (!c.tie_embeddings) layout.push_back({"wcls", {V, D}});
+  uint64_t expected = kHeaderBytes;
+  for (const auto& [name, shape] : layout) {
+    uint64_t bytes = sizeof(float);
+    for (int64_t d : shape) bytes = u::mul(bytes, static_cast<uint64_t>(d), file, "the size of tensor '" + name + "'");
+    expected = u::add(expected, bytes, file, "the size the header implies");
   }
-  set("model.norm.weight", t["rms_final"]);
-  set("lm_head.weight", c.tie_embeddings ? t["token_embedding"] : t["wcls"]);
+  if (size != expected) {
+    u::fail(file, "its size",
+            std::to_string(expected) + " bytes for the header's sizes (dim " + std::to_string(D) + ", hidden_dim " +
+                std::to_string(H) + ", n_layers " + std::to_string(L) + ", n_heads " + std::to_string(c.n_heads) +
+                ", n_kv_heads " + std::to_string(c.n_kv_heads) + ", vocab_size " + std::to_string(h[5]) +
+                ", seq_len " + std::to_string(S) + ")",
+            std::to_string(size) + " bytes" + (size < expected ? " (truncated)" : " (trailing bytes)"));
+  }
+
+  // Copied out of the bytes (no alignment assumed), under Hugging Face's names.
+  TensorMap file_tensors, sd;
+  u::allocating(file, "the weights (" + std::to_string(size) + " bytes)", [&] {
+    uint64_t offset = kHeaderBytes;
+    for (const auto& [name, shape] : layout) {
+      auto t = at::empty(shape, at::kFloat);
+      const uint64_t bytes = static_cast<uint64_t>(t.numel()) * sizeof(float);
+      std::memcpy(t.data_ptr(), data + offset, bytes);
+      file_tensors[name] = t;
+      offset += bytes;
+    }
+    const auto& t = file_tensors;
+    sd["model.embed_tokens.weight"] = t.at("token_embedding");
+    for (int64_t i = 0; i < L; ++i) {
+      const std::string p = "model.layers." + std::to_string(i) + ".";
+      sd[p + "input_layernorm.weight"] = t.at("rms_att")[i];
+      sd[p + "self_attn.q_proj.weight"] = permute_rotary(t.at("wq")[i], c.n_heads);
+      sd[p + "self_attn.k_proj.weight"] = permute_rotary(t.at("wk")[i], c.n_kv_heads);
+      sd[p + "self_attn.v_proj.weight"] = t.at("wv")[i];
+      sd[p + "self_attn.o_proj.weight"] = t.at("wo")[i];
+      sd[p + "post_attention_layernorm.weight"] = t.at("rms_ffn")[i];
+      sd[p + "mlp.gate_proj.weight"] = t.at("w1")[i];
+      sd[p + "mlp.down_proj.weight"] = t.at("w2")[i];
+      sd[p + "mlp.up_proj.weight"] = t.at("w3")[i];
+    }
+    sd["model.norm.weight"] = t.at("rms_final");
+    sd["lm_head.weight"] = c.tie_embeddings ? t.at("token_embedding") : t.at("wcls");
+  });
+  // The model is no bigger than the file, whose size matched the header.
+  auto model = u::allocating(file, "the model (" + std::to_string(c.parameter_count()) + " parameters)",
+                             [&] { return LlamaForCausalLM(c); });
+  try {
+    load_state_dict(*model, sd);  // the shared validator: shapes, finite values, all or nothing
+  } catch (const c10::Error& e) {
+    u::fail(file, e.what_without_backtrace());
+  }
   return model;
 }
 
+LlamaForCausalLM load_llama2c(const std::string& path) {
+  const u::MappedFile file(path);
+  return read_llama2c(file.data(), file.size(), path);
+}
+
 Llama2cTokenizer Llama2cTokenizer::load(const std::string& path) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  TORCH_CHECK_VALUE(in, "cannot open tokenizer '", path, "'");
-  const uint64_t size = static_cast<uint64_t>(in.tellg());
-  in.seekg(0);
-  int32_t max_len = 0;
-  TORCH_CHECK_VALUE(size >= 4 && in.read(reinterpret_cast<char*>(&max_len), 4), "tokenizer '", path,
-                    "' is shorter than its 4-byte header");
-  TORCH_CHECK_VALUE(max_len > 0 && max_len <= 4096, "tokenizer '", path, "': max_token_length ",
-                    std::to_string(max_len), " at offset 0 is out of range: not a llama2.c tokenizer file?");
+  const u::MappedFile file(path);
+  return parse(file.data(), file.size(), path);
+}
+
+Llama2cTokenizer Llama2cTokenizer::parse(const char* data, uint64_t size, const std::string& file) {
+  if (size < 4) u::fail(file, "its size", "at least the 4-byte header", std::to_string(size) + " bytes");
+  const auto max_len = read_at<int32_t>(data);
+  if (max_len < 1 || max_len > kMaxPieceBytes) {
+    u::fail(file, "max_token_length (offset 0)",
+            "in [1, " + std::to_string(kMaxPieceBytes) + "] (is this a llama2.c tokenizer file?)",
+            std::to_string(max_len));
+  }
   Llama2cTokenizer tok;
+  tok.file_ = file;
   uint64_t offset = 4;
   while (offset < size) {
-    float score = 0.f;
-    int32_t len = 0;
-    TORCH_CHECK_VALUE(offset + 8 <= size, "tokenizer '", path, "': entry ", std::to_string(tok.pieces_.size()),
-                      " at offset ", std::to_string(offset), " is truncated");
-    in.read(reinterpret_cast<char*>(&score), 4);
-    in.read(reinterpret_cast<char*>(&len), 4);
-    TORCH_CHECK_VALUE(len >= 0 && len <= max_len && offset + 8 + len <= size, "tokenizer '", path, "': entry ",
-                      std::to_string(tok.pieces_.size()), " at offset ", std::to_string(offset), " has length ",
-                      std::to_string(len), " (max_token_length ", std::to_string(max_len), ", ",
-                      std::to_string(size - offset - 8), " bytes left)");
-    std::string piece(static_cast<size_t>(len), '\0');
-    in.read(piece.data(), len);
+    const auto entry = [&] {
+      return "entry " + std::to_string(tok.pieces_.size()) + " (offset " + std::to_string(offset) + ")";
+    };
+    if (static_cast<int64_t>(tok.pieces_.size()) >= LlamaConfig::kMaxVocab) {
+      u::fail(file, "the number of entries", "at most " + std::to_string(LlamaConfig::kMaxVocab), "more");
+    }
+    const uint64_t left = size - offset;
+    if (left < 8) u::fail(file, entry(), "8 bytes of score and length", std::to_string(left) + " bytes (truncated)");
+    const auto score = read_at<float>(data + offset);
+    const auto len = read_at<int32_t>(data + offset + 4);
+    if (len < 0 || len > max_len || static_cast<uint64_t>(len) > left - 8) {
+      u::fail(file, entry() + " length",
+              "in [0, max_token_length = " + std::to_string(max_len) + "] and at most the " +
+                  std::to_string(left - 8) + " bytes left",
+              std::to_string(len));
+    }
+    if (!std::isfinite(score)) {
+      char value[32];
+      std::snprintf(value, sizeof(value), "%g", score);
+      u::fail(file, entry() + " score", "finite", value);
+    }
+    std::string piece(data + offset + 8, static_cast<size_t>(len));
     tok.ids_.emplace(piece, static_cast<int64_t>(tok.pieces_.size()));
     tok.pieces_.push_back(std::move(piece));
     tok.scores_.push_back(score);
     offset += 8 + static_cast<uint64_t>(len);
   }
-  TORCH_CHECK_VALUE(tok.vocab_size() > kEos, "tokenizer '", path, "' has only ", std::to_string(tok.vocab_size()),
-                    " entries");
+  if (tok.vocab_size() <= kEos) {
+    u::fail(file, "the number of entries", "at least 3 (<unk>, BOS, EOS)", std::to_string(tok.vocab_size()));
+  }
+  tok.byte_pieces_ = tok.vocab_size() >= 3 + 256;
+  for (int b = 0; b < 256 && tok.byte_pieces_; ++b) {
+    std::string byte;
+    tok.byte_pieces_ = byte_piece(tok.pieces_[3 + b], byte) && static_cast<unsigned char>(byte[0]) == b;
+  }
   return tok;
 }
 
@@ -161,6 +215,13 @@ std::vector<int64_t> Llama2cTokenizer::encode(const std::string& text, bool bos,
     if (id >= 0) {
       tokens.push_back(id);
     } else {
+      if (!byte_pieces_) {
+        char byte[8];
+        std::snprintf(byte, sizeof(byte), "0x%02X", lead);
+        u::fail(file_, std::string("the text's character at byte ") + std::to_string(i) + " (lead byte " + byte + ")",
+                "in the vocabulary, or spelled by byte pieces <0x00>..<0xFF> at ids 3 to 258",
+                "neither (the vocabulary has no byte pieces)");
+      }
       for (unsigned char b : ch) tokens.push_back(static_cast<int64_t>(b) + 3);
     }
     i += n;
@@ -187,7 +248,7 @@ std::vector<int64_t> Llama2cTokenizer::encode(const std::string& text, bool bos,
 }
 
 std::string Llama2cTokenizer::decode(int64_t previous, int64_t token) const {
-  TORCH_CHECK_INDEX(token >= 0 && token < vocab_size(), "tokenizer: token id ", std::to_string(token),
+  TORCH_CHECK_INDEX(token >= 0 && token < vocab_size(), "tokenizer '", file_, "': token id ", std::to_string(token),
                     " is outside the vocabulary of ", std::to_string(vocab_size()));
   std::string piece = pieces_[token], byte;
   if (previous == kBos && !piece.empty() && piece[0] == ' ') piece.erase(0, 1);

@@ -2,9 +2,11 @@
 #include <llmint8/llama2c.h>
 #include <llmint8/tokenizer.h>
 
+#include "untrusted.h"
+
 #include <c10/util/Exception.h>
 
-#include <cstdio>
+#include <cctype>
 #ifdef LLMINT8_WITH_SENTENCEPIECE
 #include <sentencepiece_processor.h>
 #endif
@@ -21,8 +23,10 @@ bool ends_with(const std::string& s, const std::string& suffix) {
 class SentencePieceTokenizer : public Tokenizer {
  public:
   explicit SentencePieceTokenizer(const std::string& path) {
-    const auto status = processor_.Load(path);
-    TORCH_CHECK_VALUE(status.ok(), "cannot load sentencepiece model '", path, "': ", status.ToString());
+    // Read here rather than by sentencepiece: regular files only (untrusted.h).
+    const untrusted::MappedFile file(path);
+    const auto status = processor_.LoadFromSerializedProto(std::string(file.data(), file.size()));
+    if (!status.ok()) untrusted::fail(path, "cannot load it as a sentencepiece model: " + status.ToString());
   }
   int64_t vocab_size() const override { return processor_.GetPieceSize(); }
   int64_t bos_id() const override { return processor_.bos_id(); }
@@ -60,9 +64,12 @@ class SentencePieceTokenizer : public Tokenizer {
 }  // namespace
 
 bool byte_piece(const std::string& piece, std::string& out) {
-  unsigned int byte = 0;
-  if (piece.size() != 6 || std::sscanf(piece.c_str(), "<0x%02X>", &byte) != 1) return false;
-  out = std::string(1, static_cast<char>(byte));
+  // Exactly "<0x" + two hex digits + ">" (sscanf's %X would also take signs and spaces).
+  const auto hex = [](char c) { return std::isxdigit(static_cast<unsigned char>(c)) != 0; };
+  if (piece.size() != 6 || piece.compare(0, 3, "<0x") != 0 || piece[5] != '>' || !hex(piece[3]) || !hex(piece[4])) {
+    return false;
+  }
+  out = std::string(1, static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16)));
   return true;
 }
 

@@ -3,6 +3,8 @@
 #include <llmint8/linear8bitlt.h>
 #include <llmint8/ops.h>
 
+#include "untrusted.h"
+
 #include <torch/types.h>
 
 #include <set>
@@ -69,7 +71,10 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
     const auto w = tensors.find(wkey), s = tensors.find(skey), f = tensors.find(fkey);
     if (f != tensors.end()) {
       used.insert(fkey);
-      const int64_t fmt = f->second.numel() == 1 ? f->second.to(at::kLong).item<int64_t>() : -1;
+      // An integer scalar; a float one is not converted (NaN to integer is undefined).
+      const auto& t = f->second;
+      const bool integer = !t.is_floating_point() && !t.is_complex() && t.scalar_type() != at::kBool;
+      const int64_t fmt = integer && t.numel() == 1 ? t.to(at::kLong).item<int64_t>() : -1;
       if (fmt != 0) {
         const std::string name = fmt >= 1 && fmt <= 3 ? kWeightFormatNames[fmt] : "unknown";
         errors.push_back(fkey + ": weight_format " + std::to_string(fmt) + " (" + name +
@@ -106,11 +111,25 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
         errors.push_back(skey + ": expected a float tensor, got " + std::string(c10::toString(s->second.scalar_type())));
         continue;
       }
+      const auto bad = untrusted::non_finite(s->second);
+      if (!bad.empty()) {
+        errors.push_back(skey + ": expected finite values, got " + bad);
+        continue;
+      }
+      if ((weight == -128).any().item<bool>()) {  // codes are [-127, 127]: the int32 K limit relies on it
+        errors.push_back(wkey + ": expected int8 codes in [-127, 127], got -128");
+        continue;
+      }
       plan.codes = weight;
       plan.scales = s->second;
     } else if (weight.is_floating_point()) {
       if (s != tensors.end()) {
         errors.push_back(skey + " given with a float " + wkey);
+        continue;
+      }
+      const auto bad = untrusted::non_finite(weight);
+      if (!bad.empty()) {
+        errors.push_back(wkey + ": expected finite values, got " + bad);
         continue;
       }
       plan.float_weight = weight;
@@ -122,9 +141,10 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
     plans.push_back(plan);
   }
 
-  // Every other parameter and buffer: same shape, copied (with dtype conversion).
+  // Every other parameter and buffer: same shape, copied (with dtype conversion). Parameters
+  // must be finite; buffers are not checked (a mask may hold -inf on purpose).
   std::vector<std::pair<at::Tensor, at::Tensor>> copies;
-  auto plan_copy = [&](const std::string& key, const at::Tensor& target) {
+  auto plan_copy = [&](const std::string& key, const at::Tensor& target, bool parameter) {
     if (layer_keys.count(key)) return;
     const auto it = tensors.find(key);
     if (it == tensors.end()) {
@@ -136,43 +156,70 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
       errors.push_back(key + ": expected shape " + shape_text(target.sizes()) + ", got " + shape_text(it->second.sizes()));
       return;
     }
+    if (target.is_floating_point() && !it->second.is_floating_point()) {  // int8 codes are no float weight
+      errors.push_back(key + ": expected a floating-point tensor, got " + std::string(c10::toString(it->second.scalar_type())));
+      return;
+    }
+    const auto bad = parameter ? untrusted::non_finite(it->second) : std::string();
+    if (!bad.empty()) {
+      errors.push_back(key + ": expected finite values, got " + bad);
+      return;
+    }
     copies.emplace_back(target, it->second);
   };
-  for (const auto& p : module.named_parameters(true)) plan_copy(p.key(), p.value());
-  for (const auto& b : module.named_buffers(true)) plan_copy(b.key(), b.value());
+  for (const auto& p : module.named_parameters(true)) plan_copy(p.key(), p.value(), true);
+  for (const auto& b : module.named_buffers(true)) plan_copy(b.key(), b.value(), false);
   if (strict) {
     for (const auto& item : tensors) {
       if (!used.count(item.first)) errors.push_back(item.first + ": unexpected key");
     }
   }
   if (!errors.empty()) {
-    std::string message = "llmint8::load_state_dict: the module was left unchanged:";
-    for (const auto& e : errors) message += "\n  " + e;
+    // One line, the first problems first: a model of many layers can have hundreds.
+    constexpr size_t kShown = 8;
+    std::string message = "llmint8::load_state_dict: the module was left unchanged: ";
+    for (size_t i = 0; i < errors.size() && i < kShown; ++i) message += (i ? "; " : "") + errors[i];
+    if (errors.size() > kShown) message += "; and " + std::to_string(errors.size() - kShown) + " more";
     TORCH_CHECK_VALUE(false, message);
   }
 
+  // Everything that can fail (conversions, device copies, quantization: allocations) happens
+  // before the first change, so that a failure leaves the module as it was.
   torch::NoGradGuard no_grad;
-  for (auto& [target, source] : copies) target.copy_(source);
+  std::vector<at::Tensor> converted;
+  for (const auto& [target, source] : copies) converted.push_back(source.to(target.options()));
+  struct Installed {
+    Linear8bitLtImpl* layer;
+    at::Tensor weight, scales;  // scales undefined: a float weight copied into an unquantized layer
+  };
+  std::vector<Installed> installs;
   for (const auto& plan : plans) {
     auto* layer = plan.layer;
     const auto device = layer->weight.device();
     if (plan.codes.defined()) {
-      layer->weight.set_requires_grad(false);
-      layer->weight.set_data(plan.codes.to(device));
-      layer->SCB.set_data(plan.scales.to(device, at::kFloat));
-      layer->options.has_fp16_weights(false);
-      layer->state.has_fp16_weights = false;
-      layer->state.CB = layer->weight;
-      layer->state.SCB = layer->SCB;
+      installs.push_back({layer, plan.codes.to(device), plan.scales.to(device, at::kFloat)});
     } else if (layer->is_quantized()) {  // a quantized layer takes a float checkpoint by quantizing it
       auto [codes, scales, cols] = int8_vectorwise_quant(plan.float_weight.to(device, at::kFloat));
-      layer->weight.set_data(codes);
-      layer->SCB.set_data(scales);
-      layer->state.CB = layer->weight;
-      layer->state.SCB = layer->SCB;
+      installs.push_back({layer, codes, scales});
     } else {
-      layer->weight.copy_(plan.float_weight);
+      installs.push_back({layer, plan.float_weight.to(layer->weight.options()), {}});
     }
+  }
+
+  for (size_t i = 0; i < copies.size(); ++i) copies[i].first.copy_(converted[i]);
+  for (const auto& install : installs) {
+    auto* layer = install.layer;
+    if (!install.scales.defined()) {
+      layer->weight.copy_(install.weight);
+      continue;
+    }
+    layer->weight.set_requires_grad(false);
+    layer->weight.set_data(install.weight);
+    layer->SCB.set_data(install.scales);
+    layer->options.has_fp16_weights(false);
+    layer->state.has_fp16_weights = false;
+    layer->state.CB = layer->weight;
+    layer->state.SCB = layer->SCB;
   }
 }
 

@@ -1,5 +1,6 @@
 // Linear8bitLt: quantization on the move, the forward through int8_linear,
 // training mode and outlier pooling.
+#include <llmint8/checks.h>
 #include <llmint8/linear8bitlt.h>
 #include <llmint8/ops.h>
 
@@ -55,8 +56,10 @@ Linear8bitLtOptions::Linear8bitLtOptions(int64_t in_features, int64_t out_featur
     : in_features_(in_features), out_features_(out_features) {}
 
 Linear8bitLtImpl::Linear8bitLtImpl(const Linear8bitLtOptions& options_) : options(options_) {
-  TORCH_CHECK_VALUE(options.threshold() >= 0.0, "Linear8bitLt: threshold must be >= 0, got ",
-                    std::to_string(options.threshold()));
+  checks::check_threshold("Linear8bitLt", options.threshold());  // the op's rule: finite, >= 0
+  TORCH_CHECK_VALUE(options.in_features() >= 0 && options.out_features() >= 0,
+                    "llmint8::Linear8bitLt: arguments 'in_features' and 'out_features' must be >= 0, got ",
+                    std::to_string(options.in_features()), " and ", std::to_string(options.out_features()));
   reset();
 }
 

@@ -4,7 +4,8 @@
 // against the file before a byte of data is used.
 #include <llmint8/checkpoint.h>
 
-#include "nn/mapped_file.h"
+#include "readers.h"
+#include "untrusted.h"
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -12,9 +13,12 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <vector>
 
 namespace llmint8 {
+
+namespace u = llmint8::untrusted;
 
 namespace {
 
@@ -35,14 +39,17 @@ const char* dtype_to_name(at::ScalarType t) {
   TORCH_CHECK_TYPE(false, "save_safetensors: dtype ", c10::toString(t), " has no safetensors name");
 }
 
-at::ScalarType name_to_dtype(const std::string& name, const std::string& key) {
+at::ScalarType name_to_dtype(const std::string& name, const std::string& key, const std::string& file) {
   for (const auto& d : kDtypes) {
     if (name == d.name) return d.type;
   }
-  TORCH_CHECK_VALUE(false, "load_safetensors: tensor '", key, "' has unsupported dtype '", name, "'");
+  std::string names;
+  for (const auto& d : kDtypes) names += std::string(names.empty() ? "" : ", ") + d.name;
+  u::fail(file, "tensor '" + key + "' dtype", "one of " + names, "'" + name + "'");
 }
 
 constexpr uint64_t kMaxHeaderBytes = 100u << 20;  // the reference implementation's limit
+constexpr size_t kMaxRank = 16;                   // beyond any checkpoint; keeps shape lists small
 
 }  // namespace
 
@@ -74,80 +81,108 @@ void save_safetensors(const std::string& path, const TensorMap& tensors) {
   TORCH_CHECK(out.good(), "save_safetensors: writing '", path, "' failed");
 }
 
-TensorMap load_safetensors(const std::string& path) {
-  const MappedFile file(path);
-  const uint64_t file_size = file.size();
-  TORCH_CHECK_VALUE(file_size >= 8, "load_safetensors: '", path, "' is ", std::to_string(file_size),
-                    " bytes, shorter than the 8-byte header length");
+SafetensorsHeader parse_safetensors_header(const char* data, uint64_t size, const std::string& file) {
+  if (size < 8) u::fail(file, "its size", "at least the 8-byte header length", std::to_string(size) + " bytes");
   uint64_t header_size = 0;
-  for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | static_cast<unsigned char>(file.data()[i]);
-  TORCH_CHECK_VALUE(header_size <= kMaxHeaderBytes && header_size <= file_size - 8, "load_safetensors: '", path,
-                    "': header length ", std::to_string(header_size), " at offset 0 does not fit the file (",
-                    std::to_string(file_size), " bytes)");
-  const std::string text(file.data() + 8, header_size);
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    TORCH_CHECK_VALUE(false, "load_safetensors: '", path, "': the header (offset 8) is not valid JSON: ", e.what());
+  for (int i = 7; i >= 0; --i) header_size = (header_size << 8) | static_cast<unsigned char>(data[i]);
+  if (header_size > kMaxHeaderBytes || header_size > size - 8) {
+    u::fail(file, "the header length (offset 0)",
+            "at most " + std::to_string(std::min(kMaxHeaderBytes, size - 8)) + " bytes (it does not fit the file of " +
+                std::to_string(size) + " bytes)",
+            std::to_string(header_size));
   }
-  TORCH_CHECK_VALUE(header.is_object(), "load_safetensors: '", path, "': the header is not a JSON object");
-
-  const uint64_t data_start = 8 + header_size, data_size = file_size - data_start;
-  struct Entry {
-    std::string key;
-    at::ScalarType dtype;
-    std::vector<int64_t> shape;
-    uint64_t begin, end;
-  };
-  std::vector<Entry> entries;
-  for (const auto& [key, info] : header.items()) {
+  const auto json = u::parse_json(std::string(data + 8, header_size), file);
+  const u::JsonObject header(json, file);
+  SafetensorsHeader out{8 + header_size, {}};
+  const uint64_t data_size = size - out.data_start;
+  for (const auto& [key, info] : json.items()) {
     if (key == "__metadata__") continue;
-    const auto where = "load_safetensors: '" + path + "': tensor '" + key + "'";
-    TORCH_CHECK_VALUE(info.is_object() && info.contains("dtype") && info.contains("shape") &&
-                          info.contains("data_offsets") && info["dtype"].is_string() && info["shape"].is_array() &&
-                          info["data_offsets"].is_array() && info["data_offsets"].size() == 2,
-                      where, ": needs a string 'dtype', an array 'shape' and two 'data_offsets'");
-    Entry e{key, name_to_dtype(info["dtype"].get<std::string>(), key), {}, 0, 0};
-    uint64_t numel = 1;
-    for (const auto& d : info["shape"]) {
-      TORCH_CHECK_VALUE(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0), where,
-                        ": shape entries must be non-negative integers");
+    const std::string tensor = "tensor '" + key + "'";
+    const u::JsonObject fields(info, file, key + ".");
+    const auto dtype_name = fields.optional_string("dtype");
+    const auto* shape = fields.find("shape");
+    const auto* offsets = fields.find("data_offsets");
+    if (!dtype_name || shape == nullptr || !shape->is_array() || offsets == nullptr || !offsets->is_array() ||
+        offsets->size() != 2) {
+      u::fail(file, tensor, "a string 'dtype', an array 'shape' and two 'data_offsets'", u::json_text(info));
+    }
+    SafetensorsEntry e{key, name_to_dtype(*dtype_name, key, file), {}, 0, 0};
+    if (shape->size() > kMaxRank) {
+      u::fail(file, tensor + " shape", "at most " + std::to_string(kMaxRank) + " dimensions", u::json_text(*shape));
+    }
+    // Checked product: sizes from the file may multiply past 2^64 even where one is 0.
+    uint64_t bytes = c10::elementSize(e.dtype);
+    for (const auto& d : *shape) {
+      if (!d.is_number_integer() || (!d.is_number_unsigned() && d.get<int64_t>() < 0) ||
+          d.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+        u::fail(file, tensor + " shape", "non-negative integers", u::json_text(*shape));
+      }
       e.shape.push_back(d.get<int64_t>());
-      numel *= d.get<uint64_t>();
+      bytes = u::mul(bytes, d.get<uint64_t>(), file, tensor + " size");
     }
-    for (const auto& o : info["data_offsets"]) {
-      TORCH_CHECK_VALUE(o.is_number_unsigned() || (o.is_number_integer() && o.get<int64_t>() >= 0), where,
-                        ": data_offsets must be non-negative integers");
+    for (const auto& o : *offsets) {
+      if (!o.is_number_integer() || (!o.is_number_unsigned() && o.get<int64_t>() < 0)) {
+        u::fail(file, tensor + " data_offsets", "two non-negative integers", u::json_text(*offsets));
+      }
     }
-    e.begin = info["data_offsets"][0].get<uint64_t>();
-    e.end = info["data_offsets"][1].get<uint64_t>();
-    TORCH_CHECK_VALUE(e.begin <= e.end && e.end <= data_size, where, ": data_offsets [", std::to_string(e.begin), ", ",
-                      std::to_string(e.end), "] do not fit the ", std::to_string(data_size),
-                      " bytes of data (the file is truncated or the header is corrupt)");
-    const uint64_t expected = numel * c10::elementSize(e.dtype);
-    TORCH_CHECK_VALUE(e.end - e.begin == expected, where, ": shape and dtype need ", std::to_string(expected),
-                      " bytes, data_offsets give ", std::to_string(e.end - e.begin));
-    entries.push_back(std::move(e));
+    e.begin = (*offsets)[0].get<uint64_t>();
+    e.end = (*offsets)[1].get<uint64_t>();
+    if (e.begin > e.end || e.end > data_size) {
+      u::fail(file, tensor + " data_offsets",
+              "within the " + std::to_string(data_size) + " bytes of data (is the file truncated?)",
+              "[" + std::to_string(e.begin) + ", " + std::to_string(e.end) + "]");
+    }
+    if (e.end - e.begin != bytes) {
+      u::fail(file, tensor + " data_offsets", std::to_string(bytes) + " bytes apart (its shape and dtype)",
+              std::to_string(e.end - e.begin) + " bytes");
+    }
+    out.entries.push_back(std::move(e));
   }
   // The tensors must tile the data buffer exactly: no overlap, no hole.
-  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
+  std::sort(out.entries.begin(), out.entries.end(),
+            [](const SafetensorsEntry& a, const SafetensorsEntry& b) { return a.begin < b.begin; });
   uint64_t cursor = 0;
-  for (const auto& e : entries) {
-    TORCH_CHECK_VALUE(e.begin == cursor, "load_safetensors: '", path, "': tensor '", e.key, "' starts at data offset ",
-                      std::to_string(e.begin), ", expected ", std::to_string(cursor), " (overlap or hole)");
+  for (const auto& e : out.entries) {
+    if (e.begin != cursor) {
+      u::fail(file, "tensor '" + e.key + "' data offset", std::to_string(cursor) + " (no overlap, no hole)",
+              std::to_string(e.begin));
+    }
     cursor = e.end;
   }
-  TORCH_CHECK_VALUE(cursor == data_size, "load_safetensors: '", path, "': ", std::to_string(data_size - cursor),
-                    " bytes after the last tensor are not described by the header");
-
-  TensorMap tensors;
-  for (const auto& e : entries) {
-    auto t = at::empty(e.shape, at::TensorOptions().dtype(e.dtype));
-    std::memcpy(t.data_ptr(), file.data() + data_start + e.begin, e.end - e.begin);  // copied out of the map
-    tensors.emplace(e.key, std::move(t));
+  if (cursor != data_size) {
+    u::fail(file, "the data after the last tensor", "empty", std::to_string(data_size - cursor) + " bytes the header does not describe");
   }
-  return tensors;
+  return out;
+}
+
+TensorMap read_safetensors(const char* data, uint64_t size, const std::string& file) {
+  const auto header = parse_safetensors_header(data, size, file);
+  // A bool byte other than 0 or 1 is undefined behaviour wherever it is read as bool.
+  for (const auto& e : header.entries) {
+    if (e.dtype != at::kBool) continue;
+    const char* begin = data + header.data_start + e.begin;
+    const char* end = data + header.data_start + e.end;
+    const char* bad = std::find_if(begin, end, [](char b) { return b != 0 && b != 1; });
+    if (bad != end) {
+      u::fail(file, "tensor '" + e.key + "' values", "0 or 1 (dtype BOOL)",
+              std::to_string(static_cast<unsigned char>(*bad)) + " at data offset " +
+                  std::to_string(e.begin + static_cast<uint64_t>(bad - begin)));
+    }
+  }
+  return u::allocating(file, "its tensors (" + std::to_string(size - header.data_start) + " bytes)", [&] {
+    TensorMap tensors;
+    for (const auto& e : header.entries) {
+      auto t = at::empty(e.shape, at::TensorOptions().dtype(e.dtype));
+      if (e.end > e.begin) std::memcpy(t.data_ptr(), data + header.data_start + e.begin, e.end - e.begin);
+      tensors.emplace(e.key, std::move(t));
+    }
+    return tensors;
+  });
+}
+
+TensorMap load_safetensors(const std::string& path) {
+  const u::MappedFile file(path);
+  return read_safetensors(file.data(), file.size(), path);
 }
 
 }  // namespace llmint8

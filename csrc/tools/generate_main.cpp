@@ -6,6 +6,8 @@
 #include <llmint8/tokenizer.h>
 #include <llmint8/llmint8.h>
 
+#include "untrusted.h"
+
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
@@ -18,11 +20,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
 #include <sstream>
 #include <string>
+#include <type_traits>
 
 namespace {
 
@@ -66,8 +69,15 @@ T number(const std::string& flag, const std::string& text) {
   std::istringstream in(text);
   T value{};
   if (!(in >> value) || !in.eof()) fail("flag " + flag + " needs a number, got '" + text + "'");
+  if constexpr (std::is_floating_point_v<T>) {
+    if (!std::isfinite(value)) fail("flag " + flag + " needs a finite number, got '" + text + "'");
+  }
   return value;
 }
+
+// The --json object as text: a prompt or generated text that is not valid UTF-8 (byte pieces
+// split characters) gets U+FFFD in place of the bad bytes rather than failing the dump.
+std::string json_text(const nlohmann::json& j) { return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace); }
 
 Args parse(int argc, char** argv) {
   Args a;
@@ -156,7 +166,8 @@ int main(int argc, char** argv) {
     const auto dtype = args.dtype == "fp16" ? torch::kHalf : args.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
 
     const auto t_load = std::chrono::steady_clock::now();
-    const bool hf = std::filesystem::is_directory(args.model);
+    // A symlink loop or a missing path is reported by the loader that opens it.
+    const bool hf = llmint8::untrusted::is_directory(args.model);
     m::LlamaForCausalLM model{nullptr};
     std::vector<std::string> replaced;
     if (hf) {
@@ -225,7 +236,7 @@ int main(int argc, char** argv) {
       out["log_likelihood"] = total;
       out["mean_nll"] = prompt.size() > 1 ? -total / static_cast<double>(prompt.size() - 1) : 0.0;
       if (!args.logits_out.empty()) llmint8::save_safetensors(args.logits_out, {{"logits", logits}});
-      std::cout << (args.json ? out.dump() : "mean negative log-likelihood: " + std::to_string(out["mean_nll"].get<double>())) << "\n";
+      std::cout << (args.json ? json_text(out) : "mean negative log-likelihood: " + std::to_string(out["mean_nll"].get<double>())) << "\n";
       return 0;
     }
 
@@ -257,7 +268,7 @@ int main(int argc, char** argv) {
     out["device"] = device.str();
     out["dtype"] = args.dtype;
     if (args.json) {
-      std::cout << out.dump() << "\n";
+      std::cout << json_text(out) << "\n";
     } else {
       std::cout << "\n\nload " << out["load_seconds"].dump() << " s, layers quantized "
                 << std::to_string(replaced.size()) << ", weight bytes " << std::to_string(bytes_before) << " -> "
@@ -269,6 +280,8 @@ int main(int argc, char** argv) {
     return 0;
   } catch (const c10::Error& e) {
     std::cerr << "llmint8-generate: " << e.what_without_backtrace() << "\n";
+  } catch (const std::bad_alloc&) {
+    std::cerr << "llmint8-generate: out of memory\n";
   } catch (const std::exception& e) {
     std::cerr << "llmint8-generate: " << e.what() << "\n";
   }

@@ -1,5 +1,7 @@
 """8-bit loading configuration: the 8-bit fields of transformers' BitsAndBytesConfig."""
 
+import math
+import numbers
 from dataclasses import asdict, dataclass
 from typing import List, Optional
 
@@ -31,8 +33,9 @@ class Int8Config(_ConfigBase):
     quant_method: str = "llmint8"
 
     def __post_init__(self):
-        if not (self.llm_int8_threshold >= 0.0):
-            raise ValueError(f"Int8Config: llm_int8_threshold must be >= 0, got {self.llm_int8_threshold}")
+        if not (isinstance(self.llm_int8_threshold, numbers.Real) and math.isfinite(self.llm_int8_threshold)
+                and self.llm_int8_threshold >= 0.0):
+            raise ValueError(f"Int8Config: llm_int8_threshold must be a finite number >= 0, got {self.llm_int8_threshold!r}")
         if self.llm_int8_skip_modules is not None and isinstance(self.llm_int8_skip_modules, str):
             raise TypeError("Int8Config: llm_int8_skip_modules must be a list of module names, got a string")
 

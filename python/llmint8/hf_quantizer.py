@@ -19,6 +19,7 @@ from transformers.quantizers.auto import AUTO_QUANTIZER_MAPPING, register_quanti
 from transformers.quantizers.base import HfQuantizer
 from transformers.quantizers.quantizers_utils import get_module_from_name
 
+from ._untrusted import non_finite
 from .config import Int8Config
 from .nn import Int8Params, Linear8bitLt
 from .replace import replace_linear_with_8bit
@@ -74,7 +75,11 @@ class LoadQuantized(ConversionOps):
         if scb is None or not scb.is_floating_point() or list(scb.shape) != shape[:1]:
             got = "missing" if scb is None else f"{scb.dtype} {list(scb.shape)}"
             raise ValueError(f"{prefix}SCB: expected float32 [{shape[0]}] (one scale per output row), got {got}")
-        if fmt is not None and (fmt.numel() != 1 or int(fmt) != 0):
+        if non_finite(scb):
+            raise ValueError(f"{prefix}SCB: expected finite values, got {non_finite(scb)}")
+        if bool((weight == -128).any()):  # codes are [-127, 127]: the int32 K limit relies on it
+            raise ValueError(f"{prefix}weight: expected int8 codes in [-127, 127], got -128")
+        if fmt is not None and (fmt.numel() != 1 or fmt.is_floating_point() or int(fmt) != 0):
             raise ValueError(f"{prefix}weight_format: {fmt.tolist()} is a legacy tiled layout; expected 0 (row)")
         module._is_hf_initialized = True
         return {"weight": Int8Params(weight, False, False, CB=weight, SCB=scb.to(weight.device, torch.float32))}
@@ -163,6 +168,11 @@ class LlmInt8HfQuantizer(HfQuantizer):
     def _process_model_after_weight_loading(self, model, **kwargs):
         if getattr(self, "_progress", None) is not None:
             self._progress.close()
+        # Every float weight as loaded (embeddings, norms, lm_head too): a non-finite one would give
+        # a model that emits one token forever. The int8 layers were checked on their way in.
+        for name, param in model.named_parameters():
+            if not param.is_meta and non_finite(param):
+                raise ValueError(f"llmint8: the checkpoint's {name}: expected finite values, got {non_finite(param)}")
         model.is_loaded_in_8bit = True
         model.is_8bit_serializable = True
         return model

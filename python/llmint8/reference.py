@@ -6,6 +6,7 @@ kernels' float outputs can be judged against it. Slow and simple on purpose:
 used by the tests and the benchmarks, never on a hot path.
 """
 
+import math
 from typing import Optional
 
 import torch
@@ -14,7 +15,8 @@ INV_127 = 1.0 / 127.0
 
 
 def _rows(A: torch.Tensor) -> torch.Tensor:
-    return A.reshape(-1, A.shape[-1])
+    # Rows counted, not inferred: reshape(-1, 0) is ambiguous when K = 0.
+    return A.reshape(math.prod(A.shape[:-1]), A.shape[-1])
 
 
 def outlier_column_mask(A: torch.Tensor, threshold: float) -> torch.Tensor:

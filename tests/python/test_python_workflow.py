@@ -159,6 +159,10 @@ def test_bitsandbytes_checkpoint_loads_through_llmint8(folders, tmp_path):
     ("SCB", lambda t: t[:5], r"up_proj.SCB: expected float32 \[172\] \(one scale per output row\), got torch.float32 \[5\]"),
     ("weight", lambda t: t.float(), r"up_proj.weight: expected torch.int8 \[172, 64\], got torch.float32 \[172, 64\]"),
     ("weight", lambda t: t[:, :60].contiguous(), r"up_proj.weight: expected torch.int8 \[172, 64\], got torch.int8 \[172, 60\]"),
+    ("SCB", lambda t: t.index_fill(0, torch.tensor([3]), float("inf")),
+     r"up_proj.SCB: expected finite values, got 1 non-finite value \(first: inf at \[3\]\)"),
+    ("weight", lambda t: t.index_fill(0, torch.tensor([0]), -128), r"up_proj.weight: expected int8 codes in \[-127, 127\]"),
+    ("weight_format", lambda t: torch.tensor(float("nan")), r"up_proj.weight_format: nan is a legacy tiled layout"),
 ])
 def test_corrupt_8bit_checkpoint_fails_naming_the_key(key, bad, reason, folders, tmp_path):
     """transformers logs each conversion error in its load report, then raises; the report names our reason."""

@@ -33,6 +33,16 @@ struct LlamaConfig {
   int64_t head_dim() const { return dim / n_heads; }
   // Throws naming the field when sizes are inconsistent or out of range.
   void validate() const;
+  // Parameters of the model (lm_head counted even when tied); call after validate().
+  int64_t parameter_count() const;
+
+  // Upper bounds of validate(), far above any released Llama: sizes read from a file
+  // cannot ask for absurd loops or allocations, and products of them fit in int64.
+  static constexpr int64_t kMaxDim = int64_t{1} << 16;
+  static constexpr int64_t kMaxHiddenDim = int64_t{1} << 18;
+  static constexpr int64_t kMaxLayers = int64_t{1} << 10;
+  static constexpr int64_t kMaxVocab = int64_t{1} << 22;
+  static constexpr int64_t kMaxSeqLen = int64_t{1} << 24;
 };
 
 class RMSNormImpl : public torch::nn::Module {
@@ -96,9 +106,11 @@ class LlamaForCausalLMImpl : public torch::nn::Module {
   explicit LlamaForCausalLMImpl(const LlamaConfig& config);
   // Fetches every Linear handle again: call after replace_linear.
   void bind();
-  // Empty cache for `batch` sequences, in the model's dtype and device.
-  KVCache new_cache(int64_t batch) const;
-  // Logits [batch, T, vocab] (fp32) of tokens [batch, T] at positions cache.length...; appends to the cache.
+  // Empty cache for `batch` sequences of up to `positions` tokens (default: max_seq_len), in
+  // the model's dtype and device; an allocation failure is an error naming the cache's size.
+  KVCache new_cache(int64_t batch, int64_t positions = 0) const;
+  // Logits [batch, T, vocab] (fp32) of tokens [batch, T] at positions cache.length...; appends to
+  // the cache, which must have room for them.
   at::Tensor forward(const at::Tensor& tokens, KVCache& cache);
   LlamaConfig config;
   LlamaModel model{nullptr};

@@ -4,6 +4,7 @@
 #include <llmint8/llama.h>
 #include <llmint8/tokenizer.h>
 
+#include <cstdint>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -22,10 +23,14 @@ class Llama2cTokenizer : public Tokenizer {
 
   // Reads every entry of the file; errors name the path and the byte offset.
   static Llama2cTokenizer load(const std::string& path);
+  // The same from the bytes of such a file; `file` names it in errors.
+  static Llama2cTokenizer parse(const char* data, uint64_t size, const std::string& file);
 
   int64_t vocab_size() const override { return static_cast<int64_t>(pieces_.size()); }
   int64_t bos_id() const override { return kBos; }
   int64_t eos_id() const override { return kEos; }
+  // Characters missing from the vocabulary are spelled with the byte pieces <0x00>..<0xFF>
+  // (ids 3 to 258); without those in the file, such a character is an error.
   std::vector<int64_t> encode(const std::string& text, bool bos = true, bool eos = false) const override;
   std::string decode(int64_t previous, int64_t token) const override;
   using Tokenizer::decode;
@@ -34,6 +39,8 @@ class Llama2cTokenizer : public Tokenizer {
   std::vector<std::string> pieces_;
   std::vector<float> scores_;
   std::unordered_map<std::string, int64_t> ids_;
+  std::string file_;
+  bool byte_pieces_ = false;  // ids 3 + b are the pieces <0xNN> of every byte b
 };
 
 }  // namespace llmint8::models

@@ -1,14 +1,28 @@
 """Int8Params and Linear8bitLt (drop-in for bitsandbytes.nn), and the outlier pooler."""
 
 import copy
+import math
+import numbers
 from typing import Dict, Optional, Set
 
 import torch
 
+from .._untrusted import non_finite
 from ..state import MatmulLtState
 
 # weight_format values bitsandbytes wrote: only "row" (0) is what the codes here mean.
 WEIGHT_FORMATS = {0: "row", 1: "col32", 2: "col_turing", 3: "col_ampere"}
+
+
+def check_threshold(owner: str, threshold) -> None:
+    """The ops' rule (csrc/checks.cpp): a finite number >= 0; NaN would fail only at the first forward."""
+    try:
+        value = float(threshold)
+    except (TypeError, ValueError):
+        raise TypeError(f"{owner}: argument 'threshold' must be a number, got {threshold!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{owner}: argument 'threshold' must be a finite number >= 0 (0 disables outlier "
+                         f"handling), got {value:g}")
 
 
 def quantize_weight(weight: torch.Tensor, device=None):
@@ -132,8 +146,10 @@ class Linear8bitLt(torch.nn.Linear):
 
     def __init__(self, input_features: int, output_features: int, bias: bool = True,
                  has_fp16_weights: bool = True, threshold: float = 0.0, index=None, device=None):
-        if threshold < 0:
-            raise ValueError(f"Linear8bitLt: threshold must be >= 0, got {threshold}")
+        check_threshold("Linear8bitLt", threshold)
+        for name, value in (("input_features", input_features), ("output_features", output_features)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise ValueError(f"Linear8bitLt: argument '{name}' must be an integer >= 0, got {value!r}")
         super().__init__(input_features, output_features, bias, device=device)
         self.state = MatmulLtState(threshold=threshold, has_fp16_weights=has_fp16_weights)
         self.index = index
@@ -215,38 +231,75 @@ class Linear8bitLt(torch.nn.Linear):
             destination[prefix + "SCB"] = scb if keep_vars else scb.detach()
             destination[prefix + "weight_format"] = torch.tensor(0, dtype=torch.uint8)
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """torch's load_state_dict, all or nothing: when it raises (a bad entry, or in strict mode a
+        missing or unexpected key, which torch reports only after loading the rest), the layer is
+        left as it was. Inside a larger model each layer checks its own entries before changing
+        anything (_load_from_state_dict); the rest follows torch's per-module semantics."""
+        saved = [(name, p, None if p is None or p.is_meta else p.detach().clone())
+                 for name, p in (("weight", self.weight), ("bias", self.bias))]
+        state = (self.state.CB, self.state.SCB)
+        try:
+            return super().load_state_dict(state_dict, strict=strict, assign=assign)
+        except Exception:
+            with torch.no_grad():
+                for name, param, data in saved:
+                    setattr(self, name, param)
+                    if data is not None:
+                        param.data.copy_(data)  # torch copies float entries in place
+            self.state.CB, self.state.SCB = state
+            raise
+
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):
-        weight_key, scb_key, format_key = prefix + "weight", prefix + "SCB", prefix + "weight_format"
-        fmt = state_dict.pop(format_key, None)
-        scb = state_dict.pop(scb_key, None)
-        weight = state_dict.get(weight_key)
+        # Every entry of this layer is checked before anything changes: one bad entry leaves the
+        # layer as it was (torch would copy the good ones and report the bad).
+        keys = {name: prefix + name for name in ("weight", "bias", "SCB", "weight_format")}
+        entries = {name: state_dict.get(key) for name, key in keys.items()}
+        problems = self._bias_problems(entries["bias"], keys["bias"])
+        new_weight = None
         try:
-            new_weight = self._weight_from_checkpoint(weight, scb, fmt, weight_key, scb_key, format_key)
+            new_weight = self._weight_from_checkpoint(entries["weight"], entries["SCB"], entries["weight_format"],
+                                                      keys["weight"], keys["SCB"], keys["weight_format"])
         except (ValueError, TypeError) as error:
-            error_msgs.append(str(error))
-            state_dict.pop(weight_key, None)  # leave this module unchanged
-            state_dict.pop(prefix + "bias", None)
+            problems.insert(0, str(error))
+        if problems:
+            error_msgs.extend(problems)
             return
+        for name in ("SCB", "weight_format"):
+            state_dict.pop(keys[name], None)
         if new_weight is not None:
-            state_dict.pop(weight_key)
+            state_dict.pop(keys["weight"])
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
         if new_weight is not None:
-            if weight_key in missing_keys:
-                missing_keys.remove(weight_key)
+            if keys["weight"] in missing_keys:
+                missing_keys.remove(keys["weight"])
             self.weight = new_weight
         elif not isinstance(self.weight, Int8Params):  # load_state_dict(assign=True) put in a plain Parameter
             has_fp16 = self.state.has_fp16_weights
             self.weight = Int8Params(self.weight.data, requires_grad=has_fp16, has_fp16_weights=has_fp16)
 
+    def _bias_problems(self, bias, bias_key):
+        if bias is None or self.bias is None:
+            return []
+        if tuple(bias.shape) != (self.out_features,):
+            return [f"{bias_key}: expected shape [{self.out_features}], got {list(bias.shape)}"]
+        if not bias.is_floating_point():
+            return [f"{bias_key}: expected a float tensor, got {bias.dtype}"]
+        bad = non_finite(bias)
+        return [f"{bias_key}: expected finite values, got {bad}"] if bad else []
+
     def _weight_from_checkpoint(self, weight, scb, fmt, weight_key, scb_key, format_key) -> Optional[Int8Params]:
         """Validates a checkpoint's weight entries; returns the Int8Params to install, or None to let
         torch copy a float weight as usual. Raises without touching the module."""
-        if fmt is not None and int(fmt) != 0:
-            name = WEIGHT_FORMATS.get(int(fmt), "unknown")
-            raise ValueError(f"{format_key}: weight_format {int(fmt)} ({name}) is a legacy tiled layout; "
-                             f"only 0 (row) is supported: re-save the checkpoint with bitsandbytes >= 0.45")
+        if fmt is not None:
+            integer = not (fmt.is_floating_point() or fmt.is_complex() or fmt.dtype == torch.bool)
+            code = int(fmt.reshape(()).item()) if integer and fmt.numel() == 1 else -1
+            if code != 0:
+                name = WEIGHT_FORMATS.get(code, "unknown")
+                raise ValueError(f"{format_key}: weight_format {code} ({name}) is a legacy tiled layout; "
+                                 f"only 0 (row) is supported: re-save the checkpoint with bitsandbytes >= 0.45")
         if weight is None:
             if scb is not None:
                 raise ValueError(f"{scb_key} given without {weight_key}")
@@ -262,12 +315,20 @@ class Linear8bitLt(torch.nn.Linear):
                 raise ValueError(f"{scb_key}: expected shape [{self.out_features}], got {list(scb.shape)}")
             if not scb.is_floating_point():
                 raise TypeError(f"{scb_key}: expected a float tensor, got {scb.dtype}")
+            bad = non_finite(scb)
+            if bad:
+                raise ValueError(f"{scb_key}: expected finite values, got {bad}")
+            if weight.numel() and bool((weight == -128).any()):  # codes are [-127, 127]: the K limit relies on it
+                raise ValueError(f"{weight_key}: expected int8 codes in [-127, 127], got -128")
             CB = weight.detach().to(device)
             return Int8Params(CB, False, False, CB=CB, SCB=scb.detach().to(device=device, dtype=torch.float32))
         if not weight.is_floating_point():
             raise TypeError(f"{weight_key}: expected int8 codes or a float weight, got {weight.dtype}")
         if scb is not None:
             raise ValueError(f"{scb_key} given with a float {weight_key}")
+        bad = non_finite(weight)
+        if bad:
+            raise ValueError(f"{weight_key}: expected finite values, got {bad}")
         if self.weight.is_int8:  # a quantized module takes a float checkpoint by quantizing it
             CB, SCB = quantize_weight(weight, device)
             return Int8Params(CB, False, False, CB=CB, SCB=SCB)
