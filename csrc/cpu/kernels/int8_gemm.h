@@ -45,4 +45,34 @@ inline float dequantize_product(int32_t acc, float row_stat, float col_stat) {
   return static_cast<float>(acc) * (row_stat * col_stat * kInv127Squared);
 }
 
+// One output row segment of the LLM.int8() epilogue, in fp32 with one rounding to T:
+// y[n] = dequantize_product(acc[n], row_stat, col_stats[n]) + outlier[n] * col_stats[n] / 127
+// + bias[n], for n in [0, N). outlier (the float product of the outlier columns with the
+// weight's int8 codes) and bias may be null.
+template <typename T>
+void dequantize_row(const int32_t* acc, float row_stat, const float* col_stats, const float* outlier,
+                    const float* bias, int64_t N, T* y) {
+  for (int64_t n = 0; n < N; ++n) {
+    float v = dequantize_product(acc[n], row_stat, col_stats[n]);
+    if (outlier != nullptr) v += outlier[n] * (col_stats[n] / 127.f);
+    if (bias != nullptr) v += bias[n];
+    y[n] = static_cast<T>(v);
+  }
+}
+
+// out[m * ld + (n - n_begin)] = sum_j a_out[m, j] * B[n, cols[j]] for m in [0, M), n in
+// [n_begin, n_end): the outlier columns against weight rows that were just streamed (so in
+// cache). a_out: [M, n_out] fp32; B: [N, K] int8.
+inline void outlier_product(const float* a_out, int64_t M, int64_t n_out, const int64_t* cols, const int8_t* B,
+                            int64_t K, int64_t n_begin, int64_t n_end, float* out, int64_t ld) {
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t n = n_begin; n < n_end; ++n) {
+      const int8_t* w = B + n * K;  // 64-bit offsets: N * K may pass 2^31
+      float sum = 0.f;
+      for (int64_t j = 0; j < n_out; ++j) sum += a_out[m * n_out + j] * static_cast<float>(w[cols[j]]);
+      out[m * ld + (n - n_begin)] = sum;
+    }
+  }
+}
+
 }  // namespace llmint8::cpu::kernels
