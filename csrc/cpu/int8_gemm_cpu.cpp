@@ -17,8 +17,10 @@ namespace {
 // Weight rows per GEMV tile: the tile's int32 and float outputs (4 rows x 64) stay in L1 and
 // its weight rows in L2 while the epilogue reads them back.
 constexpr int64_t kGemvTile = 64;
-// Up to this many outlier columns the GEMV path gathers them from the weight rows it just
-// streamed; past it (rare: a few columns are the norm) one float GEMM computes the term.
+// Up to this many outlier columns (a few are the norm) each tile gathers their weight codes
+// and adds their product in a fixed order: the same bits on every path and in every process.
+// Past it one float GEMM (torch's, MKL) computes the term: fast, but MKL's results may change
+// in the last bit with memory alignment.
 constexpr int64_t kInlineOutlierCols = 64;
 
 bool onednn_usable() {
@@ -70,7 +72,10 @@ Int32Product full_product(Int8GemmPath path, const at::Tensor& A2, const at::Ten
     // Weights as oneDNN's A operand: C^T [N, M] = B @ A2^T runs 1.1-2.5x faster than A2 @ B^T
     // for M = 16..2048 (measured on Zen 5 with torch 2.11), its small-M kernels packing the
     // activations rather than the weights.
-    return {at::_int_mm(B, A2.t()), 1, M};
+    // ATen reads the layout from the strides; with K == 1 those of A2.t() (1, 1) read both ways
+    // and it took the wrong one (wrong products), so that case gets row-major strides.
+    const auto a_t = K == 1 ? A2.view({1, M}) : A2.t();  // [K, M]
+    return {at::_int_mm(B, a_t), 1, M};
   }
   auto acc = at::empty({M, N}, A2.options().dtype(at::kInt));
   portable_matmul_into(A2.const_data_ptr<int8_t>(), B.const_data_ptr<int8_t>(), M, K, N, acc.data_ptr<int32_t>());
@@ -109,8 +114,10 @@ at::Tensor int8_dequant_matmul(const at::Tensor& A2, const at::Tensor& B, const 
   auto Y = at::empty({M, N}, A2.options().dtype(dtype));
   if (M == 0 || N == 0) return Y;
   const auto path = int8_gemm_path(M);
-  const bool inline_outliers = path == Int8GemmPath::kGemv && n_out <= kInlineOutlierCols;
+  const bool inline_outliers = n_out > 0 && n_out <= kInlineOutlierCols;
   const auto outlier = (n_out > 0 && !inline_outliers) ? outlier_matmul(A_out, B, cols) : at::Tensor();
+  const float* a_out = inline_outliers ? A_out.const_data_ptr<float>() : nullptr;
+  const int64_t* col_idx = inline_outliers ? cols.const_data_ptr<int64_t>() : nullptr;
 
   const int8_t* a = A2.const_data_ptr<int8_t>();
   const int8_t* b = B.const_data_ptr<int8_t>();
@@ -125,23 +132,18 @@ at::Tensor int8_dequant_matmul(const at::Tensor& A2, const at::Tensor& B, const 
       // Fused: each tile of weight rows is multiplied, its outlier term gathered from the same
       // (cached) rows, and written out dequantized before the next tile is read.
       const auto isa = kernels::best_gemv_isa();
-      const float* a_out = (inline_outliers && n_out > 0) ? A_out.const_data_ptr<float>() : nullptr;
-      const int64_t* col_idx = a_out != nullptr ? cols.const_data_ptr<int64_t>() : nullptr;
       at::parallel_for(0, N, kernels::gemm_grain(M, K), [&](int64_t n0, int64_t n1) {
         int32_t acc[kernels::kGemvMaxRows * kGemvTile];
-        float tile_outlier[kernels::kGemvMaxRows * kGemvTile];
+        float w_out[kInlineOutlierCols * kGemvTile], term[kGemvTile];
         for (int64_t t0 = n0; t0 < n1; t0 += kGemvTile) {
-          const int64_t t1 = std::min(n1, t0 + kGemvTile);
-          kernels::int8_gemv_s8s8_s32(isa, a, M, b, K, t0, t1, acc, kGemvTile);
-          if (a_out != nullptr) {
-            kernels::outlier_product(a_out, M, n_out, col_idx, b, K, t0, t1, tile_outlier, kGemvTile);
-          }
+          const int64_t len = std::min(n1, t0 + kGemvTile) - t0;
+          kernels::int8_gemv_s8s8_s32(isa, a, M, b, K, t0, t0 + len, acc, kGemvTile);
+          if (a_out) kernels::gather_outlier_weights(b, K, col_idx, n_out, t0, len, w_out, kGemvTile);
           for (int64_t m = 0; m < M; ++m) {
-            const float* o = a_out != nullptr  ? tile_outlier + m * kGemvTile
-                             : outlier_ptr   ? outlier_ptr + m * N + t0
-                                             : nullptr;
+            if (a_out) kernels::outlier_row(a_out + m * n_out, w_out, n_out, len, kGemvTile, term);
+            const float* o = a_out ? term : outlier_ptr ? outlier_ptr + m * N + t0 : nullptr;
             kernels::dequantize_row(acc + m * kGemvTile, row[m], col + t0, o, bias_ptr ? bias_ptr + t0 : nullptr,
-                                    t1 - t0, y + m * N + t0);
+                                    len, y + m * N + t0);
           }
         }
       });
@@ -153,12 +155,16 @@ at::Tensor int8_dequant_matmul(const at::Tensor& A2, const at::Tensor& B, const 
       const int64_t sm = product.stride_m, sn = product.stride_n;
       at::parallel_for(0, N, std::max<int64_t>(kGemvTile, 32768 / M), [&](int64_t n0, int64_t n1) {
         int32_t tile[kGemvTile];
+        float w_out[kInlineOutlierCols * kGemvTile], term[kGemvTile];
         for (int64_t t0 = n0; t0 < n1; t0 += kGemvTile) {
           const int64_t len = std::min(n1, t0 + kGemvTile) - t0;
+          if (a_out) kernels::gather_outlier_weights(b, K, col_idx, n_out, t0, len, w_out, kGemvTile);
           for (int64_t m = 0; m < M; ++m) {
             for (int64_t j = 0; j < len; ++j) tile[j] = acc[m * sm + (t0 + j) * sn];
-            kernels::dequantize_row(tile, row[m], col + t0, outlier_ptr ? outlier_ptr + m * N + t0 : nullptr,
-                                    bias_ptr ? bias_ptr + t0 : nullptr, len, y + m * N + t0);
+            if (a_out) kernels::outlier_row(a_out + m * n_out, w_out, n_out, len, kGemvTile, term);
+            const float* o = a_out ? term : outlier_ptr ? outlier_ptr + m * N + t0 : nullptr;
+            kernels::dequantize_row(tile, row[m], col + t0, o, bias_ptr ? bias_ptr + t0 : nullptr, len,
+                                    y + m * N + t0);
           }
         }
       });

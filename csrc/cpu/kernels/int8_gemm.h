@@ -60,18 +60,25 @@ void dequantize_row(const int32_t* acc, float row_stat, const float* col_stats, 
   }
 }
 
-// out[m * ld + (n - n_begin)] = sum_j a_out[m, j] * B[n, cols[j]] for m in [0, M), n in
-// [n_begin, n_end): the outlier columns against weight rows that were just streamed (so in
-// cache). a_out: [M, n_out] fp32; B: [N, K] int8.
-inline void outlier_product(const float* a_out, int64_t M, int64_t n_out, const int64_t* cols, const int8_t* B,
-                            int64_t K, int64_t n_begin, int64_t n_end, float* out, int64_t ld) {
-  for (int64_t m = 0; m < M; ++m) {
-    for (int64_t n = n_begin; n < n_end; ++n) {
-      const int8_t* w = B + n * K;  // 64-bit offsets: N * K may pass 2^31
-      float sum = 0.f;
-      for (int64_t j = 0; j < n_out; ++j) sum += a_out[m * n_out + j] * static_cast<float>(w[cols[j]]);
-      out[m * ld + (n - n_begin)] = sum;
-    }
+// w[j * ld + i] = B[n_begin + i, cols[j]] as float, for i < len and j < n_out: the weight codes
+// of the outlier columns for a tile of weight rows. B: [N, K] int8.
+inline void gather_outlier_weights(const int8_t* B, int64_t K, const int64_t* cols, int64_t n_out, int64_t n_begin,
+                                   int64_t len, float* w, int64_t ld) {
+  for (int64_t i = 0; i < len; ++i) {
+    const int8_t* row = B + (n_begin + i) * K;  // 64-bit offsets: N * K may pass 2^31
+    for (int64_t j = 0; j < n_out; ++j) w[j * ld + i] = static_cast<float>(row[cols[j]]);
+  }
+}
+
+// out[i] = sum over j = 0, 1, ... of a_out[j] * w[j * ld + i], for i < len: one activation row's
+// outlier columns against a gathered tile. The fixed order keeps results identical for any
+// row count, tiling and thread count.
+inline void outlier_row(const float* a_out, const float* w, int64_t n_out, int64_t len, int64_t ld, float* out) {
+  for (int64_t i = 0; i < len; ++i) out[i] = 0.f;
+  for (int64_t j = 0; j < n_out; ++j) {
+    const float a = a_out[j];
+    const float* wj = w + j * ld;
+    for (int64_t i = 0; i < len; ++i) out[i] += a * wj[i];
   }
 }
 
