@@ -1,5 +1,7 @@
 #include <llmint8/build_info.h>
 
+#include "cpu/kernels/int8_gemv.h"
+
 #include <torch/version.h>
 
 namespace llmint8 {
@@ -22,7 +24,8 @@ BuildInfo build_info() {
 #else
   constexpr bool fused_sm90_gemm = false;
 #endif
-  return BuildInfo{LLMINT8_VERSION, cuda, archs, TORCH_VERSION, sentencepiece, fused_sm90_gemm};
+  return BuildInfo{LLMINT8_VERSION, cuda, archs, TORCH_VERSION, sentencepiece, fused_sm90_gemm,
+                   cpu::kernels::gemv_isa_name(cpu::kernels::best_gemv_isa())};
 }
 
 }  // namespace llmint8

@@ -19,6 +19,7 @@ PYBIND11_MODULE(_C, m) {
     d["torch_version"] = info.torch_version;
     d["sentencepiece"] = info.sentencepiece;
     d["fused_sm90_gemm"] = info.fused_sm90_gemm;
+    d["cpu_gemv_isa"] = info.cpu_gemv_isa;
     return d;
-  }, "How the native library was built: version, CUDA on/off, CUDA architectures, LibTorch version, sentencepiece, fused Hopper GEMM.");
+  }, "How the native library was built: version, CUDA on/off, CUDA architectures, LibTorch version, sentencepiece, fused Hopper GEMM; and the CPU GEMV variant this machine runs.");
 }

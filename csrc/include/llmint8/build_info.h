@@ -12,6 +12,8 @@ struct BuildInfo {
   std::string torch_version;       // LibTorch headers the library was built against
   bool sentencepiece;              // sentencepiece .model tokenizers compiled in
   bool fused_sm90_gemm;            // the CUTLASS Hopper GEMM with its fused epilogue compiled in
+  std::string cpu_gemv_isa;        // CPU int8 GEMV variant this machine runs, detected at run time:
+                                   // "avx512_vnni", "avx_vnni" or "plain"
 };
 
 BuildInfo build_info();
