@@ -51,15 +51,6 @@ at::Tensor outlier_matmul(const at::Tensor& A_out, const at::Tensor& B, const at
   return at::mm(A_out, G);
 }
 
-}  // namespace
-
-Int8GemmPath int8_gemm_path(int64_t M) {
-  if (M <= kernels::kGemvMaxRows) return Int8GemmPath::kGemv;
-  return onednn_usable() ? Int8GemmPath::kOneDnn : Int8GemmPath::kPortable;
-}
-
-namespace {
-
 // The int32 product for more than kGemvMaxRows rows, with the strides of element (m, n).
 struct Int32Product {
   at::Tensor acc;
@@ -69,9 +60,8 @@ struct Int32Product {
 Int32Product full_product(Int8GemmPath path, const at::Tensor& A2, const at::Tensor& B) {
   const int64_t M = A2.size(0), K = A2.size(1), N = B.size(0);
   if (path == Int8GemmPath::kOneDnn) {
-    // Weights as oneDNN's A operand: C^T [N, M] = B @ A2^T runs 1.1-2.5x faster than A2 @ B^T
-    // for M = 16..2048 (measured on Zen 5 with torch 2.11), its small-M kernels packing the
-    // activations rather than the weights.
+    // Weights as oneDNN's A operand: C^T [N, M] = B @ A2^T ran 1.0-2.5x faster than A2 @ B^T
+    // for M = 5..2048 on Llama-2-7B layer shapes (Zen 5, torch 2.11 with oneDNN 3.10), never slower.
     // ATen reads the layout from the strides; with K == 1 those of A2.t() (1, 1) read both ways
     // and it took the wrong one (wrong products), so that case gets row-major strides.
     const auto a_t = K == 1 ? A2.view({1, M}) : A2.t();  // [K, M]
@@ -83,6 +73,11 @@ Int32Product full_product(Int8GemmPath path, const at::Tensor& A2, const at::Ten
 }
 
 }  // namespace
+
+Int8GemmPath int8_gemm_path(int64_t M) {
+  if (M <= kernels::kGemvMaxRows) return Int8GemmPath::kGemv;
+  return onednn_usable() ? Int8GemmPath::kOneDnn : Int8GemmPath::kPortable;
+}
 
 void int8_matmul_into(const at::Tensor& A2, const at::Tensor& B, int32_t* out) {
   const int64_t M = A2.size(0), K = A2.size(1), N = B.size(0);

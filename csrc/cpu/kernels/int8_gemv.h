@@ -27,8 +27,9 @@ const char* gemv_isa_name(GemvIsa isa);
 
 // C[m * ldc + (n - n_begin)] = A[m, :] . B[n, :], exact in int32, for m in [0, M) and
 // n in [n_begin, n_end). A: [M, K] int8 with 1 <= M <= kGemvMaxRows, B: [N, K] int8, both
-// row-major; K <= 133,144 so that the exact product fits int32. Every int8 value is
-// allowed, -128 included. `isa` must be supported (gemv_isa_supported).
+// row-major. Exact for any int8 values (-128 included) as long as the partial sums fit int32,
+// which K <= 133,144 guarantees for codes in [-127, 127]. `isa` must be supported
+// (gemv_isa_supported).
 void int8_gemv_s8s8_s32(GemvIsa isa, const int8_t* A, int64_t M, const int8_t* B, int64_t K, int64_t n_begin,
                         int64_t n_end, int32_t* C, int64_t ldc);
 
