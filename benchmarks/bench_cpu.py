@@ -10,7 +10,9 @@ torch._int_mm times the int8 GEMM alone (oneDNN) on already quantized codes [M, 
 Every figure of a row is measured in the same run, the variants interleaved (in each round a
 block of back-to-back calls of each, after one untimed call), so that load from other processes
 hits them alike. Ratios are fp32 Linear time over the variant's time: above 1.00x the variant is
-faster than fp32. Times are medians of the timed calls (--stat min for the minimum).
+faster than fp32. Times are medians of the timed calls (--stat min for the minimum). The last
+column is the CPU other processes used during the row, in cores: on a shared machine, rows
+where it is not near 0 are disturbed.
 
     python benchmarks/bench_cpu.py [--threads 2] [--quick] [--json results.json]
 """
@@ -18,6 +20,7 @@ faster than fp32. Times are medians of the timed calls (--stat min for the minim
 import argparse
 import datetime
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -80,6 +83,33 @@ def interleaved(fns: dict, seconds: float, rounds: int, stat: str) -> dict:
     return {name: pick(ts) * 1e3 for name, ts in times.items()}
 
 
+class OtherLoad:
+    """CPU time other processes used while a row was measured, in cores (0 = the machine was ours,
+    1 = one core busy elsewhere): on a shared machine, the rows to distrust. Linux only (None elsewhere)."""
+
+    def __init__(self):
+        self.start = self._sample()
+
+    @staticmethod
+    def _sample():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+            with open("/proc/self/stat") as f:
+                own = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait, in clock ticks
+        return busy, int(own[11]) + int(own[12]), time.monotonic()  # this process's utime + stime
+
+    def cores(self):
+        end = self._sample()
+        if self.start is None or end is None:
+            return None
+        hz = os.sysconf("SC_CLK_TCK")
+        return max(0.0, ((end[0] - self.start[0]) - (end[1] - self.start[1])) / hz / (end[2] - self.start[2]))
+
+
 def rel_err(out, ref):
     return ((out.double() - ref).norm() / ref.norm()).item()
 
@@ -110,10 +140,12 @@ def run(shapes, tokens, args):
                    "int_mm": lambda: torch._int_mm(xq, CBt)}
             for key, threshold, dtype in LAYER_VARIANTS:
                 fns[key] = (lambda layer, xin: lambda: layer(xin))(layers[threshold], xs[dtype])
+            load = OtherLoad()
             ms = interleaved(fns, args.seconds, args.rounds, args.stat)
+            other = load.cores()
             ref = x.double() @ fp32.weight.double().t() + fp32.bias.double()
             row = {"K": K, "N": N, "M": M, **{f"{k}_ms": v for k, v in ms.items()},
-                   "err_bf16": rel_err(bf16(xs[torch.bfloat16]), ref)}
+                   "err_bf16": rel_err(bf16(xs[torch.bfloat16]), ref), "other_load_cores": other}
             for key, threshold, dtype in LAYER_VARIANTS:
                 row[f"err_{key}"] = rel_err(layers[threshold](xs[dtype]), ref)
             rows.append(row)
@@ -123,13 +155,14 @@ def run(shapes, tokens, args):
 
 COLUMNS = ["bf16", "int_mm", "t0", "t6", "t0_bf16", "t6_bf16"]
 HEADER = ("| K x N | M | fp32 ms | bf16 Linear | _int_mm (GEMM only) | int8 t=0 | int8 t=6 | "
-          "int8 t=0, bf16 x | int8 t=6, bf16 x | rel. err t=0 / t=6 / bf16 Linear |")
+          "int8 t=0, bf16 x | int8 t=6, bf16 x | rel. err t=0 / t=6 / bf16 Linear | other load |")
 
 
 def format_row(r):
     ratios = " | ".join(f"{r['fp32_ms'] / r[f'{c}_ms']:.2f}x" for c in COLUMNS)
+    other = "-" if r["other_load_cores"] is None else f"{r['other_load_cores']:.2f}"
     return (f"| {r['K']} x {r['N']} | {r['M']} | {r['fp32_ms']:.3f} | {ratios} | "
-            f"{r['err_t0']:.1e} / {r['err_t6']:.1e} / {r['err_bf16']:.1e} |")
+            f"{r['err_t0']:.1e} / {r['err_t6']:.1e} / {r['err_bf16']:.1e} | {other} |")
 
 
 def main():
