@@ -4,7 +4,8 @@ Writes a random-weight Hugging Face Llama folder with transformers (TinyLlama-1.
 hidden 2048, MLP 5632, 32 query / 4 key-value heads, vocabulary 32000; a few layers, fp32), with
 outlier features planted in the norm weights as in trained LLMs past 6.7B parameters (they make
 the threshold-6 path take its float columns), then runs the same CLI on it with and without
---int8, alternating, and prints the median decode tokens/s of each and the ratio to float.
+--int8, alternating, and prints the median decode tokens/s of each and the ratio to float, with
+the CPU other processes used meanwhile (in cores; not near 0 on a shared machine = disturbed).
 lm_head stays in floating point in both (llmint8 skips it, as bitsandbytes does).
 
     python benchmarks/bench_cpu_generate.py [--layers 4] [--threads 2] [--runs 3] [--json out.json]
@@ -19,6 +20,7 @@ import os
 import statistics
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -46,6 +48,18 @@ def write_folder(folder: Path, args) -> None:
     model.save_pretrained(folder, safe_serialization=True)
 
 
+def busy_ticks():
+    """(CPU ticks the machine spent busy, ticks of this process and its finished children), or None."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except OSError:
+        return None
+    own = os.times()
+    hz = os.sysconf("SC_CLK_TCK")
+    return sum(fields) - fields[3] - fields[4], (own.user + own.system + own.children_user + own.children_system) * hz
+
+
 def decode(folder: Path, mode: list, args) -> dict:
     prompt = ",".join(str(i) for i in range(1, 9))
     cmd = [tool_path("llmint8-generate"), "-m", str(folder), "--tokens", prompt, "-n", str(args.steps), "-t", "0",
@@ -55,8 +69,14 @@ def decode(folder: Path, mode: list, args) -> dict:
     torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
                LD_LIBRARY_PATH=os.pathsep.join(filter(None, [torch_lib, os.environ.get("LD_LIBRARY_PATH")])))
+    before, start = busy_ticks(), time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
-    return json.loads(out.stdout)
+    after, wall = busy_ticks(), time.monotonic() - start
+    result = json.loads(out.stdout)
+    # CPU other processes used during the run, in cores: on a shared machine, runs to distrust.
+    result["other_load_cores"] = (None if before is None or after is None else
+                                  max(0.0, (after[0] - before[0]) - (after[1] - before[1])) / os.sysconf("SC_CLK_TCK") / wall)
+    return result
 
 
 def cpu_name() -> str:
@@ -101,19 +121,22 @@ def main():
            "steps": args.steps, "runs": args.runs}
     print(f"cpu: {env['cpu']}, {args.threads} threads, torch {env['torch']}, llmint8 GEMV {env['cpu_gemv_isa']}, "
           f"{env['date']}; Llama {env['model']}, {args.steps} greedy tokens, median of {args.runs} runs")
-    print("| mode | decode tok/s | vs float | weight bytes | load s |")
-    print("|---|---|---|---|---|")
+    print("| mode | decode tok/s | vs float | weight bytes | load s | other load (max) |")
+    print("|---|---|---|---|---|---|")
     summary = {}
     for name, runs in results.items():
         summary[name] = {"decode_tokens_per_s": statistics.median(r["decode_tokens_per_s"] for r in runs),
                          "load_seconds": statistics.median(r["load_seconds"] for r in runs),
                          "weight_bytes": runs[0]["weight_bytes_after"],
                          "all_decode_tokens_per_s": [r["decode_tokens_per_s"] for r in runs],
-                         "generated_tokens": runs[0]["generated_tokens"]}
+                         "generated_tokens": runs[0]["generated_tokens"],
+                         "other_load_cores": [r["other_load_cores"] for r in runs]}
     base = summary["float"]["decode_tokens_per_s"]
     for name, s in summary.items():
+        other = [o for o in s["other_load_cores"] if o is not None]
+        other = f"{max(other):.2f}" if other else "-"
         print(f"| {name} | {s['decode_tokens_per_s']:.2f} | {s['decode_tokens_per_s'] / base:.2f}x | "
-              f"{s['weight_bytes'] / 1e6:.0f} MB | {s['load_seconds']:.1f} |")
+              f"{s['weight_bytes'] / 1e6:.0f} MB | {s['load_seconds']:.1f} | {other} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"env": env, "results": summary}, f, indent=1)
