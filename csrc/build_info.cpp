@@ -1,5 +1,7 @@
 #include <llmint8/build_info.h>
 
+#include "cpu/kernels/int8_gemv.h"
+
 #include <torch/version.h>
 
 namespace llmint8 {
@@ -33,7 +35,8 @@ BuildInfo build_info() {
 #else
   std::vector<std::string> backends;
 #endif
-  return BuildInfo{LLMINT8_VERSION, cuda, archs, TORCH_VERSION, sentencepiece, fused_sm90_gemm, backends};
+  return BuildInfo{LLMINT8_VERSION, cuda, archs, TORCH_VERSION, sentencepiece, fused_sm90_gemm, backends,
+                   cpu::kernels::gemv_isa_name(cpu::kernels::best_gemv_isa())};
 }
 
 }  // namespace llmint8

@@ -1,4 +1,5 @@
 // CPU kernels of int8_linear_matmul (+ .out), int8_mm_dequant and int8_scaled_mm.
+#include "cpu/int8_gemm_cpu.h"
 #include "cpu/kernels/int8_gemm.h"
 #include "cpu/quantize_rowwise_cpu.h"
 #include "op_checks.h"
@@ -11,28 +12,19 @@ namespace llmint8::cpu {
 
 namespace {
 
-void matmul_into(const at::Tensor& A2, const at::Tensor& B, int32_t* out) {
-  const int64_t M = A2.size(0), K = A2.size(1), N = B.size(0);
-  const int8_t* a = A2.const_data_ptr<int8_t>();
-  const int8_t* b = B.const_data_ptr<int8_t>();
-  at::parallel_for(0, N, kernels::gemm_grain(M, K), [&](int64_t n0, int64_t n1) {
-    kernels::int8_gemm(a, b, M, K, n0, n1, [&](int64_t m, int64_t n, int32_t acc) { out[m * N + n] = acc; });
-  });
-}
-
 at::Tensor int8_linear_matmul_cpu(const at::Tensor& A, const at::Tensor& B) {
   op_checks::linear_matmul("int8_linear_matmul", A, B);
   const auto A2 = as_rows(A);
   const auto Bc = B.contiguous();
   auto out = at::empty(output_shape(A, B.size(0)), A.options().dtype(at::kInt));
-  matmul_into(A2, Bc, out.data_ptr<int32_t>());
+  int8_matmul_into(A2, Bc, out.data_ptr<int32_t>());
   return out;
 }
 
 void int8_linear_matmul_out_cpu(const at::Tensor& A, const at::Tensor& B, at::Tensor& out) {
   op_checks::linear_matmul_out(A, B, out);
   if (out.is_contiguous()) {
-    matmul_into(as_rows(A), B.contiguous(), out.data_ptr<int32_t>());
+    int8_matmul_into(as_rows(A), B.contiguous(), out.data_ptr<int32_t>());
   } else {
     out.copy_(int8_linear_matmul_cpu(A, B));
   }
@@ -54,11 +46,7 @@ at::Tensor int8_mm_dequant_cpu(const at::Tensor& A, const at::Tensor& row_stats,
     scalar_t* y = out.data_ptr<scalar_t>();
     at::parallel_for(0, M, 1, [&](int64_t m0, int64_t m1) {
       for (int64_t m = m0; m < m1; ++m) {
-        for (int64_t n = 0; n < N; ++n) {
-          float v = kernels::dequantize_product(acc[m * N + n], row[m], col[n]);
-          if (bias_ptr) v += bias_ptr[n];
-          y[m * N + n] = static_cast<scalar_t>(v);
-        }
+        kernels::dequantize_row(acc + m * N, row[m], col, nullptr, bias_ptr, N, y + m * N);
       }
     });
   });
@@ -72,24 +60,9 @@ at::Tensor int8_scaled_mm_cpu(const at::Tensor& A, const at::Tensor& B, const at
   const auto out_dtype = op_checks::output_dtype("int8_scaled_mm", dtype, at::kHalf);
   const auto A2 = as_rows(A);
   const auto Bc = B.contiguous();
-  const int64_t M = A2.size(0), K = A2.size(1), N = Bc.size(0);
-  const auto rs = row_stats.contiguous(), cs = col_stats.contiguous(), b = bias_fp32(bias);
-  auto out = at::empty(output_shape(A, N), A.options().dtype(out_dtype));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out_dtype, "int8_scaled_mm", [&] {
-    const float* row = rs.const_data_ptr<float>();
-    const float* col = cs.const_data_ptr<float>();
-    const float* bias_ptr = b.defined() ? b.const_data_ptr<float>() : nullptr;
-    scalar_t* y = out.data_ptr<scalar_t>();
-    at::parallel_for(0, N, kernels::gemm_grain(M, K), [&](int64_t n0, int64_t n1) {
-      kernels::int8_gemm(A2.const_data_ptr<int8_t>(), Bc.const_data_ptr<int8_t>(), M, K, n0, n1,
-                         [&](int64_t m, int64_t n, int32_t acc) {
-                           float v = kernels::dequantize_product(acc, row[m], col[n]);
-                           if (bias_ptr) v += bias_ptr[n];
-                           y[m * N + n] = static_cast<scalar_t>(v);
-                         });
-    });
-  });
-  return out;
+  return int8_dequant_matmul(A2, Bc, row_stats.contiguous(), col_stats.contiguous(), at::Tensor(), at::Tensor(),
+                             bias_fp32(bias), out_dtype)
+      .view(output_shape(A, Bc.size(0)));
 }
 
 }  // namespace

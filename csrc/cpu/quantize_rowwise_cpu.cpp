@@ -2,17 +2,40 @@
 #include "cpu/quantize_rowwise_cpu.h"
 
 #include "cpu/kernels/quantize_rowwise.h"
+#include "cpu/kernels/quantize_rowwise_avx512.h"
 #include "op_checks.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <optional>
+
 namespace llmint8::cpu {
+
+namespace {
+
+// The AVX-512 row format of a dtype, where the CPU runs those kernels.
+std::optional<kernels::RowFormat> avx512_format(at::ScalarType dtype) {
+  if (!kernels::quantize_avx512_supported()) return std::nullopt;
+  switch (dtype) {
+    case at::kFloat: return kernels::RowFormat::kFloat32;
+    case at::kBFloat16: return kernels::RowFormat::kBFloat16;
+    case at::kHalf: return kernels::RowFormat::kFloat16;
+    default: return std::nullopt;
+  }
+}
+
+}  // namespace
 
 at::Tensor outlier_column_mask(const at::Tensor& A2, double threshold) {
   const int64_t rows = A2.size(0), K = A2.size(1);
   auto mask = at::empty({K}, A2.options().dtype(at::kByte));
+  if (const auto format = avx512_format(A2.scalar_type())) {
+    kernels::mark_outlier_columns_avx512(*format, A2.const_data_ptr(), rows, K, static_cast<float>(threshold),
+                                         mask.data_ptr<uint8_t>());
+    return mask;
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A2.scalar_type(), "outlier_column_mask", [&] {
     kernels::mark_outlier_columns(A2.const_data_ptr<scalar_t>(), rows, K, static_cast<float>(threshold),
                                   mask.data_ptr<uint8_t>());
@@ -25,6 +48,18 @@ std::pair<at::Tensor, at::Tensor> quantize_rows(const at::Tensor& A2, const at::
   auto CA = at::empty({rows, K}, A2.options().dtype(at::kChar));
   auto SCA = at::empty({rows}, A2.options().dtype(at::kFloat));
   const uint8_t* is_outlier = mask.defined() ? mask.const_data_ptr<uint8_t>() : nullptr;
+  if (const auto format = avx512_format(A2.scalar_type())) {
+    const auto* a = static_cast<const char*>(A2.const_data_ptr());
+    const int64_t row_bytes = K * static_cast<int64_t>(A2.element_size());
+    int8_t* q = CA.data_ptr<int8_t>();
+    float* stats = SCA.data_ptr<float>();
+    at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        stats[r] = kernels::quantize_row_avx512(*format, a + r * row_bytes, K, is_outlier, q + r * K);
+      }
+    });
+    return {CA, SCA};
+  }
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, A2.scalar_type(), "quantize_rows", [&] {
     const scalar_t* a = A2.const_data_ptr<scalar_t>();
     int8_t* q = CA.data_ptr<int8_t>();

@@ -21,7 +21,8 @@ PYBIND11_MODULE(_C, m) {
     d["sentencepiece"] = info.sentencepiece;
     d["fused_sm90_gemm"] = info.fused_sm90_gemm;
     d["cuda_product_backends"] = info.cuda_product_backends;
+    d["cpu_gemv_isa"] = info.cpu_gemv_isa;
     return d;
   }, "How the native library was built: version, CUDA on/off, CUDA architectures, LibTorch version, sentencepiece, "
-     "fused Hopper GEMM, the CUDA product backends in the order they are tried.");
+     "fused Hopper GEMM, the CUDA product backends in the order they are tried; the CPU GEMV variant this machine runs.");
 }

@@ -16,6 +16,8 @@ struct BuildInfo {
   // The CUDA product backends compiled in, in the order they are tried (cuda/scaled_product.cpp):
   // "name: when it applies".
   std::vector<std::string> cuda_product_backends;
+  std::string cpu_gemv_isa;        // CPU int8 GEMV variant this machine runs, detected at run time:
+                                   // "avx512_vnni", "avx_vnni" or "plain"
 };
 
 BuildInfo build_info();
