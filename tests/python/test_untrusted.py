@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 import llmint8
 from llmint8 import reference as ref
-from llmint8._cli import tool_path
+from llmint8._cli import native_env, tool_path
 from llmint8.llama2c import Llama2cTokenizer, convert_llama2c, read_llama2c
 from llmint8.nn import Linear8bitLt
 
@@ -27,7 +27,7 @@ TIMEOUT = 60  # a hang shows as TimeoutExpired, far below it a load takes a seco
 
 def run(*args):
     argv = [a if isinstance(a, bytes) else os.fsencode(str(a)) for a in args]  # bytes: not valid UTF-8 on purpose
-    return subprocess.run([CLI, *argv], capture_output=True, timeout=TIMEOUT)
+    return subprocess.run([CLI, *argv], capture_output=True, timeout=TIMEOUT, env=native_env())
 
 
 def error_of(*args):

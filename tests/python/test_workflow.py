@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llmint8._cli import tool_path
+from llmint8._cli import native_env, tool_path
 
 from conftest import DEVICES
 from llama2c_reference import Llama2cReference
@@ -42,7 +42,8 @@ def reference(name):
 
 
 def run(*args):
-    return subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, errors="replace", timeout=300)
+    return subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, errors="replace", timeout=300,
+                          env=native_env())
 
 
 def cli_json(*args):

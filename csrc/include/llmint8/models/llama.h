@@ -1,13 +1,16 @@
-// A Llama-architecture causal LM in LibTorch (RMSNorm, rotary embeddings,
-// grouped-query attention with a KV cache, SwiGLU), with Hugging Face's module
-// names so that HF checkpoints (float or bitsandbytes 8-bit) load by key:
+// The Llama architecture in LibTorch (RMSNorm, rotary embeddings, grouped-query attention with
+// a KV cache, SwiGLU), with Hugging Face's module names so that HF checkpoints (float or
+// bitsandbytes 8-bit) load by key:
 //   model.embed_tokens, model.layers.N.{input_layernorm, self_attn.{q,k,v,o}_proj,
 //   post_attention_layernorm, mlp.{gate,up,down}_proj}, model.norm, lm_head.
+// The families built on it differ by options of LlamaConfig: Qwen2 has biases on the q/k/v
+// projections, Mistral (and Qwen2's upper layers, when asked) attends through a sliding window.
 // Its Linear layers are called through handles that bind() fetches by name, so
 // llmint8::replace_linear followed by bind() swaps them for Linear8bitLt.
 #pragma once
 
 #include <llmint8/linear8bitlt.h>
+#include <llmint8/models/causal_lm.h>
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/any.h>
@@ -19,6 +22,17 @@
 
 namespace llmint8::models {
 
+// Rotary embeddings: inverse frequencies theta^(-2i/head_dim), rescaled by the type
+// (transformers' rope_parameters).
+struct RopeConfig {
+  double theta = 10000.0;
+  std::string type = "default";  // "default"; "linear": every frequency / factor; "llama3": by wavelength
+  double factor = 1.0;           // linear, llama3
+  double low_freq_factor = 1.0;  // llama3: wavelengths above original / low_freq_factor are divided by factor,
+  double high_freq_factor = 4.0;  // those below original / high_freq_factor kept, those between blended
+  int64_t original_max_position_embeddings = 0;  // llama3
+};
+
 struct LlamaConfig {
   int64_t dim = 0;           // hidden size
   int64_t hidden_dim = 0;    // SwiGLU inner size
@@ -27,13 +41,26 @@ struct LlamaConfig {
   int64_t n_kv_heads = 0;    // grouped-query attention: heads sharing one key/value head
   int64_t vocab_size = 0;
   int64_t max_seq_len = 0;
+  int64_t head_size = 0;     // per attention head; 0: dim / n_heads
   double norm_eps = 1e-5;
-  double rope_theta = 10000.0;
-  bool tie_embeddings = false;  // lm_head shares the token embedding
-  int64_t head_dim() const { return dim / n_heads; }
+  RopeConfig rope;
+  bool tie_embeddings = false;  // lm_head is the token embedding (one tensor, no lm_head module)
+  bool qkv_bias = false;        // biases on q_proj, k_proj, v_proj (Qwen2; Llama's attention_bias)
+  bool o_bias = false;          // bias on o_proj (Llama's attention_bias)
+  bool mlp_bias = false;        // biases on gate_proj, up_proj, down_proj
+  // Sliding-window attention: a query sees itself and the sliding_window - 1 keys before it, in
+  // the layers whose entry of sliding_layers is true (empty: no layer slides).
+  int64_t sliding_window = 0;
+  std::vector<bool> sliding_layers;
+
+  int64_t head_dim() const { return head_size > 0 ? head_size : dim / n_heads; }
+  // The window of layer i (0: full causal attention).
+  int64_t window(int64_t layer) const {
+    return !sliding_layers.empty() && sliding_layers[static_cast<size_t>(layer)] ? sliding_window : 0;
+  }
   // Throws naming the field when sizes are inconsistent or out of range.
   void validate() const;
-  // Parameters of the model (lm_head counted even when tied); call after validate().
+  // Parameters of the model (a tied lm_head is the embedding: not counted twice); call after validate().
   int64_t parameter_count() const;
 
   // Upper bounds of validate(), far above any released Llama: sizes read from a file
@@ -54,20 +81,15 @@ class RMSNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(RMSNorm);
 
-// Keys and values of every layer for one generation, preallocated to max_seq_len.
-struct KVCache {
-  std::vector<at::Tensor> keys, values;  // per layer [batch, n_kv_heads, max_seq_len, head_dim]
-  int64_t length = 0;                    // positions filled
-};
-
 class LlamaAttentionImpl : public torch::nn::Module {
  public:
-  explicit LlamaAttentionImpl(const LlamaConfig& config);
+  LlamaAttentionImpl(const LlamaConfig& config, int64_t layer);
   void bind();
   // x [batch, T, dim] at positions [start, start + T); cos/sin [T, head_dim].
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& k_cache,
                      at::Tensor& v_cache, int64_t start);
   LlamaConfig config;
+  int64_t window;  // sliding window of this layer (0: none)
   torch::nn::AnyModule q_proj, k_proj, v_proj, o_proj;
 };
 TORCH_MODULE(LlamaAttention);
@@ -83,7 +105,7 @@ TORCH_MODULE(LlamaMLP);
 
 class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
-  explicit LlamaDecoderLayerImpl(const LlamaConfig& config);
+  LlamaDecoderLayerImpl(const LlamaConfig& config, int64_t layer);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& k_cache,
                      at::Tensor& v_cache, int64_t start);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
@@ -101,20 +123,19 @@ class LlamaModelImpl : public torch::nn::Module {
 };
 TORCH_MODULE(LlamaModel);
 
-class LlamaForCausalLMImpl : public torch::nn::Module {
+class LlamaForCausalLMImpl : public CausalLM {
  public:
   explicit LlamaForCausalLMImpl(const LlamaConfig& config);
-  // Fetches every Linear handle again: call after replace_linear.
-  void bind();
-  // Empty cache for `batch` sequences of up to `positions` tokens (default: max_seq_len), in
-  // the model's dtype and device; an allocation failure is an error naming the cache's size.
-  KVCache new_cache(int64_t batch, int64_t positions = 0) const;
-  // Logits [batch, T, vocab] (fp32) of tokens [batch, T] at positions cache.length...; appends to
-  // the cache, which must have room for them.
-  at::Tensor forward(const at::Tensor& tokens, KVCache& cache);
+  void bind() override;
+  KVCache new_cache(int64_t batch, int64_t positions = 0) const override;
+  at::Tensor forward(const at::Tensor& tokens, KVCache& cache) override;
+  CausalLMSizes sizes() const override;
   LlamaConfig config;
   LlamaModel model{nullptr};
-  torch::nn::AnyModule lm_head;
+  torch::nn::AnyModule lm_head;  // empty when tie_embeddings: the logits use model.embed_tokens.weight
+
+ private:
+  at::Tensor inv_freq_;  // rotary inverse frequencies [head_dim / 2], fp32, on the device of the last forward
 };
 TORCH_MODULE(LlamaForCausalLM);
 
