@@ -93,7 +93,7 @@ LlamaConfig read_llama_architecture(const io::JsonObject& j) {
   c.dim = j.integer("hidden_size", 1, LlamaConfig::kMaxDim);
   c.hidden_dim = j.integer("intermediate_size", 1, LlamaConfig::kMaxHiddenDim);
   c.n_layers = j.integer("num_hidden_layers", 1, LlamaConfig::kMaxLayers);
-  c.n_heads = j.integer("num_attention_heads", 1, LlamaConfig::kMaxDim);
+  c.n_heads = j.integer("num_attention_heads", 1, c.dim);
   c.n_kv_heads = j.optional_integer("num_key_value_heads", 1, c.n_heads).value_or(c.n_heads);
   c.vocab_size = j.integer("vocab_size", 1, LlamaConfig::kMaxVocab);
   c.max_seq_len = j.integer("max_position_embeddings", 1, LlamaConfig::kMaxSeqLen);

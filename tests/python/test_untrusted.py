@@ -255,7 +255,7 @@ def test_failed_load_leaves_the_layer_as_it_was(case):
         "bias_shape": "bias: expected shape \\[8\\], got \\[9\\]", "bias_nan": "bias: expected finite values, got 1",
         "scb_inf": "SCB: expected finite values, got 8 non-finite values \\(first: inf at \\[0\\]\\)",
         "codes_minus_128": "weight: expected int8 codes in \\[-127, 127\\]", "missing_bias": "Missing key.*bias",
-        "unexpected_key": "Unexpected key.*extra", "format_nan": "weight_format -1 \\(unknown\\)",
+        "unexpected_key": "Unexpected key.*extra", "format_nan": "weight_format: expected weight_format 0 \\(row\\), got nan",
         "float_weight_nan": "weight: expected finite values, got 1 non-finite value \\(first: nan at \\[2, 3\\]\\)",
     }[case]
     if case == "bias_shape":
