@@ -1,6 +1,7 @@
 // Hugging Face folders: config.json (its model_type picks the family, models/registry.cpp), then
 // model.safetensors or model.safetensors.index.json and its shards; every file checked before the
 // model exists. Also the config.json fields that the Llama architecture's families share.
+#include <llmint8/checks.h>
 #include <llmint8/models/hf.h>
 #include <llmint8/models/llama2c.h>
 #include <llmint8/models/safetensors.h>
@@ -15,7 +16,6 @@
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
-#include <cfloat>
 #include <set>
 
 namespace llmint8::models {
@@ -141,7 +141,11 @@ HfConfig parse_hf_config(const std::string& text, const std::string& file) {
     // llmint8's own checkpoints say quant_method "llmint8"; bitsandbytes' say load_in_8bit.
     if (q.optional_bool("load_in_8bit").value_or(false) || method == "llmint8") {
       Int8Config cfg;
-      cfg.llm_int8_threshold = q.optional_number("llm_int8_threshold", 0.0, DBL_MAX).value_or(6.0);
+      const auto threshold = q.find("llm_int8_threshold");
+      if (threshold != nullptr && !(threshold->is_number() && threshold->get<double>() >= 0.0)) {
+        q.fail("llm_int8_threshold", checks::kThresholdRule);
+      }
+      cfg.llm_int8_threshold = threshold != nullptr ? threshold->get<double>() : 6.0;
       cfg.llm_int8_skip_modules = q.optional_strings("llm_int8_skip_modules").value_or(std::vector<std::string>{});
       out.int8 = cfg;
     }

@@ -151,7 +151,7 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
   }
   // Scaled by head_dim^-0.5 as transformers does (a division rounds differently when it is not a power of 2).
   auto scores = at::matmul(q.to(at::kFloat), keys.to(at::kFloat).transpose(-2, -1)) * std::pow(static_cast<double>(hd), -0.5);
-  if (T > 1) {  // one query sees every key left after the narrowing
+  if (T > 1) {  // (a single query sees every key left after the narrowing: no mask)
     const auto on = scores.options().dtype(at::kLong);
     const auto query = at::arange(start, L, on).unsqueeze(1), key = at::arange(first, L, on).unsqueeze(0);
     auto hidden = key > query;

@@ -1,6 +1,7 @@
 // llmint8-generate: load a model (llama2.c checkpoint or Hugging Face folder of any family the
 // registry reads), swap its Linear layers for Linear8bitLt, tokenize the prompt and generate,
 // with llama2.c/llama.cpp-style flags.
+#include <llmint8/checks.h>
 #include <llmint8/llmint8.h>
 #include <llmint8/models/causal_lm.h>
 #include <llmint8/models/generate.h>
@@ -119,7 +120,7 @@ Args parse(int argc, char** argv) {
   if (a.steps < 0) fail("-n/--steps must be >= 0, got " + std::to_string(a.steps));
   if (a.temperature < 0) fail("-t/--temperature must be >= 0");
   if (a.top_p <= 0) fail("--top-p must be > 0");
-  if (a.threshold < 0) fail("--threshold must be >= 0, got " + std::to_string(a.threshold));
+  if (a.threshold < 0) fail(std::string("flag --threshold needs ") + llmint8::checks::kThresholdRule + ", got " + std::to_string(a.threshold));
   if (a.dtype != "fp32" && a.dtype != "fp16" && a.dtype != "bf16") fail("--dtype must be fp32, fp16 or bf16");
   if (a.tokenizer.empty() && !a.prompt.empty()) fail("a text prompt needs -z/--tokenizer (or give --tokens)");
   return a;

@@ -268,7 +268,8 @@ TEST_CASE("JSON of the wrong type or shape names the file and the field", "[untr
       {"quantization_config", R"({"load_in_8bit": true, "llm_int8_skip_modules": ["a", 2]})",
        "field 'quantization_config.llm_int8_skip_modules' must be a list of strings"},
       {"quantization_config", R"({"load_in_8bit": true, "llm_int8_threshold": "6"})",
-       "field 'quantization_config.llm_int8_threshold' must be a number"},
+       "field 'quantization_config.llm_int8_threshold' must be a finite number >= 0 (0 disables outlier handling), "
+       "got \"6\""},
       {"quantization_config", R"({"quant_method": "gptq"})",
        "field 'quantization_config.quant_method' must be \"bitsandbytes\" or \"llmint8\", got \"gptq\""},
   };

@@ -154,7 +154,7 @@ def _write(path, data: bytes):
 
 
 @pytest.mark.parametrize("case", ["missing", "truncated", "bad_header", "vocab_mismatch", "long_prompt",
-                                  "unknown_flag", "bad_number", "empty_tokenizer"])
+                                  "unknown_flag", "bad_number", "negative_threshold", "empty_tokenizer"])
 def test_bad_input_gives_one_clear_message(case, tmp_path):
     model, tok = MODELS["aidreams260K"]
     raw = model.read_bytes()
@@ -174,6 +174,8 @@ def test_bad_input_gives_one_clear_message(case, tmp_path):
         args, expect = ["-m", model, "--frobnicate"], "unknown flag '--frobnicate'"
     elif case == "bad_number":
         args, expect = ["-m", model, "-n", "many"], "flag -n needs a number"
+    elif case == "negative_threshold":  # the ops' rule, in their words
+        args, expect = ["-m", model, "--threshold", "-1"], "--threshold needs a finite number >= 0 (0 disables outlier"
     else:
         args, expect = ["-m", model, "-z", _write(tmp_path / "e.bin", struct.pack("i", 8)), "-p", "x"], "entries"
     result = run(*args)

@@ -8,6 +8,7 @@ from typing import Dict, Optional, Set
 import torch
 
 from .._untrusted import check_layer_entries, entry_problem, non_finite
+from ..config import THRESHOLD_RULE
 from ..state import MatmulLtState
 
 
@@ -18,8 +19,7 @@ def check_threshold(owner: str, threshold) -> None:
     except (TypeError, ValueError):
         raise TypeError(f"{owner}: argument 'threshold' must be a number, got {threshold!r}") from None
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{owner}: argument 'threshold' must be a finite number >= 0 (0 disables outlier "
-                         f"handling), got {value:g}")
+        raise ValueError(f"{owner}: argument 'threshold' must be {THRESHOLD_RULE}, got {value:g}")
 
 
 def quantize_weight(weight: torch.Tensor, device=None):
