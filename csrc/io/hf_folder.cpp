@@ -86,10 +86,12 @@ RopeConfig read_rope(const io::JsonObject& j, int64_t max_position_embeddings) {
 
 }  // namespace
 
-LlamaConfig read_llama_architecture(const io::JsonObject& j) {
-  const auto act = j.optional_string("hidden_act");
-  if (act && *act != "silu") j.fail("hidden_act", "\"silu\" (the SwiGLU of the Llama architecture)");
+LlamaConfig read_llama_architecture(const io::JsonObject& j, const ArchitectureDefaults& defaults) {
   LlamaConfig c;
+  c.hidden_act = j.optional_string("hidden_act").value_or(defaults.hidden_act);
+  if (c.hidden_act != "silu" && c.hidden_act != "gelu" && c.hidden_act != "gelu_pytorch_tanh") {
+    j.fail("hidden_act", "\"silu\", \"gelu\" or \"gelu_pytorch_tanh\" (the activations llmint8 implements)");
+  }
   c.dim = j.integer("hidden_size", 1, LlamaConfig::kMaxDim);
   c.hidden_dim = j.integer("intermediate_size", 1, LlamaConfig::kMaxHiddenDim);
   c.n_layers = j.integer("num_hidden_layers", 1, LlamaConfig::kMaxLayers);
@@ -97,9 +99,9 @@ LlamaConfig read_llama_architecture(const io::JsonObject& j) {
   c.n_kv_heads = j.optional_integer("num_key_value_heads", 1, c.n_heads).value_or(c.n_heads);
   c.vocab_size = j.integer("vocab_size", 1, LlamaConfig::kMaxVocab);
   c.max_seq_len = j.integer("max_position_embeddings", 1, LlamaConfig::kMaxSeqLen);
-  c.head_size = j.optional_integer("head_dim", 1, LlamaConfig::kMaxDim).value_or(0);
+  c.head_size = j.optional_integer("head_dim", 1, LlamaConfig::kMaxDim).value_or(defaults.head_dim);
   c.norm_eps = j.optional_number("rms_norm_eps", 0.0, 1.0).value_or(1e-6);  // transformers' default
-  c.tie_embeddings = j.optional_bool("tie_word_embeddings").value_or(false);
+  c.tie_embeddings = j.optional_bool("tie_word_embeddings").value_or(defaults.tie_word_embeddings);
   c.rope = read_rope(j, c.max_seq_len);
   return c;
 }

@@ -77,6 +77,8 @@ void LlamaConfig::validate() const {
   TORCH_CHECK_VALUE(n_heads % n_kv_heads == 0, "LlamaConfig: n_heads (", std::to_string(n_heads),
                     ") must be a multiple of n_kv_heads (", std::to_string(n_kv_heads), ")");
   TORCH_CHECK_VALUE(std::isfinite(norm_eps) && norm_eps >= 0, "LlamaConfig: norm_eps must be a finite number >= 0");
+  TORCH_CHECK_VALUE(hidden_act == "silu" || hidden_act == "gelu" || hidden_act == "gelu_pytorch_tanh",
+                    "LlamaConfig: hidden_act must be \"silu\", \"gelu\" or \"gelu_pytorch_tanh\", got \"", hidden_act, "\"");
   check_positive("rope.theta", rope.theta);
   TORCH_CHECK_VALUE(rope.type == "default" || rope.type == "linear" || rope.type == "llama3",
                     "LlamaConfig: rope.type must be \"default\", \"linear\" or \"llama3\", got \"", rope.type, "\"");
@@ -104,14 +106,15 @@ int64_t LlamaConfig::parameter_count() const {
   return (tie_embeddings ? 1 : 2) * vocab_size * dim + n_layers * per_layer + dim;
 }
 
-RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
-  weight = register_parameter("weight", torch::ones({dim}));
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, bool plus_one_) : eps(eps_), plus_one(plus_one_) {
+  weight = register_parameter("weight", plus_one ? torch::zeros({dim}) : torch::ones({dim}));
 }
 
 at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
   const auto xf = x.to(at::kFloat);
   const auto normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  return (normed * weight.to(at::kFloat)).to(x.scalar_type());
+  const auto scale = plus_one ? 1.0 + weight.to(at::kFloat) : weight.to(at::kFloat);
+  return (normed * scale).to(x.scalar_type());
 }
 
 LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c, int64_t layer) : config(c), window(c.window(layer)) {
@@ -162,7 +165,7 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
   return o_proj.forward(attn.transpose(1, 2).reshape({B, T, H * hd}));
 }
 
-LlamaMLPImpl::LlamaMLPImpl(const LlamaConfig& c) {
+LlamaMLPImpl::LlamaMLPImpl(const LlamaConfig& c) : hidden_act(c.hidden_act) {
   register_module("gate_proj", linear(c.dim, c.hidden_dim, c.mlp_bias));
   register_module("up_proj", linear(c.dim, c.hidden_dim, c.mlp_bias));
   register_module("down_proj", linear(c.hidden_dim, c.dim, c.mlp_bias));
@@ -176,13 +179,15 @@ void LlamaMLPImpl::bind() {
 }
 
 at::Tensor LlamaMLPImpl::forward(const at::Tensor& x) {
-  return down_proj.forward(at::silu(gate_proj.forward(x)) * up_proj.forward(x));
+  const auto gate = gate_proj.forward(x);
+  const auto act = hidden_act == "silu" ? at::silu(gate) : at::gelu(gate, hidden_act == "gelu" ? "none" : "tanh");
+  return down_proj.forward(act * up_proj.forward(x));
 }
 
 LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c, int64_t layer) {
-  input_layernorm = register_module("input_layernorm", RMSNorm(c.dim, c.norm_eps));
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.dim, c.norm_eps, c.norm_plus_one));
   self_attn = register_module("self_attn", LlamaAttention(c, layer));
-  post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.dim, c.norm_eps));
+  post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.dim, c.norm_eps, c.norm_plus_one));
   mlp = register_module("mlp", LlamaMLP(c));
 }
 
@@ -196,7 +201,7 @@ LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c) {
   embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.dim));
   layers = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < c.n_layers; ++i) layers->push_back(LlamaDecoderLayer(c, i));
-  norm = register_module("norm", RMSNorm(c.dim, c.norm_eps));
+  norm = register_module("norm", RMSNorm(c.dim, c.norm_eps, c.norm_plus_one));
 }
 
 LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& c) : config(c) {
@@ -253,6 +258,9 @@ at::Tensor LlamaForCausalLMImpl::forward(const at::Tensor& tokens, KVCache& cach
                     std::to_string(config.n_layers), " layers)");
   const auto& embedding = model->embed_tokens->weight;
   auto x = model->embed_tokens->forward(tokens.to(embedding.device()));
+  if (config.scale_embeddings) {  // as transformers: sqrt(dim) rounded to fp32, then to the weights' dtype
+    x = x * at::scalar_tensor(std::sqrt(static_cast<double>(config.dim)), x.options().dtype(at::kFloat)).to(x.scalar_type());
+  }
   if (!inv_freq_.defined() || inv_freq_.device() != x.device()) {
     inv_freq_ = rope_inv_freq(config.rope, config.head_dim(), x.options().dtype(at::kFloat));
   }

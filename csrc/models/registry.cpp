@@ -6,6 +6,7 @@ namespace llmint8::models {
 namespace {
 
 constexpr HfModelType kHfModelTypes[] = {
+    {"gemma", read_gemma},
     {"llama", read_llama},
     {"mistral", read_mistral},
     {"qwen2", read_qwen2},

@@ -37,14 +37,22 @@ struct HfModelType {
 const HfModelType* find_hf_model_type(const std::string& model_type);
 
 // The families, one file each.
+ModelSpec read_gemma(const io::JsonObject& config);    // models/gemma.cpp
 ModelSpec read_llama(const io::JsonObject& config);    // models/llama.cpp
 ModelSpec read_mistral(const io::JsonObject& config);  // models/mistral.cpp
 ModelSpec read_qwen2(const io::JsonObject& config);    // models/qwen2.cpp
 
+// What a family's transformers config class assumes for fields a config.json leaves out.
+struct ArchitectureDefaults {
+  std::string hidden_act = "silu";
+  bool tie_word_embeddings = false;
+  int64_t head_dim = 0;  // 0: hidden_size / num_attention_heads
+};
+
 // The config.json fields of the Llama architecture that its families share (io/hf_folder.cpp):
 // sizes, head_dim, rms_norm_eps, rope (rope_parameters, or the older rope_theta and rope_scaling),
 // tie_word_embeddings, hidden_act. What it does not understand is refused, naming the field.
-LlamaConfig read_llama_architecture(const io::JsonObject& config);
+LlamaConfig read_llama_architecture(const io::JsonObject& config, const ArchitectureDefaults& defaults = {});
 // The spec of a LlamaForCausalLM (validated: errors name the file).
 ModelSpec llama_architecture_spec(const LlamaConfig& config, const std::string& file);
 

@@ -64,11 +64,11 @@ m::LlamaConfig tiny(int64_t window = 0) {
 }  // namespace
 
 TEST_CASE("the registry: config.json's model_type picks the family; an unknown one names those it knows", "[models]") {
-  CHECK(m::hf_model_types() == std::vector<std::string>{"llama", "mistral", "qwen2"});
+  CHECK(m::hf_model_types() == std::vector<std::string>{"gemma", "llama", "mistral", "qwen2"});
   CHECK(parse({{"model_type", "qwen2"}}).model_type == "qwen2");
   CHECK(parse(nlohmann::json::object()).model_type == "llama");  // files without one: llmint8's older converter
   CHECK(contains_all(parse_error({{"model_type", "gpt2"}}),
-                     {"'config.json': field 'model_type' must be one of \"llama\", \"mistral\", \"qwen2\"",
+                     {"'config.json': field 'model_type' must be one of \"gemma\", \"llama\", \"mistral\", \"qwen2\"",
                       "got \"gpt2\""}));
 }
 
@@ -97,7 +97,8 @@ TEST_CASE("config.json: rope as transformers 5 writes it and as older versions d
                                                        {"high_freq_factor", 1.0}}}}),
                      {"rope.high_freq_factor must be above rope.low_freq_factor"}));
   CHECK(contains_all(parse_error({{"partial_rotary_factor", 0.5}}), {"field 'partial_rotary_factor' must be 1"}));
-  CHECK(contains_all(parse_error({{"hidden_act", "gelu"}}), {"field 'hidden_act' must be \"silu\""}));
+  CHECK(contains_all(parse_error({{"hidden_act", "relu"}}),
+                     {"field 'hidden_act' must be \"silu\", \"gelu\" or \"gelu_pytorch_tanh\"", "got \"relu\""}));
 }
 
 TEST_CASE("config.json: the families' own fields", "[models]") {
@@ -131,6 +132,14 @@ TEST_CASE("config.json: the families' own fields", "[models]") {
   CHECK(llama_config({{"model_type", "mistral"}, {"sliding_window", nullptr}}).sliding_layers.empty());
   CHECK(contains_all(parse_error({{"model_type", "mistral"}, {"layer_types", {"full_attention"}}}),
                      {"field 'layer_types' must be absent"}));
+  // Gemma: transformers' defaults (GELU with tanh, tied embeddings, heads of 256), 1 + weight norms,
+  // scaled embeddings; bidirectional attention refused.
+  const auto gemma = llama_config({{"model_type", "gemma"}});
+  CHECK((gemma.hidden_act == "gelu_pytorch_tanh" && gemma.tie_embeddings && gemma.head_dim() == 256));
+  CHECK((gemma.norm_plus_one && gemma.scale_embeddings && !gemma.qkv_bias));
+  CHECK(llama_config({{"model_type", "gemma"}, {"hidden_act", "gelu"}, {"head_dim", 8}}).hidden_act == "gelu");
+  CHECK(contains_all(parse_error({{"model_type", "gemma"}, {"use_bidirectional_attention", true}}),
+                     {"field 'use_bidirectional_attention' must be false"}));
 }
 
 TEST_CASE("a tied embedding is one tensor, before and after moves", "[models]") {

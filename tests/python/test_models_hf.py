@@ -1,9 +1,10 @@
-"""Every model family the C++ registry reads (Llama, Qwen2, Mistral), as Hugging Face folders that
+"""Every model family the C++ registry reads (Llama, Qwen2, Mistral, Gemma), as Hugging Face folders that
 transformers writes here with tiny random weights: llmint8-generate gives transformers' fp32 logits
 and greedy ids, and the 8-bit folders that transformers saves through the llmint8 quantizer give
 the quantized transformers model's logits. Each family's feature (rope_theta only in
 rope_parameters, Llama 3 rope scaling, tied embeddings, q/k/v biases, sliding windows, a head_dim
-of its own) is checked to change transformers' logits, so that agreeing means implementing it."""
+of its own, Gemma's norms, embedding scale and GELU) is checked to change transformers' logits, so
+that agreeing means implementing it."""
 
 import json
 
@@ -19,21 +20,25 @@ transformers = pytest.importorskip("transformers")
 
 COMMON = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
               vocab_size=256, max_position_embeddings=64, initializer_range=0.1)
-# family: (config class, its features, the same without them). Windows of 5 over 20+ tokens slide.
+# family: (config class, its features, (class, features) of the same weights without them).
+# Windows of 5 over 20+ tokens slide.
 FAMILIES = {
     "llama-rope-theta-bias": (transformers.LlamaConfig, dict(rope_theta=1e5, attention_bias=True, mlp_bias=True),
-                              dict(attention_bias=True, mlp_bias=True)),
+                              (transformers.LlamaConfig, dict(attention_bias=True, mlp_bias=True))),
     "llama-llama3-rope-tied": (transformers.LlamaConfig,
                                dict(rope_parameters={"rope_type": "llama3", "rope_theta": 5e5, "factor": 4.0,
                                                      "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                                                      "original_max_position_embeddings": 8},
                                     tie_word_embeddings=True),
-                               dict(rope_theta=5e5, tie_word_embeddings=True)),
-    "llama-linear-rope": (transformers.LlamaConfig, dict(rope_parameters={"rope_type": "linear", "factor": 3.0}), {}),
+                               (transformers.LlamaConfig, dict(rope_theta=5e5, tie_word_embeddings=True))),
+    "llama-linear-rope": (transformers.LlamaConfig, dict(rope_parameters={"rope_type": "linear", "factor": 3.0}),
+                          (transformers.LlamaConfig, {})),
     "qwen2-sliding": (transformers.Qwen2Config, dict(use_sliding_window=True, sliding_window=5, max_window_layers=1),
-                      {}),
+                      (transformers.Qwen2Config, {})),
     "mistral-sliding-head-dim": (transformers.MistralConfig, dict(sliding_window=5, head_dim=8),
-                                 dict(sliding_window=None, head_dim=8)),
+                                 (transformers.MistralConfig, dict(sliding_window=None, head_dim=8))),
+    "gemma": (transformers.GemmaConfig, dict(head_dim=8),  # tied, GELU (tanh), 1 + weight norms, scaled embeddings
+              (transformers.LlamaConfig, dict(head_dim=8, tie_word_embeddings=True))),
 }
 TOKENS = [1, 17, 200, 3, 250, 99, 7, 31, 42, 5, 128, 64, 11, 12, 13, 14, 90, 91, 92, 93]
 OUTLIER_FEATURES = [3, 40]  # norm weights of 30 there: activations past threshold 6
@@ -82,8 +87,7 @@ def family(request, tmp_path_factory):
 
 def test_family_features_change_transformers_logits(family):
     name, model, folder = family
-    config_class, _, plain = FAMILIES[name]
-    without = _model(config_class, plain)
+    without = _model(*FAMILIES[name][2])
     without.load_state_dict(model.state_dict())
     assert (_logits(without) - _logits(model)).abs().max() > 1e-2, "the test would not see the feature"
     config = json.loads((folder / "config.json").read_text())
@@ -171,14 +175,14 @@ def test_tied_checkpoint_holding_lm_head(tmp_path):
 
 
 @pytest.mark.parametrize("case,edit,expect", [
-    ("model_type", {"model_type": "gpt2"},
-     "field 'model_type' must be one of \"llama\", \"mistral\", \"qwen2\" (the model types llmint8 reads), got \"gpt2\""),
+    ("model_type", {"model_type": "gpt2"}, "field 'model_type' must be one of \"gemma\", \"llama\", \"mistral\", "
+     "\"qwen2\" (the model types llmint8 reads), got \"gpt2\""),
     ("rope_type", {"rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 1e4}},
      "field 'rope_parameters.rope_type' must be \"default\", \"linear\" or \"llama3\""),
     ("rope_key", {"rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "factor": 2.0}},
      "field 'rope_parameters.factor' must be absent for rope type \"default\""),
     ("partial_rotary", {"partial_rotary_factor": 0.5}, "field 'partial_rotary_factor' must be 1"),
-    ("hidden_act", {"hidden_act": "gelu"}, "field 'hidden_act' must be \"silu\""),
+    ("hidden_act", {"hidden_act": "relu"}, "field 'hidden_act' must be \"silu\", \"gelu\" or \"gelu_pytorch_tanh\""),
 ])
 def test_config_json_that_is_not_understood_is_refused(case, edit, expect, tmp_path):
     model = _model(transformers.LlamaConfig, {})

@@ -10,7 +10,7 @@
 
 namespace llmint8::models {
 
-// The model_type values a folder may name ("llama", "mistral", "qwen2").
+// The model_type values a folder may name: the registry's keys, in order ("gemma", "llama", ...).
 std::vector<std::string> hf_model_types();
 
 struct HfModel {

@@ -4,7 +4,8 @@
 //   model.embed_tokens, model.layers.N.{input_layernorm, self_attn.{q,k,v,o}_proj,
 //   post_attention_layernorm, mlp.{gate,up,down}_proj}, model.norm, lm_head.
 // The families built on it differ by options of LlamaConfig: Qwen2 has biases on the q/k/v
-// projections, Mistral (and Qwen2's upper layers, when asked) attends through a sliding window.
+// projections, Mistral (and Qwen2's upper layers, when asked) attends through a sliding window,
+// Gemma scales the embeddings, normalizes by 1 + weight and gates with a GELU.
 // Its Linear layers are called through handles that bind() fetches by name, so
 // llmint8::replace_linear followed by bind() swaps them for Linear8bitLt.
 #pragma once
@@ -48,6 +49,9 @@ struct LlamaConfig {
   bool qkv_bias = false;        // biases on q_proj, k_proj, v_proj (Qwen2; Llama's attention_bias)
   bool o_bias = false;          // bias on o_proj (Llama's attention_bias)
   bool mlp_bias = false;        // biases on gate_proj, up_proj, down_proj
+  std::string hidden_act = "silu";  // the MLP's gate: "silu", "gelu" (erf) or "gelu_pytorch_tanh"
+  bool norm_plus_one = false;       // RMSNorm multiplies by 1 + weight (Gemma)
+  bool scale_embeddings = false;    // token embeddings times sqrt(dim) (Gemma)
   // Sliding-window attention: a query sees itself and the sliding_window - 1 keys before it, in
   // the layers whose entry of sliding_layers is true (empty: no layer slides).
   int64_t sliding_window = 0;
@@ -74,10 +78,11 @@ struct LlamaConfig {
 
 class RMSNormImpl : public torch::nn::Module {
  public:
-  RMSNormImpl(int64_t dim, double eps);
+  RMSNormImpl(int64_t dim, double eps, bool plus_one = false);
   at::Tensor forward(const at::Tensor& x);  // computed in fp32, returned in x's dtype
   at::Tensor weight;
   double eps;
+  bool plus_one;  // scale by 1 + weight (weight starts at 0)
 };
 TORCH_MODULE(RMSNorm);
 
@@ -98,7 +103,8 @@ class LlamaMLPImpl : public torch::nn::Module {
  public:
   explicit LlamaMLPImpl(const LlamaConfig& config);
   void bind();
-  at::Tensor forward(const at::Tensor& x);  // down(silu(gate(x)) * up(x))
+  at::Tensor forward(const at::Tensor& x);  // down(act(gate(x)) * up(x))
+  std::string hidden_act;
   torch::nn::AnyModule gate_proj, up_proj, down_proj;
 };
 TORCH_MODULE(LlamaMLP);
