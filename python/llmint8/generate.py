@@ -177,6 +177,7 @@ def run(args, echo: _Echo = None) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     echo.write(args.prompt)
     generated, ttft, decode_start = [], 0.0, time.perf_counter()
+    shown = ""  # the continuation's text streamed so far
     with torch.no_grad():
         t0 = time.perf_counter()
         out = model(torch.tensor([prompt], device=device), use_cache=True)
@@ -187,17 +188,25 @@ def run(args, echo: _Echo = None) -> dict:
                 decode_start = time.perf_counter()
             generated.append(token)
             if tokenizer is not None and token not in stops:
-                echo.write(tokenizer.decode([token], previous=generated[-2] if len(generated) > 1 else prompt[-1]))
+                # The whole continuation is decoded again and only its new end shown: a token decoded alone
+                # loses the space or the bytes of a character it shares with its neighbours.
+                text = tokenizer.decode([t for t in generated if t not in stops], previous=prompt[-1])
+                if text.startswith(shown) and not text.endswith("\ufffd"):
+                    echo.write(text[len(shown):])
+                    shown = text
             if token in stops or step + 1 == steps:
                 break
             out = model(torch.tensor([[token]], device=device), past_key_values=out.past_key_values, use_cache=True)
     decode_seconds = time.perf_counter() - decode_start
     visible = [t for t in generated if t not in stops]
+    text = tokenizer.decode(visible, previous=prompt[-1]) if tokenizer else ""
+    if text.startswith(shown):  # what was held back (an unfinished character at the end)
+        echo.write(text[len(shown):])
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {
         "prompt": args.prompt, "prompt_tokens": prompt, "generated_tokens": generated,
-        "text": tokenizer.decode(visible, previous=prompt[-1]) if tokenizer else "",
+        "text": text,
         "int8": bool(layers), "layers_quantized": len(layers), "weight_bytes_before": float_bytes,
         "weight_bytes_after": weight_bytes, "load_seconds": load_seconds, "time_to_first_token_s": ttft,
         "prompt_tokens_per_s": len(prompt) / ttft if ttft else 0.0,

@@ -186,6 +186,29 @@ def test_int8_checkpoint_into_a_training_mode_layer_is_refused():
     assert layer.weight.dtype == torch.float32 and torch.equal(layer.weight, before)
 
 
+def test_tied_float_weight_stays_float_is_quantized_each_forward_and_trains():
+    torch.manual_seed(0)
+    layer = Linear8bitLt(64, 24, has_fp16_weights=False, threshold=6.0)
+    shared = torch.nn.Parameter(torch.randn(24, 64) / 8)  # e.g. tied to another module's weight
+    layer.weight = shared
+    entries = layer.state_dict()
+    assert "SCB" not in entries and "weight_format" not in entries and entries["weight"].dtype == torch.float32
+    x = make_activations((4, 64), torch.float32, "cpu", outlier_cols=[2])
+    bias = layer.bias.detach()
+    for scale in (1.0, 2.0):  # an update through the other module is seen at the next forward
+        with torch.no_grad():
+            shared.mul_(scale)
+        CB, SCB, _ = ref.int8_vectorwise_quant(shared.detach())
+        out = layer(x)
+        assert_matches_reference(out, ref.int8_linear(x, CB, SCB, bias, 6.0))
+    assert layer.weight is shared and shared.dtype == torch.float32
+    out.sum().backward()
+    assert_matches_reference(shared.grad, torch.ones(4, 24, dtype=torch.float64).t() @ x.double())
+    with pytest.raises(RuntimeError, match="weight: int8 codes cannot load into a plain float Parameter"):
+        layer.load_state_dict(Linear8bitLt(64, 24, has_fp16_weights=False).to("cpu").state_dict())
+    assert layer.weight is shared
+
+
 # --- documented differences (README, "Differences from bitsandbytes")
 
 

@@ -61,6 +61,13 @@ def _train(model, ids, steps=6):
     return model.eval(), losses
 
 
+def _int8_rounding(folder, device, ids):
+    """What int8 rounding does to this model: its 8-bit logits against its float ones."""
+    with torch.no_grad():
+        return rel_err(_load(folder, device)(input_ids=ids).logits,
+                       _load(folder, device, quantize=False)(input_ids=ids).logits)
+
+
 def _lora_layers(model):
     return {name: m for name, m in model.named_modules() if isinstance(m, llmint8.peft.Linear8bitLtLora)}
 
@@ -95,9 +102,19 @@ def test_adapters_save_and_reload(trained, folder, device, tmp_path):
     ids = _batch(device)
     model.save_pretrained(str(tmp_path / "adapter"))
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
-    reloaded = peft.PeftModel.from_pretrained(_load(folder, device), str(tmp_path / "adapter")).eval()
     with torch.no_grad():
-        assert torch.equal(reloaded(input_ids=ids).logits, model(input_ids=ids).logits)
+        expected = model(input_ids=ids).logits
+        plain = peft.PeftModel.from_pretrained(_load(folder, device), str(tmp_path / "adapter")).eval()
+        assert torch.equal(plain(input_ids=ids).logits, expected)
+        # with the mapping registered again (it is not saved), the reloaded adapters merge
+        config = llmint8.peft.register(peft.LoraConfig.from_pretrained(str(tmp_path / "adapter")))
+        reloaded = peft.PeftModel.from_pretrained(_load(folder, device), str(tmp_path / "adapter"), config=config)
+        assert len(_lora_layers(reloaded)) == 4 and torch.equal(reloaded.eval()(input_ids=ids).logits, expected)
+        with plain.disable_adapter():
+            without_adapters = plain(input_ids=ids).logits
+        merged = reloaded.merge_and_unload()(input_ids=ids).logits
+        assert rel_err(without_adapters, expected) > 0.1  # the adapters matter ...
+        assert rel_err(merged, expected) < _int8_rounding(folder, device, ids)  # ... and the merge kept them
 
 
 def _expected(layer, sign=1):
@@ -127,9 +144,7 @@ def test_merge_and_unload_quantizes_the_merged_weights_into_linear8bitlt(trained
         unmerged = model(input_ids=ids).logits
         merged_model = model.merge_and_unload()
         merged = merged_model(input_ids=ids).logits
-        # What int8 rounding does to this model: its 8-bit logits against its float ones.
-        int8_rounding = rel_err(_load(folder, device)(input_ids=ids).logits,
-                                _load(folder, device, quantize=False)(input_ids=ids).logits)
+        int8_rounding = _int8_rounding(folder, device, ids)
     for name, (CB, SCB) in expected.items():
         layer = merged_model.get_submodule(name.removeprefix("base_model.model."))
         assert type(layer) is Linear8bitLt and layer.weight.dtype == torch.int8

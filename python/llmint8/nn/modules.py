@@ -202,7 +202,7 @@ class Linear8bitLt(torch.nn.Linear):
         bitsandbytes moves CB and SCB off the weight; here the weight keeps them, so saving, moving
         and copying the layer work the same before and after."""
         w = self.weight
-        if self.state.has_fp16_weights:
+        if self._float_master():
             # Every forward, as bitsandbytes does: optimizers may update the weight through
             # .data, which no version counter sees.
             self.state.CB, self.state.SCB = quantize_weight(w)
@@ -212,12 +212,17 @@ class Linear8bitLt(torch.nn.Linear):
             self.state.CB, self.state.SCB = self.weight.CB, self.weight.SCB
         return self.state.CB, self.state.SCB
 
+    def _float_master(self) -> bool:
+        """Whether the weight stays float and is quantized afresh at each forward: training mode, or a
+        plain Parameter put in the Int8Params' place (a weight tied to another module's)."""
+        return self.state.has_fp16_weights or not isinstance(self.weight, Int8Params)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Linear8bitLt: input has {x.shape[-1]} features in its last dimension, "
                              f"expected in_features = {self.in_features}")
         CB, SCB = self.init_8bit_state()
-        master = self.weight if self.state.has_fp16_weights and self.weight.requires_grad else None
+        master = self.weight if self._float_master() and self.weight.requires_grad else None
         threshold = self.state.threshold
         if self.state.use_pool and threshold > 0:
             return self._forward_pooled(x, CB, SCB)
@@ -240,7 +245,7 @@ class Linear8bitLt(torch.nn.Linear):
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
-        if self.weight.is_int8:
+        if not self._float_master() and self.weight.is_int8:
             scb = self.weight.SCB
             destination[prefix + "SCB"] = scb if keep_vars else scb.detach()
             destination[prefix + "weight_format"] = torch.tensor(0, dtype=torch.uint8)
@@ -327,6 +332,10 @@ class Linear8bitLt(torch.nn.Linear):
                 raise ValueError(f"{weight_key}: int8 codes cannot load into a layer with has_fp16_weights=True, "
                                  f"which trains a float weight; build it with has_fp16_weights=False "
                                  f"(Int8Config(llm_int8_has_fp16_weight=False)) or load a float checkpoint")
+            if not isinstance(self.weight, Int8Params):
+                raise ValueError(f"{weight_key}: int8 codes cannot load into a plain float Parameter (a weight "
+                                 f"tied to another module's); untie it (an Int8Params weight) or load a float "
+                                 f"checkpoint")
             if scb is None:
                 raise ValueError(f"{scb_key}: missing; an int8 {weight_key} needs its fp32 row scales")
             if tuple(scb.shape) != (self.out_features,):
@@ -350,7 +359,7 @@ class Linear8bitLt(torch.nn.Linear):
         bad = non_finite(weight)
         if bad:
             raise ValueError(f"{weight_key}: expected finite values, got {bad}")
-        if self.weight.is_int8:  # a quantized module takes a float checkpoint by quantizing it
+        if not self._float_master() and self.weight.is_int8:  # a quantized module quantizes a float checkpoint
             CB, SCB = quantize_weight(weight, device)
             return Int8Params(CB, False, False, CB=CB, SCB=SCB)
         return None
