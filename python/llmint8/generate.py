@@ -187,7 +187,7 @@ def run(args, echo: _Echo = None) -> dict:
                 ttft = time.perf_counter() - t0
                 decode_start = time.perf_counter()
             generated.append(token)
-            if tokenizer is not None and token not in stops:
+            if echo.enabled and tokenizer is not None and token not in stops:
                 # The whole continuation is decoded again and only its new end shown: a token decoded alone
                 # loses the space or the bytes of a character it shares with its neighbours.
                 text = tokenizer.decode([t for t in generated if t not in stops], previous=prompt[-1])
