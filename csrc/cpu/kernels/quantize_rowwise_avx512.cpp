@@ -85,7 +85,7 @@ LLMINT8_TARGET_AVX512 float quantize(const void* a, int64_t K, const uint8_t* is
 
   const float scale = code_scale(stat);
   if (scale == 0.f) {
-    std::memset(q, 0, static_cast<size_t>(K));
+    if (K > 0) std::memset(q, 0, static_cast<size_t>(K));  // K == 0: q may be null
     return stat;
   }
   const __m512 s = _mm512_set1_ps(scale);
