@@ -58,8 +58,12 @@ std::string entry_scales_without_weight(const std::string& scb_key, const std::s
   return scb_key + " given without " + weight_key;
 }
 
-std::string entry_scales_with_float_weight(const std::string& scb_key, const std::string& weight_key) {
-  return scb_key + " given with a float " + weight_key;
+std::string entry_scales_with_float_weight(const std::string& scb_key, const std::string& weight_key,
+                                           const std::string& format_key) {
+  return scb_key + " given with a float " + weight_key + ": SCB holds the row scales of int8 codes, so this is a " +
+         "quantized checkpoint whose " + weight_key + " is not quantized (or a float state dict with a stray SCB). " +
+         "Load the int8 codes saved with this SCB, or drop '" + scb_key + "' and '" + format_key +
+         "' to load the float weight (quantized on the move)";
 }
 
 std::string entry_weight_format(const std::string& key, const at::Tensor& format) {

@@ -31,7 +31,8 @@ std::string entry_unexpected(const std::string& key);
 //   An int8 layer's scales missing, given without its codes, or given with a float weight.
 std::string entry_scales_missing(const std::string& scb_key, const std::string& weight_key);
 std::string entry_scales_without_weight(const std::string& scb_key, const std::string& weight_key);
-std::string entry_scales_with_float_weight(const std::string& scb_key, const std::string& weight_key);
+std::string entry_scales_with_float_weight(const std::string& scb_key, const std::string& weight_key,
+                                           const std::string& format_key);
 //   "" for a weight_format of 0 (row); else what is wrong, naming bitsandbytes' legacy layouts.
 std::string entry_weight_format(const std::string& key, const at::Tensor& format);
 // Expected texts of more than one check.

@@ -113,7 +113,7 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
       plan.scales = scales;
     } else if (weight.is_floating_point()) {
       if (s != tensors.end()) {
-        errors.push_back(u::entry_scales_with_float_weight(skey, wkey));
+        errors.push_back(u::entry_scales_with_float_weight(skey, wkey, fkey));
         continue;
       }
       const auto bad = u::non_finite(weight);

@@ -15,8 +15,7 @@ constexpr int kGemvUnroll = 4;  // 16-byte loads of the weight in flight per lan
 // K % 16 == 0 and 16-byte aligned rows (the launcher checks).
 template <int ROWS>
 __global__ void __launch_bounds__(kGemvWarps * 32) gemv_dp4a_kernel(SmallMParams p) {
-  __shared__ float outlier_a[ROWS][kOutlierCapacity];
-  __shared__ int32_t outlier_cols[kOutlierCapacity];
+  __shared__ StagedOutliers<ROWS> outliers;
   const int tid = threadIdx.x, lane = tid % 32;
   const int64_t N = p.N, K = p.K;
   const int64_t n = static_cast<int64_t>(blockIdx.x) * kGemvWarps + tid / 32;
@@ -32,14 +31,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_dp4a_kernel(SmallMParams
     }
     wait_for_prior_grid();
   }
-  const int32_t count = p.a_float != nullptr ? *p.count : 0;
-  const int32_t staged = min(count, kOutlierCapacity);
-  for (int j = tid; j < staged; j += blockDim.x) outlier_cols[j] = p.cols[j];
-  __syncthreads();
-  for (int i = tid; i < ROWS * staged; i += blockDim.x) {
-    const int m = i / staged, j = i % staged;
-    outlier_a[m][j] = load_float(p.a_float, p.a_kind, m * K + outlier_cols[j]);
-  }
+  const int32_t count = stage_outliers(p, ROWS, outliers);
   __syncthreads();
   if (!row_valid) return;
 
@@ -76,25 +68,12 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_dp4a_kernel(SmallMParams
   for (int r = 0; r < ROWS; ++r) {
     for (int offset = 16; offset > 0; offset /= 2) acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], offset);
   }
-  // Lane r finishes row r: the same arithmetic as the small-M kernel's epilogue.
+  // Lane r finishes row r.
   if (lane >= ROWS) return;
-  const int m = lane;
   int32_t total = 0;
 #pragma unroll
-  for (int r = 0; r < ROWS; ++r) total = r == m ? acc[r] : total;
-  const float col_n = p.col[n];
-  float s = 0.f;
-  if (count > 0) {
-    const float w_scale = col_n / 127.f;
-    for (int32_t j = 0; j < staged; ++j) s += outlier_a[m][j] * (static_cast<float>(w[outlier_cols[j]]) * w_scale);
-    for (int32_t j = staged; j < count; ++j) {
-      const int32_t c = p.cols[j];
-      s += load_float(p.a_float, p.a_kind, m * K + c) * (static_cast<float>(w[c]) * w_scale);
-    }
-  }
-  const float bias_n = p.bias != nullptr ? load_float(p.bias, p.bias_kind, n) : 0.f;
-  const float v = static_cast<float>(total) * (p.row[m] * col_n * kInv127Squared) + s + bias_n;
-  store_float(p.out, p.out_kind, m * N + n, v);
+  for (int r = 0; r < ROWS; ++r) total = r == lane ? acc[r] : total;
+  finish_output(p, lane, n, total, count, outliers);
 }
 
 }  // namespace llmint8::cuda

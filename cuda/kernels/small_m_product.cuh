@@ -48,6 +48,53 @@ __device__ __forceinline__ void wait_for_prior_grid() {
 #endif
 }
 
+// Outlier columns of the decode kernels, staged in shared memory: the first kOutlierCapacity
+// column indices and the activations of `rows` rows there; later columns are read in place.
+template <int ROWS>
+struct StagedOutliers {
+  float a[ROWS][kOutlierCapacity];
+  int32_t cols[kOutlierCapacity];
+};
+
+// Fills `s` for rows < `rows` and returns the outlier count (on the device; 0 without outliers).
+// Ends with a barrier on the column indices only: the activations are ready after the caller's
+// next barrier.
+template <int ROWS>
+__device__ int32_t stage_outliers(const SmallMParams& p, int rows, StagedOutliers<ROWS>& s) {
+  const int32_t count = p.a_float != nullptr ? *p.count : 0;
+  const int32_t staged = min(count, kOutlierCapacity);
+  for (int j = threadIdx.x; j < staged; j += blockDim.x) s.cols[j] = p.cols[j];
+  __syncthreads();
+  for (int i = threadIdx.x; i < rows * staged; i += blockDim.x) {
+    const int m = i / staged, j = i % staged;
+    s.a[m][j] = load_float(p.a_float, p.a_kind, m * p.K + s.cols[j]);
+  }
+  return count;
+}
+
+// out[m, n] from the exact int32 product `total`: row and column scales, the outlier term (the
+// int8 codes of those columns times SCB / 127 are the dequantized weight) and the bias, in fp32,
+// rounded once to the output dtype.
+template <int ROWS>
+__device__ __forceinline__ void finish_output(const SmallMParams& p, int m, int64_t n, int32_t total, int32_t count,
+                                              const StagedOutliers<ROWS>& s) {
+  const float col_n = p.col[n];
+  float sum = 0.f;
+  if (count > 0) {
+    const float w_scale = col_n / 127.f;
+    const int8_t* wrow = p.b + n * p.K;
+    const int32_t staged = min(count, kOutlierCapacity);
+    for (int32_t j = 0; j < staged; ++j) sum += s.a[m][j] * (static_cast<float>(wrow[s.cols[j]]) * w_scale);
+    for (int32_t j = staged; j < count; ++j) {
+      const int32_t c = p.cols[j];
+      sum += load_float(p.a_float, p.a_kind, m * p.K + c) * (static_cast<float>(wrow[c]) * w_scale);
+    }
+  }
+  const float bias_n = p.bias != nullptr ? load_float(p.bias, p.bias_kind, n) : 0.f;
+  const float v = static_cast<float>(total) * (p.row[m] * col_n * kInv127Squared) + sum + bias_n;
+  store_float(p.out, p.out_kind, m * p.N + n, v);
+}
+
 // d += a (16 x 32, row-major fragments) * b (32 x 8, column-major fragments), exact in int32.
 __device__ __forceinline__ void mma_s8_16x8x32(int32_t (&d)[4], uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3,
                                                uint32_t b0, uint32_t b1) {
@@ -86,8 +133,7 @@ template <int G, int U, bool UPPER, bool VECTOR>
 __global__ void __launch_bounds__(kSmallMWarps * 32, 1) small_m_product_kernel(SmallMParams p) {
   constexpr int BN = 8 * G;
   __shared__ int32_t partial[kSmallMWarps][kSmallMRows][BN];
-  __shared__ float outlier_a[kSmallMRows][kOutlierCapacity];
-  __shared__ int32_t outlier_cols[kOutlierCapacity];
+  __shared__ StagedOutliers<kSmallMRows> outliers;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;  // MMA fragment coordinates: group (row) and thread in group
@@ -105,14 +151,7 @@ __global__ void __launch_bounds__(kSmallMWarps * 32, 1) small_m_product_kernel(S
   }
 
   // The outlier activations, staged while the weight streams (count is on the device).
-  const int32_t count = p.a_float != nullptr ? *p.count : 0;
-  const int32_t staged = min(count, kOutlierCapacity);
-  for (int j = tid; j < staged; j += blockDim.x) outlier_cols[j] = p.cols[j];
-  __syncthreads();
-  for (int i = tid; i < M * staged; i += blockDim.x) {
-    const int m = i / staged, j = i % staged;
-    outlier_a[m][j] = load_float(p.a_float, p.a_kind, m * K + outlier_cols[j]);
-  }
+  const int32_t count = stage_outliers(p, M, outliers);
 
   const int8_t* a_lo = p.a + static_cast<int64_t>(g) * K;  // activation row g
   const int8_t* a_hi = p.a + static_cast<int64_t>(g + 8) * K;  // activation row g + 8
@@ -173,20 +212,7 @@ __global__ void __launch_bounds__(kSmallMWarps * 32, 1) small_m_product_kernel(S
     int32_t total = 0;
 #pragma unroll
     for (int v = 0; v < kSmallMWarps; ++v) total += partial[v][m][nl];
-    const float col_n = p.col[n];
-    float s = 0.f;
-    if (count > 0) {
-      const float w_scale = col_n / 127.f;
-      const int8_t* wrow = p.b + n * K;
-      for (int32_t j = 0; j < staged; ++j) s += outlier_a[m][j] * (static_cast<float>(wrow[outlier_cols[j]]) * w_scale);
-      for (int32_t j = staged; j < count; ++j) {
-        const int32_t c = p.cols[j];
-        s += load_float(p.a_float, p.a_kind, m * K + c) * (static_cast<float>(wrow[c]) * w_scale);
-      }
-    }
-    const float bias_n = p.bias != nullptr ? load_float(p.bias, p.bias_kind, n) : 0.f;
-    const float v = static_cast<float>(total) * (p.row[m] * col_n * kInv127Squared) + s + bias_n;
-    store_float(p.out, p.out_kind, m * N + n, v);
+    finish_output(p, m, n, total, count, outliers);
   }
 }
 

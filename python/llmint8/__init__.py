@@ -22,6 +22,7 @@ except ImportError as error:  # fail loudly: every op depends on the native libr
 
 from . import _fake  # noqa: E402,F401  (fake kernels of the data-dependent ops)
 from . import functional, nn, reference  # noqa: E402,F401
+from .autograd import matmul  # noqa: E402
 from .config import Int8Config  # noqa: E402
 from .replace import replace_linear_with_8bit  # noqa: E402
 from .state import MatmulLtState  # noqa: E402
@@ -46,6 +47,7 @@ __all__ = [
     "build_info",
     "cmake_prefix_path",
     "functional",
+    "matmul",
     "nn",
     "reference",
     "replace_linear_with_8bit",

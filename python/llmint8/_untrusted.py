@@ -80,8 +80,11 @@ def entry_scales_without_weight(scb_key: str, weight_key: str) -> str:
     return f"{scb_key} given without {weight_key}"
 
 
-def entry_scales_with_float_weight(scb_key: str, weight_key: str) -> str:
-    return f"{scb_key} given with a float {weight_key}"
+def entry_scales_with_float_weight(scb_key: str, weight_key: str, format_key: str) -> str:
+    return (f"{scb_key} given with a float {weight_key}: SCB holds the row scales of int8 codes, so this is a "
+            f"quantized checkpoint whose {weight_key} is not quantized (or a float state dict with a stray SCB). "
+            f"Load the int8 codes saved with this SCB, or drop '{scb_key}' and '{format_key}' to load the float "
+            f"weight (quantized on the move)")
 
 
 def entry_weight_format(key: str, fmt: torch.Tensor) -> str:
@@ -126,7 +129,7 @@ def check_layer_entries(weight, scb, fmt, keys, out_features: int, in_features: 
     if not weight.is_floating_point():
         return entry_problem(weight_key, "int8 codes or a float weight", weight.dtype)
     if scb is not None:
-        return entry_scales_with_float_weight(scb_key, weight_key)
+        return entry_scales_with_float_weight(scb_key, weight_key, format_key)
     if non_finite(weight):
         return entry_problem(weight_key, FINITE_VALUES, non_finite(weight))
     return ""

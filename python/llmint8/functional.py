@@ -21,12 +21,23 @@ def int8_vectorwise_dequant(A: torch.Tensor, stats: torch.Tensor) -> torch.Tenso
     return _ops.int8_vectorwise_dequant(A, stats)
 
 
-def int8_linear_matmul(A: torch.Tensor, B: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Exact int32 ``A @ B.T`` for int8 ``A [..., K]`` and ``B [N, K]``; writes into ``out`` when given."""
+def int8_linear_matmul(A: torch.Tensor, B: torch.Tensor, out: Optional[torch.Tensor] = None,
+                       dtype: torch.dtype = torch.int32) -> torch.Tensor:
+    """Exact int32 ``A @ B.T`` for int8 ``A [..., K]`` and ``B [N, K]``; writes into ``out`` when given.
+    ``dtype`` is bitsandbytes' argument: int32, the only type that holds the product exactly."""
+    if dtype != torch.int32:
+        raise ValueError(f"int8_linear_matmul: argument 'dtype' must be torch.int32 (the exact product), got {dtype}")
     if out is None:
         return _ops.int8_linear_matmul(A, B)
     _ops.int8_linear_matmul.out(A, B, out)
     return out
+
+
+def _as_vector(stats: torch.Tensor) -> torch.Tensor:
+    """A 2-D stats tensor with one dimension of size 1 as 1-D; anything else as given (the op checks it)."""
+    if isinstance(stats, torch.Tensor) and stats.dim() == 2 and 1 in stats.shape:
+        return stats.reshape(-1)
+    return stats
 
 
 def int8_mm_dequant(
@@ -37,8 +48,10 @@ def int8_mm_dequant(
     bias: Optional[torch.Tensor] = None,
     dtype: Optional[torch.dtype] = None,
 ) -> torch.Tensor:
-    """``A * row_stats * col_stats / 127**2 + bias`` (fp32 math), as ``dtype`` (default fp16)."""
-    result = _ops.int8_mm_dequant(A, row_stats, col_stats, dtype=dtype, bias=bias)
+    """``A * row_stats * col_stats / 127**2 + bias`` (fp32 math), as ``dtype`` (default fp16).
+    The stats may also come as column vectors ([rows, 1], [N, 1]) or rows ([1, N]), as the
+    keepdim reductions that produce them leave them; they are flattened."""
+    result = _ops.int8_mm_dequant(A, _as_vector(row_stats), _as_vector(col_stats), dtype=dtype, bias=bias)
     if out is None:
         return result
     return out.copy_(result)
@@ -69,8 +82,23 @@ def int8_mixed_scaled_mm(
     return _ops.int8_mixed_scaled_mm(A, CA, CB, SCA, SCB, outlier_cols, bias)
 
 
-def int8_double_quant(A: torch.Tensor, threshold: float = 0.0):
-    """Row- and column-wise quantization: ``(CA, CAt, row_stats, col_stats, outlier_cols)``."""
+def int8_double_quant(
+    A: torch.Tensor,
+    col_stats: Optional[torch.Tensor] = None,
+    row_stats: Optional[torch.Tensor] = None,
+    out_col: Optional[torch.Tensor] = None,
+    out_row: Optional[torch.Tensor] = None,
+    threshold: float = 0.0,
+):
+    """Row- and column-wise quantization: ``(CA, CAt, row_stats, col_stats, outlier_cols)``.
+
+    bitsandbytes' argument order; its preallocated outputs (col_stats, row_stats, out_col, out_row)
+    are refused there too, and stay None here: pass threshold by name."""
+    for name, value in (("col_stats", col_stats), ("row_stats", row_stats), ("out_col", out_col),
+                        ("out_row", out_row)):
+        if value is not None:
+            raise ValueError(f"int8_double_quant: argument '{name}' must be None (preallocated outputs are not "
+                             f"supported; pass threshold by name), got {type(value).__name__}")
     return _ops.int8_double_quant(A, threshold)
 
 

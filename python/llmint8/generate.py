@@ -19,8 +19,9 @@ from .nn import Linear8bitLt
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-m", "--model", required=True, help="Hugging Face Llama folder or llama2.c checkpoint (.bin)")
-    parser.add_argument("-z", "--tokenizer", help="llama2.c tokenizer (.bin) or sentencepiece model (.model); "
-                        "default: tokenizer.bin in the model folder")
+    parser.add_argument("-z", "--tokenizer", help="llama2.c tokenizer (.bin), sentencepiece model (.model) or a "
+                        "folder with a transformers tokenizer; default: tokenizer.bin in the model folder, else the "
+                        "folder's own transformers tokenizer (tokenizer.json, tokenizer_config.json)")
     parser.add_argument("-p", "--prompt", default="", help="prompt text")
     parser.add_argument("--tokens", help="prompt as comma-separated token ids instead of text")
     parser.add_argument("-n", "--steps", type=int, default=256, help="tokens to generate")
@@ -50,6 +51,63 @@ class _SentencePiece:
         return self.sp.decode(tokens)
 
 
+class _HfTokenizer:
+    """A folder's transformers tokenizer (AutoTokenizer: tokenizer.json, tokenizer_config.json)."""
+
+    def __init__(self, folder):
+        from transformers import AutoTokenizer
+
+        try:
+            self.tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        except Exception as error:  # the tokenizers library raises its own exception types for a bad file
+            raise ValueError(f"'{folder}': could not load its transformers tokenizer: {error}") from error
+        self.vocab_size, self.bos_token_id, self.eos_token_id = len(self.tok), self.tok.bos_token_id, self.tok.eos_token_id
+
+    def encode(self, text):
+        return self.tok.encode(text)  # with the special tokens the folder's config asks for (BOS for Llama)
+
+    def decode(self, tokens, previous=None):
+        if previous is None:
+            return self.tok.decode(tokens, skip_special_tokens=True)
+        # Decoded after the previous token and cut after its text, a token keeps the space it starts with
+        # (decoded alone, sentencepiece-style tokenizers drop it).
+        head = self.tok.decode([previous], skip_special_tokens=True)
+        return self.tok.decode([previous, *tokens], skip_special_tokens=True)[len(head):]
+
+
+def _load_tokenizer(explicit, folder):
+    """-z, else the folder's tokenizer.bin (written by convert-llama2c), else its transformers
+    tokenizer; None when there is none (token ids only)."""
+    if explicit:
+        path = Path(explicit)
+        if path.is_dir():
+            return _HfTokenizer(path)
+        return _SentencePiece(explicit) if explicit.endswith(".model") else Llama2cTokenizer(explicit)
+    if (folder / "tokenizer.bin").exists():
+        return Llama2cTokenizer(str(folder / "tokenizer.bin"))
+    if (folder / "tokenizer.json").exists() or (folder / "tokenizer_config.json").exists():
+        return _HfTokenizer(folder)
+    return None
+
+
+class _Echo:
+    """Text streamed to stdout, remembering whether the last line is still open, so that an error
+    never follows the streamed text on the same line."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.open_line = enabled, False
+
+    def write(self, text: str) -> None:
+        if self.enabled and text:
+            print(text, end="", flush=True)
+            self.open_line = not text.endswith("\n")
+
+    def end_line(self) -> None:
+        if self.open_line:
+            print(flush=True)
+            self.open_line = False
+
+
 def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> int:
     logits = logits.float().cpu()
     if temperature <= 0:
@@ -61,7 +119,10 @@ def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.G
     return int(order[choice])
 
 
-def run(args) -> dict:
+def run(args, echo: _Echo = None) -> dict:
+    """Loads and generates; streams the prompt and each new token's text through `echo` (once the
+    model and tokenizer are loaded, so that a loading error comes alone)."""
+    echo = echo if echo is not None else _Echo(False)
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[args.dtype]
     path = Path(args.model)
     if not path.exists():  # never a hub id: nothing is fetched
@@ -70,10 +131,7 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         llama2c = path.is_file()
         folder = convert_llama2c(str(path), scratch) if llama2c else path
-        tok_path = args.tokenizer or (str(folder / "tokenizer.bin") if (folder / "tokenizer.bin").exists() else None)
-        tokenizer = None
-        if tok_path:
-            tokenizer = _SentencePiece(tok_path) if tok_path.endswith(".model") else Llama2cTokenizer(tok_path)
+        tokenizer = _load_tokenizer(args.tokenizer, folder)
         import transformers
 
         # transformers' "Loading weights" bar (each weight is quantized as it is placed): on a terminal only.
@@ -88,9 +146,12 @@ def run(args) -> dict:
         model = transformers.AutoModelForCausalLM.from_pretrained(
             str(folder), dtype=dtype, device_map=args.device, quantization_config=quantization).eval()
     load_seconds = time.perf_counter() - start
-    if tokenizer is not None and tokenizer.vocab_size != model.config.vocab_size:
-        raise ValueError(f"tokenizer '{tok_path}' has {tokenizer.vocab_size} tokens, "
-                         f"the model's vocabulary has {model.config.vocab_size}")
+    if tokenizer is not None:
+        # A transformers model's vocabulary may be padded past its tokenizer's; the other formats match exactly.
+        padded = isinstance(tokenizer, _HfTokenizer) and tokenizer.vocab_size < model.config.vocab_size
+        if tokenizer.vocab_size != model.config.vocab_size and not padded:
+            raise ValueError(f"tokenizer '{args.tokenizer or folder}' has {tokenizer.vocab_size} tokens, "
+                             f"the model's vocabulary has {model.config.vocab_size}")
     layers = [m for m in model.modules() if isinstance(m, Linear8bitLt)]
     weight_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
     float_bytes = weight_bytes + sum(m.weight.numel() * (dtype.itemsize - 1) - m.weight.SCB.numel() * 4
@@ -103,6 +164,8 @@ def run(args) -> dict:
         raise ValueError("a text prompt needs -z/--tokenizer (or give --tokens)")
     else:
         prompt = [BOS]
+    if not prompt:
+        raise ValueError("the prompt has no tokens (the tokenizer adds no BOS): give -p TEXT or --tokens")
     context = model.config.max_position_embeddings
     if len(prompt) >= context:
         raise ValueError(f"the prompt has {len(prompt)} tokens, the model's context holds {context}")
@@ -112,7 +175,9 @@ def run(args) -> dict:
     device = next(model.parameters()).device
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    echo.write(args.prompt)
     generated, ttft, decode_start = [], 0.0, time.perf_counter()
+    shown = ""  # the continuation's text streamed so far
     with torch.no_grad():
         t0 = time.perf_counter()
         out = model(torch.tensor([prompt], device=device), use_cache=True)
@@ -122,19 +187,26 @@ def run(args) -> dict:
                 ttft = time.perf_counter() - t0
                 decode_start = time.perf_counter()
             generated.append(token)
-            if not args.json and tokenizer is not None and token not in stops:
-                print(tokenizer.decode([token], previous=generated[-2] if len(generated) > 1 else prompt[-1]),
-                      end="", flush=True)
+            if echo.enabled and tokenizer is not None and token not in stops:
+                # The whole continuation is decoded again and only its new end shown: a token decoded alone
+                # loses the space or the bytes of a character it shares with its neighbours.
+                text = tokenizer.decode([t for t in generated if t not in stops], previous=prompt[-1])
+                if text.startswith(shown) and not text.endswith("\ufffd"):
+                    echo.write(text[len(shown):])
+                    shown = text
             if token in stops or step + 1 == steps:
                 break
             out = model(torch.tensor([[token]], device=device), past_key_values=out.past_key_values, use_cache=True)
     decode_seconds = time.perf_counter() - decode_start
     visible = [t for t in generated if t not in stops]
+    text = tokenizer.decode(visible, previous=prompt[-1]) if tokenizer else ""
+    if text.startswith(shown):  # what was held back (an unfinished character at the end)
+        echo.write(text[len(shown):])
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     return {
         "prompt": args.prompt, "prompt_tokens": prompt, "generated_tokens": generated,
-        "text": tokenizer.decode(visible, previous=prompt[-1]) if tokenizer else "",
+        "text": text,
         "int8": bool(layers), "layers_quantized": len(layers), "weight_bytes_before": float_bytes,
         "weight_bytes_after": weight_bytes, "load_seconds": load_seconds, "time_to_first_token_s": ttft,
         "prompt_tokens_per_s": len(prompt) / ttft if ttft else 0.0,
@@ -144,11 +216,13 @@ def run(args) -> dict:
 
 
 def main(args) -> int:
+    echo = _Echo(enabled=not args.json)
     try:
-        if not args.json and args.prompt:
-            print(args.prompt, end="", flush=True)
-        result = run(args)
-    except (OSError, ValueError) as error:
+        result = run(args, echo)
+    except BaseException as error:
+        echo.end_line()
+        if not isinstance(error, (OSError, ValueError)):
+            raise
         print(f"python -m llmint8 generate: {error}", file=sys.stderr)
         return 1
     if args.json:

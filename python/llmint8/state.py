@@ -1,9 +1,14 @@
 """MatmulLtState: what one 8-bit layer knows about its quantized weight (bitsandbytes' names)."""
 
+import warnings
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 import torch
+
+# Fields of bitsandbytes' state for its retired tiled layouts: always None there, read by older
+# serving code (TGI, vLLM). Reading one warns, as in bitsandbytes.
+_RETIRED_FIELDS = frozenset({"CxB", "CxBt", "formatB", "_tile_indices"})
 
 
 @dataclass
@@ -13,5 +18,28 @@ class MatmulLtState:
     threshold: float = 0.0  # outlier threshold (0: pure int8)
     has_fp16_weights: bool = True  # training mode: a float master weight, quantized afresh each forward
     is_training: bool = False
-    idx: Optional[torch.Tensor] = None  # outlier columns of the last forward (recorded with use_pool)
+    # Outlier columns of the last forward. Recorded only with use_pool: the default forward never
+    # synchronizes with the host, and their count is known only there (README, differences).
+    idx: Optional[torch.Tensor] = None
     use_pool: bool = False  # outlier pooling: remember outlier columns per hidden size across layers
+    # bitsandbytes' names with nothing behind them here, kept so that code setting or reading them runs:
+    # the column-major copies of its older training path (CBt, SB, SBt, subB), its pooler object
+    # (pooling is use_pool here), and switches of kernels that no longer exist.
+    CBt: Optional[torch.Tensor] = None
+    SB: Optional[torch.Tensor] = None
+    SBt: Optional[torch.Tensor] = None
+    subB: Optional[torch.Tensor] = None
+    outlier_pool: Any = None
+    has_accumulated_gradients: bool = False
+    force_no_igemmlt: bool = False
+
+    def __getattr__(self, name):
+        if name in _RETIRED_FIELDS:
+            warnings.warn(f"MatmulLtState.{name} belongs to bitsandbytes' retired tiled weight layouts and is always "
+                          "None; stop reading it", FutureWarning, stacklevel=2)
+            return None
+        raise AttributeError(f"'{type(self).__name__}' object has no attribute '{name}'")
+
+    def reset_grads(self) -> None:
+        """Forgets the quantized weight (CB, SCB and the unused copies): the next forward quantizes afresh."""
+        self.CB = self.SCB = self.CBt = self.SB = self.SBt = None

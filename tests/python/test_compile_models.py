@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import llmint8
-from conftest import make_activations
+from conftest import assert_matches_reference, make_activations
 from llmint8.nn import Linear8bitLt
 
 from test_workflow import MODELS
@@ -93,3 +93,18 @@ def test_static_cache_generate_compiles_and_matches_eager(threshold, folder, dev
                                 compile_config=config)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] > 0  # the forward was compiled, not skipped
     assert static.tolist() == eager.tolist()
+
+
+def test_compiled_input_gradient_through_layers_is_accurate(device):
+    """Backward through compiled layers: the op's backward computes in fp32 and casts to the input's
+    dtype, and inductor drops that cast between fused layers (README, differences), so the compiled
+    gradient is rounded to fp16 about once instead of once per layer: within fp16 rounding of float64."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(*[Linear8bitLt(256, 256, has_fp16_weights=False) for _ in range(4)]).to(device)
+    x = make_activations((16, 256), torch.float16, device).requires_grad_()
+    torch.compile(net, fullgraph=True)(x).sum().backward()
+    expected = torch.ones(16, 256, dtype=torch.float64)
+    for layer in reversed(net):  # dX = dY (CB SCB / 127), layer by layer
+        expected = expected @ llmint8.reference.dequantize_weight(layer.weight.cpu(), layer.weight.SCB.cpu())
+    assert_matches_reference(x.grad, expected)

@@ -15,6 +15,7 @@
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define LLMINT8_GEMV_X86 1
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -152,10 +153,14 @@ bool has_avx512_vnni() {
   return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw");
 }
 
-// Not implied by AVX512-VNNI: Ice Lake and Zen 4 have only the EVEX form.
+// Not implied by AVX512-VNNI: Ice Lake and Zen 4 have only the EVEX form. Read from CPUID leaf 7,
+// subleaf 1, EAX bit 4 (clang 14's __builtin_cpu_supports does not know "avxvnni"); the AVX2 check
+// covers the OS enabling the YMM state.
 bool has_avx_vnni() {
   __builtin_cpu_init();
-  return __builtin_cpu_supports("avxvnni") && __builtin_cpu_supports("avx2");
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx)) return false;
+  return ((eax >> 4) & 1u) != 0 && __builtin_cpu_supports("avx2");
 }
 
 #else

@@ -52,6 +52,7 @@ LLMINT8_TARGET_AVX512 inline __mmask16 outlier_lanes(const uint8_t* is_outlier, 
 template <RowFormat F>
 LLMINT8_TARGET_AVX512 void mark_outliers(const void* a, int64_t rows, int64_t K, float threshold,
                                          uint8_t* is_outlier) {
+  if (K == 0) return;  // an empty mask may have no storage (memset of null is undefined)
   std::memset(is_outlier, 0, static_cast<size_t>(K));
   const __m512 t = _mm512_set1_ps(threshold);
   const __m128i ones = _mm_set1_epi8(1);
@@ -84,7 +85,7 @@ LLMINT8_TARGET_AVX512 float quantize(const void* a, int64_t K, const uint8_t* is
 
   const float scale = code_scale(stat);
   if (scale == 0.f) {
-    std::memset(q, 0, static_cast<size_t>(K));
+    if (K > 0) std::memset(q, 0, static_cast<size_t>(K));  // K == 0: q may be null
     return stat;
   }
   const __m512 s = _mm512_set1_ps(scale);

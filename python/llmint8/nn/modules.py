@@ -80,6 +80,17 @@ class Int8Params(torch.nn.Parameter):
         moved = torch.Tensor.to(self.detach(), device=device, dtype=dtype, non_blocking=non_blocking).detach()
         return Int8Params(moved, self.requires_grad, self.has_fp16_weights)
 
+    def _quantize(self, device):
+        """Quantizes this parameter's float data in place onto `device` and returns it (bitsandbytes'
+        method; `.to(device)` does the same into a new parameter). Training-mode weights just move."""
+        if self.has_fp16_weights:
+            return self.to(device)
+        if not self.is_int8:
+            CB, SCB = quantize_weight(self, device)
+            self.requires_grad_(False)  # int8 tensors cannot require grad
+            self.data, self.CB, self.SCB = CB, CB, SCB
+        return self
+
     def cuda(self, device=None, non_blocking=False):
         return self.to(device=torch.device("cuda") if device is None else torch.device("cuda", device)
                        if isinstance(device, int) else device, non_blocking=non_blocking)
@@ -182,10 +193,13 @@ class Linear8bitLt(torch.nn.Linear):
                 f"threshold={self.state.threshold}, has_fp16_weights={self.state.has_fp16_weights}, "
                 f"quantized={self.weight.dtype == torch.int8}")
 
-    def _int8_weight(self):
-        """(CB, SCB) for the forward; quantizes a float weight that was never moved."""
+    def init_8bit_state(self):
+        """Points state.CB and state.SCB at the weight's int8 codes and row scales, quantizing a float
+        weight that was never moved (has_fp16_weights: the float weight, afresh); returns (CB, SCB).
+        bitsandbytes moves CB and SCB off the weight; here the weight keeps them, so saving, moving
+        and copying the layer work the same before and after."""
         w = self.weight
-        if self.state.has_fp16_weights:
+        if self._float_master():
             # Every forward, as bitsandbytes does: optimizers may update the weight through
             # .data, which no version counter sees.
             self.state.CB, self.state.SCB = quantize_weight(w)
@@ -195,12 +209,17 @@ class Linear8bitLt(torch.nn.Linear):
             self.state.CB, self.state.SCB = self.weight.CB, self.weight.SCB
         return self.state.CB, self.state.SCB
 
+    def _float_master(self) -> bool:
+        """Whether the weight stays float and is quantized afresh at each forward: training mode, or a
+        plain Parameter put in the Int8Params' place (a weight tied to another module's)."""
+        return self.state.has_fp16_weights or not isinstance(self.weight, Int8Params)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Linear8bitLt: input has {x.shape[-1]} features in its last dimension, "
                              f"expected in_features = {self.in_features}")
-        CB, SCB = self._int8_weight()
-        master = self.weight if self.state.has_fp16_weights and self.weight.requires_grad else None
+        CB, SCB = self.init_8bit_state()
+        master = self.weight if self._float_master() and self.weight.requires_grad else None
         threshold = self.state.threshold
         if self.state.use_pool and threshold > 0:
             return self._forward_pooled(x, CB, SCB)
@@ -223,7 +242,7 @@ class Linear8bitLt(torch.nn.Linear):
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):
         super()._save_to_state_dict(destination, prefix, keep_vars)
-        if self.weight.is_int8:
+        if not self._float_master() and self.weight.is_int8:
             scb = self.weight.SCB
             destination[prefix + "SCB"] = scb if keep_vars else scb.detach()
             destination[prefix + "weight_format"] = torch.tensor(0, dtype=torch.uint8)
@@ -299,9 +318,17 @@ class Linear8bitLt(torch.nn.Linear):
             return None
         device = self.weight.device if self.weight.device.type != "meta" else weight.device
         if weight.dtype == torch.int8:
+            if self.state.has_fp16_weights:  # its forward would quantize the codes again as if they were floats
+                raise ValueError(f"{weight_key}: int8 codes cannot load into a layer with has_fp16_weights=True, "
+                                 f"which trains a float weight; build it with has_fp16_weights=False "
+                                 f"(Int8Config(llm_int8_has_fp16_weight=False)) or load a float checkpoint")
+            if not isinstance(self.weight, Int8Params):
+                raise ValueError(f"{weight_key}: int8 codes cannot load into a plain float Parameter (a weight "
+                                 f"tied to another module's); untie it (an Int8Params weight) or load a float "
+                                 f"checkpoint")
             CB = weight.detach().to(device)
             return Int8Params(CB, False, False, CB=CB, SCB=scb.detach().to(device=device, dtype=torch.float32))
-        if self.weight.is_int8:  # a quantized module takes a float checkpoint by quantizing it
+        if not self._float_master() and self.weight.is_int8:  # a quantized module quantizes a float checkpoint
             CB, SCB = quantize_weight(weight, device)
             return Int8Params(CB, False, False, CB=CB, SCB=SCB)
         return None
