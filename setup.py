@@ -11,6 +11,7 @@ Environment:
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,6 +45,10 @@ class CMakeBuild(build_ext):
         jobs = os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
         subprocess.check_call(configure)
         subprocess.check_call(["cmake", "--build", str(build_dir), "--parallel", jobs])
+        # The staging folder outlives builds: files an older build installed (a moved header)
+        # would otherwise reach the wheel.
+        for folder in ("bin", "include", "lib", "share"):
+            shutil.rmtree(package_dir / folder, ignore_errors=True)
         subprocess.check_call(["cmake", "--install", str(build_dir), "--prefix", str(package_dir)])
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 import llmint8
-from llmint8._cli import tool_path
+from llmint8._cli import native_env, tool_path
 
 OUTLIER_FEATURES = [3, 517, 1024, 1999]
 OUTLIER_GAIN = 25.0
@@ -64,11 +64,7 @@ def decode(folder: Path, mode: list, args) -> dict:
     prompt = ",".join(str(i) for i in range(1, 9))
     cmd = [tool_path("llmint8-generate"), "-m", str(folder), "--tokens", prompt, "-n", str(args.steps), "-t", "0",
            "--device", "cpu", "--json", *mode]
-    # The CLI finds LibTorch beside the package; in a virtual environment over the system's torch
-    # that relative path misses it, so it is named here.
-    torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads),
-               LD_LIBRARY_PATH=os.pathsep.join(filter(None, [torch_lib, os.environ.get("LD_LIBRARY_PATH")])))
+    env = native_env(dict(os.environ, OMP_NUM_THREADS=str(args.threads)))  # finds the torch Python imports
     before, start = busy_ticks(), time.monotonic()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     after, wall = busy_ticks(), time.monotonic() - start

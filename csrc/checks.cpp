@@ -92,9 +92,8 @@ void check_same_device(const char* op, const char* ref_name, const at::Tensor& r
 }
 
 void check_threshold(const char* op, double threshold) {
-  TORCH_CHECK_VALUE(std::isfinite(threshold) && threshold >= 0.0, "llmint8::", op,
-                    ": argument 'threshold' must be a finite number >= 0 (0 disables outlier handling), got ",
-                    text(threshold));
+  TORCH_CHECK_VALUE(std::isfinite(threshold) && threshold >= 0.0, "llmint8::", op, ": argument 'threshold' must be ",
+                    kThresholdRule, ", got ", text(threshold));
 }
 
 void check_k_limit(const char* op, const char* name, const c10::SymInt& K) {

@@ -1,24 +1,12 @@
 #include "untrusted.h"
 
 #include <ATen/ATen.h>
-#include <nlohmann/json.hpp>
 
-#include <fcntl.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-#include <cerrno>
-#include <cmath>
 #include <cstdio>
-#include <cstring>
-#include <limits>
 
 namespace llmint8::untrusted {
 
 namespace {
-
-constexpr int kMaxJsonDepth = 64;  // config files nest 3 or 4 levels
 
 // Numbers are formatted here, not streamed into the message (see the note in checks.cpp).
 std::string text(double v) {
@@ -27,18 +15,8 @@ std::string text(double v) {
   return buffer;
 }
 
-std::string range(int64_t min, int64_t max) {
-  return "[" + std::to_string(min) + ", " + std::to_string(max) + "]";
-}
-
-const char* file_kind(mode_t mode) {
-  if (S_ISDIR(mode)) return "a directory";
-  if (S_ISFIFO(mode)) return "a FIFO";
-  if (S_ISCHR(mode)) return "a character device";
-  if (S_ISBLK(mode)) return "a block device";
-  if (S_ISSOCK(mode)) return "a socket";
-  return "not a regular file";
-}
+// bitsandbytes' names of its weight layouts; only "row" is what the codes here mean.
+const char* const kWeightFormatNames[] = {"row", "col32", "col_turing", "col_ampere"};
 
 }  // namespace
 
@@ -64,49 +42,48 @@ uint64_t add(uint64_t a, uint64_t b, const std::string& file, const std::string&
   return out;
 }
 
-MappedFile::MappedFile(const std::string& path) {
-  if (path.find('\0') != std::string::npos) fail(path, "the path", "free of NUL bytes", "a NUL byte");
-  fd_ = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-  if (fd_ < 0) fail(path, std::string("cannot open: ") + std::strerror(errno));
-  auto close_and_fail = [&](const std::string& field, const std::string& expected, const std::string& actual) {
-    ::close(fd_);
-    fd_ = -1;
-    fail(path, field, expected, actual);
-  };
-  struct stat st {};
-  if (::fstat(fd_, &st) != 0) close_and_fail("the path", "a file that can be stat()ed", std::strerror(errno));
-  if (!S_ISREG(st.st_mode)) close_and_fail("the path", "a regular file", file_kind(st.st_mode));
-  size_ = static_cast<uint64_t>(st.st_size);
-  if (size_ > 0) {
-    data_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd_, 0);
-    if (data_ == MAP_FAILED) {
-      data_ = nullptr;
-      close_and_fail("the file", "mappable", std::strerror(errno));
-    }
+std::string entry_problem(const std::string& key, const std::string& expected, const std::string& actual) {
+  return key + ": expected " + expected + ", got " + actual;
+}
+
+std::string entry_missing(const std::string& key) { return key + ": missing"; }
+
+std::string entry_unexpected(const std::string& key) { return key + ": unexpected key"; }
+
+std::string entry_scales_missing(const std::string& scb_key, const std::string& weight_key) {
+  return scb_key + ": missing; an int8 " + weight_key + " needs its fp32 row scales";
+}
+
+std::string entry_scales_without_weight(const std::string& scb_key, const std::string& weight_key) {
+  return scb_key + " given without " + weight_key;
+}
+
+std::string entry_scales_with_float_weight(const std::string& scb_key, const std::string& weight_key,
+                                           const std::string& format_key) {
+  return scb_key + " given with a float " + weight_key + ": SCB holds the row scales of int8 codes, so this is a " +
+         "quantized checkpoint whose " + weight_key + " is not quantized (or a float state dict with a stray SCB). " +
+         "Load the int8 codes saved with this SCB, or drop '" + scb_key + "' and '" + format_key +
+         "' to load the float weight (quantized on the move)";
+}
+
+std::string entry_weight_format(const std::string& key, const at::Tensor& format) {
+  // An integer scalar; a float one is not converted (NaN to integer is undefined).
+  const bool integer = !format.is_floating_point() && !format.is_complex() && format.scalar_type() != at::kBool;
+  if (format.numel() != 1) return entry_problem(key, "weight_format 0 (row)", shape_text(format.sizes()) + " values");
+  if (!integer) return entry_problem(key, "weight_format 0 (row)", text(format.to(at::kDouble).item<double>()));
+  const int64_t code = format.to(at::kLong).item<int64_t>();
+  if (code == 0) return "";
+  if (code >= 1 && code <= 3) {
+    return key + ": weight_format " + std::to_string(code) + " (" + kWeightFormatNames[code] +
+           ") is a legacy tiled layout; only 0 (row) is supported: re-save the checkpoint with bitsandbytes >= 0.45";
   }
+  return entry_problem(key, "weight_format 0 (row)", std::to_string(code));
 }
 
-MappedFile::~MappedFile() {
-  if (data_ != nullptr) ::munmap(data_, size_);
-  if (fd_ >= 0) ::close(fd_);
-}
-
-std::string read_file(const std::string& path, uint64_t max_bytes) {
-  const MappedFile file(path);
-  if (file.size() > max_bytes) {
-    fail(path, "its size", "at most " + std::to_string(max_bytes) + " bytes", std::to_string(file.size()));
-  }
-  return std::string(file.data(), file.size());
-}
-
-bool is_directory(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
-}
-
-bool exists(const std::string& path) {
-  struct stat st {};
-  return ::stat(path.c_str(), &st) == 0 || (errno != ENOENT && errno != ENOTDIR);
+std::string shape_text(at::IntArrayRef shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
 }
 
 void allocation_failed(const std::string& file, const std::string& what, const std::string& cause) {
@@ -133,110 +110,6 @@ std::string non_finite(const at::Tensor& t) {
 void check_finite(const std::string& file, const std::string& tensor, const at::Tensor& t) {
   const auto problem = non_finite(t);
   if (!problem.empty()) fail(file, "tensor '" + tensor + "'", "finite", problem);
-}
-
-nlohmann::json parse_json(const std::string& text, const std::string& file) {
-  const nlohmann::json::parser_callback_t limit_depth = [&](int depth, nlohmann::json::parse_event_t,
-                                                            nlohmann::json&) {
-    if (depth > kMaxJsonDepth) fail(file, "JSON nesting", "at most " + std::to_string(kMaxJsonDepth) + " levels", "deeper");
-    return true;
-  };
-  try {
-    return nlohmann::json::parse(text, limit_depth);
-  } catch (const nlohmann::json::exception& e) {
-    // The library's own prefix ("[json.exception.parse_error.101] ") says nothing to a user.
-    std::string why = e.what();
-    const auto close = why.find("] ");
-    if (why.rfind("[json.exception.", 0) == 0 && close != std::string::npos) why.erase(0, close + 2);
-    fail(file, "is not valid JSON: " + why);
-  }
-}
-
-std::string json_text(const nlohmann::json& value) {
-  std::string s = value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  constexpr size_t kMax = 80;
-  if (s.size() > kMax) {
-    size_t cut = kMax;
-    while (cut > 0 && (static_cast<unsigned char>(s[cut]) & 0xC0) == 0x80) --cut;  // not inside a UTF-8 character
-    s = s.substr(0, cut) + "...";
-  }
-  return s;
-}
-
-JsonObject::JsonObject(const nlohmann::json& value, std::string file, std::string prefix)
-    : object_(value), file_(std::move(file)), prefix_(std::move(prefix)) {
-  if (!object_.is_object()) {
-    fail(file_, prefix_.empty() ? "the top level" : "field '" + prefix_.substr(0, prefix_.size() - 1) + "'",
-         "a JSON object", json_text(object_));
-  }
-}
-
-const nlohmann::json* JsonObject::find(const std::string& key) const {
-  const auto it = object_.find(key);
-  return it == object_.end() || it->is_null() ? nullptr : &*it;
-}
-
-int64_t JsonObject::integer_value(const nlohmann::json& v, const std::string& key, int64_t min, int64_t max) const {
-  const std::string expected = "an integer in " + range(min, max);
-  if (!v.is_number_integer()) fail(file_, field(key), expected, json_text(v));
-  if (v.is_number_unsigned()) {
-    const auto u = v.get<uint64_t>();
-    if (u > static_cast<uint64_t>(max)) fail(file_, field(key), expected, std::to_string(u));
-    return static_cast<int64_t>(u);
-  }
-  const auto value = v.get<int64_t>();
-  if (value < min || value > max) fail(file_, field(key), expected, std::to_string(value));
-  return value;
-}
-
-int64_t JsonObject::integer(const std::string& key, int64_t min, int64_t max) const {
-  const auto* v = find(key);
-  if (v == nullptr) fail(file_, field(key), "an integer in " + range(min, max), "nothing (missing or null)");
-  return integer_value(*v, key, min, max);
-}
-
-std::optional<int64_t> JsonObject::optional_integer(const std::string& key, int64_t min, int64_t max) const {
-  const auto* v = find(key);
-  if (v == nullptr) return std::nullopt;
-  return integer_value(*v, key, min, max);
-}
-
-std::optional<double> JsonObject::optional_number(const std::string& key, double min, double max) const {
-  const auto* v = find(key);
-  if (v == nullptr) return std::nullopt;
-  const std::string expected = "a number in [" + text(min) + ", " + text(max) + "]";
-  if (!v->is_number()) fail(file_, field(key), expected, json_text(*v));
-  const double value = v->get<double>();
-  if (!(value >= min && value <= max)) fail(file_, field(key), expected, json_text(*v));
-  return value;
-}
-
-std::optional<bool> JsonObject::optional_bool(const std::string& key) const {
-  const auto* v = find(key);
-  if (v == nullptr) return std::nullopt;
-  if (!v->is_boolean()) fail(file_, field(key), "true or false", json_text(*v));
-  return v->get<bool>();
-}
-
-std::optional<std::string> JsonObject::optional_string(const std::string& key) const {
-  const auto* v = find(key);
-  if (v == nullptr) return std::nullopt;
-  if (!v->is_string()) fail(file_, field(key), "a string", json_text(*v));
-  return v->get<std::string>();
-}
-
-std::optional<std::vector<std::string>> JsonObject::optional_strings(const std::string& key) const {
-  const auto* v = find(key);
-  if (v == nullptr) return std::nullopt;
-  std::vector<std::string> out;
-  if (v->is_array()) {
-    for (const auto& item : *v) {
-      if (!item.is_string()) break;
-      out.push_back(item.get<std::string>());
-    }
-  }
-  if (!v->is_array() || out.size() != v->size()) fail(file_, field(key), "a list of strings", json_text(*v));
-  return out;
 }
 
 }  // namespace llmint8::untrusted

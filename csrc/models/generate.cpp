@@ -1,4 +1,4 @@
-#include <llmint8/generate.h>
+#include <llmint8/models/generate.h>
 
 #include <ATen/ATen.h>
 #include <c10/core/DeviceGuard.h>
@@ -16,13 +16,14 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 }
 
 // Ids are checked here, on the host: out of range, the embedding would fail with a bare indexing error.
-at::Tensor token_tensor(const std::vector<int64_t>& tokens, const LlamaForCausalLMImpl& model) {
-  const int64_t vocab = model.config.vocab_size;
+// The forward moves them to the model's device.
+at::Tensor token_tensor(const std::vector<int64_t>& tokens, const CausalLM& model) {
+  const int64_t vocab = model.sizes().vocab_size;
   for (size_t i = 0; i < tokens.size(); ++i) {
-    TORCH_CHECK_INDEX(tokens[i] >= 0 && tokens[i] < vocab, "LlamaForCausalLM: token ", std::to_string(i), " is id ",
+    TORCH_CHECK_INDEX(tokens[i] >= 0 && tokens[i] < vocab, "generate: token ", std::to_string(i), " is id ",
                       std::to_string(tokens[i]), ", outside the vocabulary [0, ", std::to_string(vocab), ")");
   }
-  return torch::tensor(tokens, torch::kLong).view({1, -1}).to(model.model->embed_tokens->weight.device());
+  return torch::tensor(tokens, torch::kLong).view({1, -1});
 }
 
 }  // namespace
@@ -57,10 +58,10 @@ int64_t sample_token(const at::Tensor& logits, const SamplingOptions& options, s
   return order[keep - 1].item<int64_t>();
 }
 
-GenerationResult generate(LlamaForCausalLMImpl& model, const std::vector<int64_t>& prompt, int64_t max_new_tokens,
+GenerationResult generate(CausalLM& model, const std::vector<int64_t>& prompt, int64_t max_new_tokens,
                           const SamplingOptions& options, const std::vector<int64_t>& stop_tokens,
                           const std::function<void(int64_t)>& on_token) {
-  const int64_t context = model.config.max_seq_len;
+  const int64_t context = model.sizes().max_seq_len;
   TORCH_CHECK_VALUE(!prompt.empty(), "generate: the prompt has no tokens");
   TORCH_CHECK_VALUE(static_cast<int64_t>(prompt.size()) < context, "generate: the prompt has ",
                     std::to_string(prompt.size()), " tokens, the model's context holds ", std::to_string(context));
@@ -89,10 +90,10 @@ GenerationResult generate(LlamaForCausalLMImpl& model, const std::vector<int64_t
   return result;
 }
 
-at::Tensor score(LlamaForCausalLMImpl& model, const std::vector<int64_t>& tokens) {
-  TORCH_CHECK_VALUE(!tokens.empty() && static_cast<int64_t>(tokens.size()) <= model.config.max_seq_len, "score: ",
-                    std::to_string(tokens.size()), " tokens, the model's context holds 1 to ",
-                    std::to_string(model.config.max_seq_len));
+at::Tensor score(CausalLM& model, const std::vector<int64_t>& tokens) {
+  const int64_t context = model.sizes().max_seq_len;
+  TORCH_CHECK_VALUE(!tokens.empty() && static_cast<int64_t>(tokens.size()) <= context, "score: ",
+                    std::to_string(tokens.size()), " tokens, the model's context holds 1 to ", std::to_string(context));
   torch::NoGradGuard no_grad;
   auto cache = model.new_cache(1, static_cast<int64_t>(tokens.size()));
   return model.forward(token_tensor(tokens, model), cache)[0].to(at::kCPU);

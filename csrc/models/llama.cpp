@@ -1,10 +1,14 @@
-#include <llmint8/llama.h>
+// The Llama architecture (llama.h) and the Llama family's config.json reader.
+#include <llmint8/models/llama.h>
+
+#include "models/registry.h"
 
 #include <ATen/ATen.h>
-#include <torch/nn/functional/activation.h>
 #include <torch/nn/modules/linear.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace llmint8::models {
 
@@ -15,7 +19,35 @@ void check_range(const char* name, int64_t v, int64_t max) {
                     std::to_string(v));
 }
 
-torch::nn::Linear linear(int64_t in, int64_t out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); }
+void check_positive(const char* name, double v) {
+  TORCH_CHECK_VALUE(std::isfinite(v) && v > 0, "LlamaConfig: ", name, " must be a finite number > 0");
+}
+
+torch::nn::Linear linear(int64_t in, int64_t out, bool bias) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+}
+
+// Rotary inverse frequencies [head_dim / 2] in fp32, computed as transformers does (fp32 throughout).
+at::Tensor rope_inv_freq(const RopeConfig& rope, int64_t head_dim, const at::TensorOptions& on) {
+  // (Python's scalar / tensor is tensor.reciprocal() * scalar: written that way here too.)
+  const auto exponents = at::arange(0, head_dim, 2, on.dtype(at::kLong)).to(at::kFloat) / head_dim;
+  const auto inv_freq = at::pow(rope.theta, exponents).reciprocal();
+  if (rope.type == "linear") return inv_freq / rope.factor;
+  if (rope.type == "llama3") {
+    // Wavelengths past the pretraining context are stretched by factor, short ones kept, the
+    // band between blended linearly in context / wavelength.
+    const double original = static_cast<double>(rope.original_max_position_embeddings);
+    const double low_wavelen = original / rope.low_freq_factor, high_wavelen = original / rope.high_freq_factor;
+    constexpr double kPi = 3.14159265358979323846;
+    const auto wavelen = inv_freq.reciprocal() * (2 * kPi);
+    const auto stretched = at::where(wavelen > low_wavelen, inv_freq / rope.factor, inv_freq);
+    const auto smooth = (wavelen.reciprocal() * original - rope.low_freq_factor) / (rope.high_freq_factor - rope.low_freq_factor);
+    const auto blended = (1 - smooth) * stretched / rope.factor + smooth * stretched;
+    const auto medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+    return at::where(medium, blended, stretched);
+  }
+  return inv_freq;
+}
 
 // x * cos + rotate_half(x) * sin, Hugging Face's rotary convention (halves, not pairs).
 at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
@@ -30,41 +62,67 @@ void LlamaConfig::validate() const {
   check_range("dim", dim, kMaxDim);
   check_range("hidden_dim", hidden_dim, kMaxHiddenDim);
   check_range("n_layers", n_layers, kMaxLayers);
-  check_range("n_heads", n_heads, dim);
+  check_range("n_heads", n_heads, kMaxDim);
   check_range("n_kv_heads", n_kv_heads, n_heads);
   check_range("vocab_size", vocab_size, kMaxVocab);
   check_range("max_seq_len", max_seq_len, kMaxSeqLen);
-  TORCH_CHECK_VALUE(dim % n_heads == 0 && head_dim() % 2 == 0, "LlamaConfig: dim (", std::to_string(dim),
-                    ") must split into n_heads (", std::to_string(n_heads), ") heads of even size");
+  if (head_size == 0) {
+    TORCH_CHECK_VALUE(dim % n_heads == 0, "LlamaConfig: dim (", std::to_string(dim), ") must split into n_heads (",
+                      std::to_string(n_heads), ") heads, or head_size be given");
+  }
+  check_range("head_size", head_dim(), kMaxDim);
+  TORCH_CHECK_VALUE(head_dim() % 2 == 0 && n_heads * head_dim() <= kMaxHiddenDim, "LlamaConfig: heads must be of even ",
+                    "size, at most ", std::to_string(kMaxHiddenDim), " values in all; got ", std::to_string(n_heads),
+                    " of ", std::to_string(head_dim()));
   TORCH_CHECK_VALUE(n_heads % n_kv_heads == 0, "LlamaConfig: n_heads (", std::to_string(n_heads),
                     ") must be a multiple of n_kv_heads (", std::to_string(n_kv_heads), ")");
   TORCH_CHECK_VALUE(std::isfinite(norm_eps) && norm_eps >= 0, "LlamaConfig: norm_eps must be a finite number >= 0");
-  TORCH_CHECK_VALUE(std::isfinite(rope_theta) && rope_theta > 0, "LlamaConfig: rope_theta must be a finite number > 0");
+  TORCH_CHECK_VALUE(hidden_act == "silu" || hidden_act == "gelu" || hidden_act == "gelu_pytorch_tanh",
+                    "LlamaConfig: hidden_act must be \"silu\", \"gelu\" or \"gelu_pytorch_tanh\", got \"", hidden_act, "\"");
+  check_positive("rope.theta", rope.theta);
+  TORCH_CHECK_VALUE(rope.type == "default" || rope.type == "linear" || rope.type == "llama3",
+                    "LlamaConfig: rope.type must be \"default\", \"linear\" or \"llama3\", got \"", rope.type, "\"");
+  check_positive("rope.factor", rope.factor);
+  if (rope.type == "llama3") {
+    check_positive("rope.low_freq_factor", rope.low_freq_factor);
+    check_positive("rope.high_freq_factor", rope.high_freq_factor);
+    TORCH_CHECK_VALUE(rope.high_freq_factor > rope.low_freq_factor,
+                      "LlamaConfig: rope.high_freq_factor must be above rope.low_freq_factor");
+    check_range("rope.original_max_position_embeddings", rope.original_max_position_embeddings, kMaxSeqLen);
+  }
+  TORCH_CHECK_VALUE(sliding_layers.empty() || static_cast<int64_t>(sliding_layers.size()) == n_layers,
+                    "LlamaConfig: sliding_layers must be empty or hold one entry per layer (", std::to_string(n_layers),
+                    "), got ", std::to_string(sliding_layers.size()));
+  const bool slides = std::find(sliding_layers.begin(), sliding_layers.end(), true) != sliding_layers.end();
+  if (slides) check_range("sliding_window", sliding_window, kMaxSeqLen);
 }
 
 int64_t LlamaConfig::parameter_count() const {
   // Within validate()'s bounds every term is below 2^46: no overflow.
-  const int64_t kv = n_kv_heads * head_dim();
-  const int64_t per_layer = 2 * dim + 2 * dim * dim + 2 * kv * dim + 3 * dim * hidden_dim;
-  return 2 * vocab_size * dim + n_layers * per_layer + dim;
+  const int64_t q = n_heads * head_dim(), kv = n_kv_heads * head_dim();
+  const int64_t attention = 2 * q * dim + 2 * kv * dim + (qkv_bias ? q + 2 * kv : 0) + (o_bias ? dim : 0);
+  const int64_t mlp = 3 * dim * hidden_dim + (mlp_bias ? 2 * hidden_dim + dim : 0);
+  const int64_t per_layer = 2 * dim + attention + mlp;
+  return (tie_embeddings ? 1 : 2) * vocab_size * dim + n_layers * per_layer + dim;
 }
 
-RMSNormImpl::RMSNormImpl(int64_t dim, double eps_) : eps(eps_) {
-  weight = register_parameter("weight", torch::ones({dim}));
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, bool plus_one_) : eps(eps_), plus_one(plus_one_) {
+  weight = register_parameter("weight", plus_one ? torch::zeros({dim}) : torch::ones({dim}));
 }
 
 at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
   const auto xf = x.to(at::kFloat);
   const auto normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  return (normed * weight.to(at::kFloat)).to(x.scalar_type());
+  const auto scale = plus_one ? 1.0 + weight.to(at::kFloat) : weight.to(at::kFloat);
+  return (normed * scale).to(x.scalar_type());
 }
 
-LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c) : config(c) {
-  const int64_t kv_dim = c.n_kv_heads * c.head_dim();
-  register_module("q_proj", linear(c.dim, c.dim));
-  register_module("k_proj", linear(c.dim, kv_dim));
-  register_module("v_proj", linear(c.dim, kv_dim));
-  register_module("o_proj", linear(c.dim, c.dim));
+LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c, int64_t layer) : config(c), window(c.window(layer)) {
+  const int64_t q_dim = c.n_heads * c.head_dim(), kv_dim = c.n_kv_heads * c.head_dim();
+  register_module("q_proj", linear(c.dim, q_dim, c.qkv_bias));
+  register_module("k_proj", linear(c.dim, kv_dim, c.qkv_bias));
+  register_module("v_proj", linear(c.dim, kv_dim, c.qkv_bias));
+  register_module("o_proj", linear(q_dim, c.dim, c.o_bias));
   bind();
 }
 
@@ -86,25 +144,31 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
   k = apply_rotary(k, cos, sin);
   k_cache.narrow(2, start, T).copy_(k);
   v_cache.narrow(2, start, T).copy_(v);
-  const int64_t L = start + T;
-  auto keys = k_cache.narrow(2, 0, L), values = v_cache.narrow(2, 0, L);
+  // Query i (position start + i) sees keys up to its own position, and with a window only the
+  // last `window` of those: keys before `first` are seen by none of this call's queries.
+  const int64_t L = start + T, first = window > 0 ? std::max<int64_t>(0, start + 1 - window) : 0;
+  auto keys = k_cache.narrow(2, first, L - first), values = v_cache.narrow(2, first, L - first);
   if (H != KV) {  // each key/value head serves H / KV query heads
     keys = keys.repeat_interleave(H / KV, 1);
     values = values.repeat_interleave(H / KV, 1);
   }
-  auto scores = at::matmul(q.to(at::kFloat), keys.to(at::kFloat).transpose(-2, -1)) / std::sqrt(static_cast<double>(hd));
-  if (T > 1) {  // query i (position start + i) sees keys up to start + i
-    const auto causal = at::ones({T, L}, scores.options().dtype(at::kBool)).triu(start + 1);
-    scores = scores.masked_fill(causal, -std::numeric_limits<float>::infinity());
+  // Scaled by head_dim^-0.5 as transformers does (a division rounds differently when it is not a power of 2).
+  auto scores = at::matmul(q.to(at::kFloat), keys.to(at::kFloat).transpose(-2, -1)) * std::pow(static_cast<double>(hd), -0.5);
+  if (T > 1) {  // (a single query sees every key left after the narrowing: no mask)
+    const auto on = scores.options().dtype(at::kLong);
+    const auto query = at::arange(start, L, on).unsqueeze(1), key = at::arange(first, L, on).unsqueeze(0);
+    auto hidden = key > query;
+    if (window > 0) hidden = hidden.logical_or(key <= query - window);
+    scores = scores.masked_fill(hidden, -std::numeric_limits<float>::infinity());
   }
   const auto attn = at::matmul(at::softmax(scores, -1), values.to(at::kFloat)).to(x.scalar_type());
   return o_proj.forward(attn.transpose(1, 2).reshape({B, T, H * hd}));
 }
 
-LlamaMLPImpl::LlamaMLPImpl(const LlamaConfig& c) {
-  register_module("gate_proj", linear(c.dim, c.hidden_dim));
-  register_module("up_proj", linear(c.dim, c.hidden_dim));
-  register_module("down_proj", linear(c.hidden_dim, c.dim));
+LlamaMLPImpl::LlamaMLPImpl(const LlamaConfig& c) : hidden_act(c.hidden_act) {
+  register_module("gate_proj", linear(c.dim, c.hidden_dim, c.mlp_bias));
+  register_module("up_proj", linear(c.dim, c.hidden_dim, c.mlp_bias));
+  register_module("down_proj", linear(c.hidden_dim, c.dim, c.mlp_bias));
   bind();
 }
 
@@ -115,13 +179,15 @@ void LlamaMLPImpl::bind() {
 }
 
 at::Tensor LlamaMLPImpl::forward(const at::Tensor& x) {
-  return down_proj.forward(at::silu(gate_proj.forward(x)) * up_proj.forward(x));
+  const auto gate = gate_proj.forward(x);
+  const auto act = hidden_act == "silu" ? at::silu(gate) : at::gelu(gate, hidden_act == "gelu" ? "none" : "tanh");
+  return down_proj.forward(act * up_proj.forward(x));
 }
 
-LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c) {
-  input_layernorm = register_module("input_layernorm", RMSNorm(c.dim, c.norm_eps));
-  self_attn = register_module("self_attn", LlamaAttention(c));
-  post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.dim, c.norm_eps));
+LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c, int64_t layer) {
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.dim, c.norm_eps, c.norm_plus_one));
+  self_attn = register_module("self_attn", LlamaAttention(c, layer));
+  post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.dim, c.norm_eps, c.norm_plus_one));
   mlp = register_module("mlp", LlamaMLP(c));
 }
 
@@ -134,14 +200,14 @@ at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor&
 LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c) {
   embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.dim));
   layers = register_module("layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < c.n_layers; ++i) layers->push_back(LlamaDecoderLayer(c));
-  norm = register_module("norm", RMSNorm(c.dim, c.norm_eps));
+  for (int64_t i = 0; i < c.n_layers; ++i) layers->push_back(LlamaDecoderLayer(c, i));
+  norm = register_module("norm", RMSNorm(c.dim, c.norm_eps, c.norm_plus_one));
 }
 
 LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& c) : config(c) {
   config.validate();
   model = register_module("model", LlamaModel(config));
-  register_module("lm_head", linear(config.dim, config.vocab_size));
+  if (!config.tie_embeddings) register_module("lm_head", linear(config.dim, config.vocab_size, false));
   bind();
 }
 
@@ -151,7 +217,11 @@ void LlamaForCausalLMImpl::bind() {
     decoder->self_attn->bind();
     decoder->mlp->bind();
   }
-  lm_head = linear_child(*this, "lm_head");
+  if (!config.tie_embeddings) lm_head = linear_child(*this, "lm_head");
+}
+
+CausalLMSizes LlamaForCausalLMImpl::sizes() const {
+  return {config.vocab_size, config.max_seq_len, config.n_layers, config.dim};
 }
 
 KVCache LlamaForCausalLMImpl::new_cache(int64_t batch, int64_t positions) const {
@@ -186,13 +256,18 @@ at::Tensor LlamaForCausalLMImpl::forward(const at::Tensor& tokens, KVCache& cach
                     "LlamaForCausalLM: ", std::to_string(start + T), " positions do not fit the cache (",
                     std::to_string(room), " positions, ", std::to_string(cache.keys.size()), " of ",
                     std::to_string(config.n_layers), " layers)");
-  auto x = model->embed_tokens->forward(tokens);
+  const auto& embedding = model->embed_tokens->weight;
+  auto x = model->embed_tokens->forward(tokens.to(embedding.device()));
+  if (config.scale_embeddings) {  // as transformers: sqrt(dim) rounded to fp32, then to the weights' dtype
+    x = x * at::scalar_tensor(std::sqrt(static_cast<double>(config.dim)), x.options().dtype(at::kFloat)).to(x.scalar_type());
+  }
+  if (!inv_freq_.defined() || inv_freq_.device() != x.device()) {
+    inv_freq_ = rope_inv_freq(config.rope, config.head_dim(), x.options().dtype(at::kFloat));
+  }
   // Rotary angles for positions [start, start + T), in fp32, then x's dtype.
-  const int64_t hd = config.head_dim();
-  const auto inv_freq = at::pow(config.rope_theta, -at::arange(0, hd, 2, x.options().dtype(at::kFloat)) / hd);
   const auto pos = at::arange(start, start + T, x.options().dtype(at::kFloat));
-  const auto angles = at::outer(pos, inv_freq);
-  const auto emb = at::cat({angles, angles}, -1);  // [T, hd]
+  const auto angles = at::outer(pos, inv_freq_);
+  const auto emb = at::cat({angles, angles}, -1);  // [T, head_dim]
   const auto cos = emb.cos().to(x.scalar_type()), sin = emb.sin().to(x.scalar_type());
   int64_t i = 0;
   for (const auto& layer : *model->layers) {
@@ -200,7 +275,15 @@ at::Tensor LlamaForCausalLMImpl::forward(const at::Tensor& tokens, KVCache& cach
     ++i;
   }
   cache.length = start + T;
-  return lm_head.forward(model->norm->forward(x)).to(at::kFloat);
+  const auto h = model->norm->forward(x);
+  return (config.tie_embeddings ? at::linear(h, embedding) : lm_head.forward(h)).to(at::kFloat);
+}
+
+ModelSpec read_llama(const io::JsonObject& j) {
+  auto c = read_llama_architecture(j);
+  c.qkv_bias = c.o_bias = j.optional_bool("attention_bias").value_or(false);
+  c.mlp_bias = j.optional_bool("mlp_bias").value_or(false);
+  return llama_architecture_spec(c, j.file());
 }
 
 }  // namespace llmint8::models

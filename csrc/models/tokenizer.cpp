@@ -1,12 +1,15 @@
-// The tokenizer factory and the sentencepiece tokenizer.
-#include <llmint8/llama2c.h>
-#include <llmint8/tokenizer.h>
+// The tokenizers: llama2.c (its file is read by io/llama2c.cpp) and sentencepiece, and the factory.
+#include <llmint8/models/llama2c.h>
+#include <llmint8/models/tokenizer.h>
 
+#include "io/mapped_file.h"
 #include "untrusted.h"
 
 #include <c10/util/Exception.h>
 
 #include <cctype>
+#include <cstdio>
+#include <limits>
 #ifdef LLMINT8_WITH_SENTENCEPIECE
 #include <sentencepiece_processor.h>
 #endif
@@ -24,7 +27,7 @@ class SentencePieceTokenizer : public Tokenizer {
  public:
   explicit SentencePieceTokenizer(const std::string& path) {
     // Read here rather than by sentencepiece: regular files only (untrusted.h).
-    const untrusted::MappedFile file(path);
+    const io::MappedFile file(path);
     const auto status = processor_.LoadFromSerializedProto(std::string(file.data(), file.size()));
     if (!status.ok()) untrusted::fail(path, "cannot load it as a sentencepiece model: " + status.ToString());
   }
@@ -80,6 +83,70 @@ std::string Tokenizer::decode(const std::vector<int64_t>& tokens, int64_t previo
     previous = t;
   }
   return text;
+}
+
+std::vector<int64_t> Llama2cTokenizer::encode(const std::string& text, bool bos, bool eos) const {
+  std::vector<int64_t> tokens;
+  if (bos) tokens.push_back(kBos);
+  auto lookup = [&](const std::string& s) {
+    const auto it = ids_.find(s);
+    return it == ids_.end() ? int64_t{-1} : it->second;
+  };
+  if (!text.empty()) {
+    const int64_t space = lookup(" ");  // llama2.c's dummy prefix: text starts as if after a space
+    if (space >= 0) tokens.push_back(space);
+  }
+  // One token per UTF-8 character where the vocabulary has it, else its bytes (<0xNN> = byte + 3).
+  for (size_t i = 0; i < text.size();) {
+    size_t n = 1;
+    const auto lead = static_cast<unsigned char>(text[i]);
+    if (lead >= 0xF0) n = 4;
+    else if (lead >= 0xE0) n = 3;
+    else if (lead >= 0xC0) n = 2;
+    n = std::min(n, text.size() - i);
+    const std::string ch = text.substr(i, n);
+    const int64_t id = lookup(ch);
+    if (id >= 0) {
+      tokens.push_back(id);
+    } else {
+      if (!byte_pieces_) {
+        char byte[8];
+        std::snprintf(byte, sizeof(byte), "0x%02X", lead);
+        untrusted::fail(file_, std::string("the text's character at byte ") + std::to_string(i) + " (lead byte " + byte + ")",
+                "in the vocabulary, or spelled by byte pieces <0x00>..<0xFF> at ids 3 to 258",
+                "neither (the vocabulary has no byte pieces)");
+      }
+      for (unsigned char b : ch) tokens.push_back(static_cast<int64_t>(b) + 3);
+    }
+    i += n;
+  }
+  // Merge the adjacent pair whose union scores highest, until none is in the vocabulary.
+  while (true) {
+    float best = -std::numeric_limits<float>::infinity();
+    int64_t best_id = -1;
+    size_t best_at = 0;
+    for (size_t i = 0; i + 1 < tokens.size(); ++i) {
+      const int64_t id = lookup(pieces_[tokens[i]] + pieces_[tokens[i + 1]]);
+      if (id >= 0 && scores_[id] > best) {
+        best = scores_[id];
+        best_id = id;
+        best_at = i;
+      }
+    }
+    if (best_id < 0) break;
+    tokens[best_at] = best_id;
+    tokens.erase(tokens.begin() + static_cast<std::ptrdiff_t>(best_at) + 1);
+  }
+  if (eos) tokens.push_back(kEos);
+  return tokens;
+}
+
+std::string Llama2cTokenizer::decode(int64_t previous, int64_t token) const {
+  TORCH_CHECK_INDEX(token >= 0 && token < vocab_size(), "tokenizer '", file_, "': token id ", std::to_string(token),
+                    " is outside the vocabulary of ", std::to_string(vocab_size()));
+  std::string piece = pieces_[token], byte;
+  if (previous == kBos && !piece.empty() && piece[0] == ' ') piece.erase(0, 1);
+  return byte_piece(piece, byte) ? byte : piece;
 }
 
 std::unique_ptr<Tokenizer> load_tokenizer(const std::string& path) {

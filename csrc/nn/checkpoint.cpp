@@ -13,13 +13,11 @@ namespace llmint8 {
 
 namespace {
 
-const char* const kWeightFormatNames[] = {"row", "col32", "col_turing", "col_ampere"};
+namespace u = llmint8::untrusted;
 
-std::string shape_text(at::IntArrayRef shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
-  return s + "]";
-}
+std::string shape_of(at::IntArrayRef shape) { return "shape " + u::shape_text(shape); }
+
+std::string dtype_name(const at::Tensor& t) { return c10::toString(t.scalar_type()); }
 
 // Every Linear8bitLt of the tree by its dotted prefix ("" for the root itself).
 std::map<std::string, Linear8bitLtImpl*> int8_layers(torch::nn::Module& module) {
@@ -71,71 +69,61 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
     const auto w = tensors.find(wkey), s = tensors.find(skey), f = tensors.find(fkey);
     if (f != tensors.end()) {
       used.insert(fkey);
-      // An integer scalar; a float one is not converted (NaN to integer is undefined).
-      const auto& t = f->second;
-      const bool integer = !t.is_floating_point() && !t.is_complex() && t.scalar_type() != at::kBool;
-      const int64_t fmt = integer && t.numel() == 1 ? t.to(at::kLong).item<int64_t>() : -1;
-      if (fmt != 0) {
-        const std::string name = fmt >= 1 && fmt <= 3 ? kWeightFormatNames[fmt] : "unknown";
-        errors.push_back(fkey + ": weight_format " + std::to_string(fmt) + " (" + name +
-                         ") is a legacy tiled layout; only 0 (row) is supported: re-save the checkpoint with "
-                         "bitsandbytes >= 0.45");
+      const auto problem = u::entry_weight_format(fkey, f->second);
+      if (!problem.empty()) {
+        errors.push_back(problem);
         continue;
       }
     }
     if (w == tensors.end()) {
-      if (strict) errors.push_back(wkey + ": missing");
-      if (s != tensors.end()) errors.push_back(skey + " given without " + wkey);
+      if (strict) errors.push_back(u::entry_missing(wkey));
+      if (s != tensors.end()) errors.push_back(u::entry_scales_without_weight(skey, wkey));
       continue;
     }
     used.insert(wkey);
     const auto& weight = w->second;
     const std::vector<int64_t> expected{layer->options.out_features(), layer->options.in_features()};
     if (weight.sizes().vec() != expected) {
-      errors.push_back(wkey + ": expected shape " + shape_text(expected) + ", got " + shape_text(weight.sizes()));
+      errors.push_back(u::entry_problem(wkey, shape_of(expected), u::shape_text(weight.sizes())));
       continue;
     }
     LayerPlan plan{layer, {}, {}, {}};
     if (weight.scalar_type() == at::kChar) {
       if (s == tensors.end()) {
-        errors.push_back(skey + ": missing; an int8 " + wkey + " needs its fp32 row scales");
+        errors.push_back(u::entry_scales_missing(skey, wkey));
         continue;
       }
       used.insert(skey);
-      if (s->second.sizes().vec() != std::vector<int64_t>{expected[0]}) {
-        errors.push_back(skey + ": expected shape [" + std::to_string(expected[0]) + "], got " +
-                         shape_text(s->second.sizes()));
-        continue;
+      const auto& scales = s->second;
+      std::string problem;
+      if (scales.sizes().vec() != std::vector<int64_t>{expected[0]}) {
+        problem = u::entry_problem(skey, shape_of({expected[0]}), u::shape_text(scales.sizes()));
+      } else if (!scales.is_floating_point()) {
+        problem = u::entry_problem(skey, "a float tensor", dtype_name(scales));
+      } else if (const auto bad = u::non_finite(scales); !bad.empty()) {
+        problem = u::entry_problem(skey, u::kFiniteValues, bad);
+      } else if ((weight == -128).any().item<bool>()) {  // codes are [-127, 127]: the int32 K limit relies on it
+        problem = u::entry_problem(wkey, u::kInt8Codes, "-128");
       }
-      if (!s->second.is_floating_point()) {
-        errors.push_back(skey + ": expected a float tensor, got " + std::string(c10::toString(s->second.scalar_type())));
-        continue;
-      }
-      const auto bad = untrusted::non_finite(s->second);
-      if (!bad.empty()) {
-        errors.push_back(skey + ": expected finite values, got " + bad);
-        continue;
-      }
-      if ((weight == -128).any().item<bool>()) {  // codes are [-127, 127]: the int32 K limit relies on it
-        errors.push_back(wkey + ": expected int8 codes in [-127, 127], got -128");
+      if (!problem.empty()) {
+        errors.push_back(problem);
         continue;
       }
       plan.codes = weight;
-      plan.scales = s->second;
+      plan.scales = scales;
     } else if (weight.is_floating_point()) {
       if (s != tensors.end()) {
-        errors.push_back(skey + " given with a float " + wkey);
+        errors.push_back(u::entry_scales_with_float_weight(skey, wkey, fkey));
         continue;
       }
-      const auto bad = untrusted::non_finite(weight);
+      const auto bad = u::non_finite(weight);
       if (!bad.empty()) {
-        errors.push_back(wkey + ": expected finite values, got " + bad);
+        errors.push_back(u::entry_problem(wkey, u::kFiniteValues, bad));
         continue;
       }
       plan.float_weight = weight;
     } else {
-      errors.push_back(wkey + ": expected int8 codes or a float weight, got " +
-                       std::string(c10::toString(weight.scalar_type())));
+      errors.push_back(u::entry_problem(wkey, "int8 codes or a float weight", dtype_name(weight)));
       continue;
     }
     plans.push_back(plan);
@@ -148,21 +136,21 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
     if (layer_keys.count(key)) return;
     const auto it = tensors.find(key);
     if (it == tensors.end()) {
-      if (strict) errors.push_back(key + ": missing");
+      if (strict) errors.push_back(u::entry_missing(key));
       return;
     }
     used.insert(key);
     if (it->second.sizes() != target.sizes()) {
-      errors.push_back(key + ": expected shape " + shape_text(target.sizes()) + ", got " + shape_text(it->second.sizes()));
+      errors.push_back(u::entry_problem(key, shape_of(target.sizes()), u::shape_text(it->second.sizes())));
       return;
     }
     if (target.is_floating_point() && !it->second.is_floating_point()) {  // int8 codes are no float weight
-      errors.push_back(key + ": expected a floating-point tensor, got " + std::string(c10::toString(it->second.scalar_type())));
+      errors.push_back(u::entry_problem(key, "a floating-point tensor", dtype_name(it->second)));
       return;
     }
-    const auto bad = parameter ? untrusted::non_finite(it->second) : std::string();
+    const auto bad = parameter ? u::non_finite(it->second) : std::string();
     if (!bad.empty()) {
-      errors.push_back(key + ": expected finite values, got " + bad);
+      errors.push_back(u::entry_problem(key, u::kFiniteValues, bad));
       return;
     }
     copies.emplace_back(target, it->second);
@@ -171,7 +159,7 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
   for (const auto& b : module.named_buffers(true)) plan_copy(b.key(), b.value(), false);
   if (strict) {
     for (const auto& item : tensors) {
-      if (!used.count(item.first)) errors.push_back(item.first + ": unexpected key");
+      if (!used.count(item.first)) errors.push_back(u::entry_unexpected(item.first));
     }
   }
   if (!errors.empty()) {
@@ -208,18 +196,11 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
 
   for (size_t i = 0; i < copies.size(); ++i) copies[i].first.copy_(converted[i]);
   for (const auto& install : installs) {
-    auto* layer = install.layer;
-    if (!install.scales.defined()) {
-      layer->weight.copy_(install.weight);
-      continue;
+    if (install.scales.defined()) {
+      install.layer->set_quantized(install.weight, install.scales);
+    } else {
+      install.layer->weight.copy_(install.weight);
     }
-    layer->weight.set_requires_grad(false);
-    layer->weight.set_data(install.weight);
-    layer->SCB.set_data(install.scales);
-    layer->options.has_fp16_weights(false);
-    layer->state.has_fp16_weights = false;
-    layer->state.CB = layer->weight;
-    layer->state.SCB = layer->SCB;
   }
 }
 

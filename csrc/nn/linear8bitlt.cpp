@@ -96,13 +96,30 @@ void Linear8bitLtImpl::quantize() {
   if (is_quantized()) return;
   TORCH_CHECK_VALUE(weight.device().type() != c10::kMeta,
                     "Linear8bitLt::quantize: the weight is on the meta device; load or move real weights first");
-  auto [CB, scb] = quantize_weight(weight);
+  const auto [CB, scb] = quantize_weight(weight);
+  set_quantized(CB, scb);
+}
+
+void Linear8bitLtImpl::set_quantized(const at::Tensor& CB, const at::Tensor& scales) {
+  const int64_t out = options.out_features(), in = options.in_features();
+  TORCH_CHECK_TYPE(CB.scalar_type() == at::kChar && scales.is_floating_point(),
+                   "Linear8bitLt::set_quantized: CB must be int8 and SCB floating point, got ",
+                   c10::toString(CB.scalar_type()), " and ", c10::toString(scales.scalar_type()));
+  TORCH_CHECK_VALUE(CB.dim() == 2 && CB.size(0) == out && CB.size(1) == in && scales.dim() == 1 &&
+                        scales.size(0) == out,
+                    "Linear8bitLt::set_quantized: CB must be [", std::to_string(out), ", ", std::to_string(in),
+                    "] and SCB [", std::to_string(out), "] (out_features, in_features)");
+  const auto scb = scales.to(CB.device(), at::kFloat);
   torch::NoGradGuard no_grad;
   weight.set_requires_grad(false);
   weight.set_data(CB);
   SCB.set_data(scb);
   options.has_fp16_weights(false);
   state.has_fp16_weights = false;
+  sync_state();
+}
+
+void Linear8bitLtImpl::sync_state() {
   state.CB = weight;
   state.SCB = SCB;
 }
@@ -127,8 +144,7 @@ void Linear8bitLtImpl::to(torch::Device device, bool non_blocking) {
     }
   }
   if (is_quantized()) {
-    state.CB = weight;
-    state.SCB = SCB;
+    sync_state();
   } else if (!options.has_fp16_weights() && device.type() != c10::kMeta) {
     quantize();
   }
@@ -150,8 +166,7 @@ at::Tensor Linear8bitLtImpl::forward(const at::Tensor& x) {
     if (weight.requires_grad()) master = weight;
   } else {
     quantize();
-    state.CB = weight;
-    state.SCB = SCB;
+    sync_state();
   }
   if (state.use_pool && state.threshold > 0.0) return forward_pooled(x);
   const auto b = bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt;

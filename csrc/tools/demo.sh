@@ -22,9 +22,10 @@ done
 bash tests/install_deps.sh
 echo "== building llmint8 (first time: a few minutes)"
 python3 -m pip install -q --no-build-isolation --no-deps .
-cli=$(python3 -c "from llmint8._cli import tool_path; print(tool_path('llmint8-generate'))")
+# The console-script launcher, which finds the torch Python imports, run by this Python.
+cli=(python3 -c "from llmint8._cli import generate_main; generate_main()")
 
-run() { "$cli" -m "$model" -z "$tokenizer" -p "$prompt" -n "$steps" -t 0 --device "$device" --json "$@"; }
+run() { "${cli[@]}" -m "$model" -z "$tokenizer" -p "$prompt" -n "$steps" -t 0 --device "$device" --json "$@"; }
 float_json=$(run --no-int8)
 int8_json=$(run --int8 --threshold 6.0)
 python3 - "$float_json" "$int8_json" <<'PY'

@@ -1,12 +1,14 @@
-// llmint8-generate: load a Llama checkpoint, swap its Linear layers for
-// Linear8bitLt, tokenize the prompt and generate, with llama2.c/llama.cpp-style flags.
-#include <llmint8/generate.h>
-#include <llmint8/hf.h>
-#include <llmint8/llama2c.h>
-#include <llmint8/tokenizer.h>
+// llmint8-generate: load a model (llama2.c checkpoint or Hugging Face folder of any family the
+// registry reads), swap its Linear layers for Linear8bitLt, tokenize the prompt and generate,
+// with llama2.c/llama.cpp-style flags.
+#include <llmint8/checks.h>
 #include <llmint8/llmint8.h>
-
-#include "untrusted.h"
+#include <llmint8/models/causal_lm.h>
+#include <llmint8/models/generate.h>
+#include <llmint8/models/hf.h>
+#include <llmint8/models/llama2c.h>
+#include <llmint8/models/safetensors.h>
+#include <llmint8/models/tokenizer.h>
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
@@ -23,6 +25,7 @@
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <set>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -30,8 +33,9 @@
 namespace {
 
 const char* kUsage = R"(usage: llmint8-generate -m MODEL [options]
-  -m, --model PATH        llama2.c checkpoint (.bin), or a Hugging Face Llama folder (config.json +
-                          model.safetensors or sharded; fp32/fp16/bf16 or 8-bit in bitsandbytes' layout)
+  -m, --model PATH        llama2.c checkpoint (.bin), or a Hugging Face folder of model_type MODEL_TYPES
+                          (config.json + model.safetensors or sharded; fp32/fp16/bf16, or 8-bit in
+                          bitsandbytes' layout)
   -z, --tokenizer PATH    llama2.c tokenizer (tok512.bin) or sentencepiece model (.model);
                           without it the prompt must be --tokens
   -p, --prompt TEXT       prompt (default: empty, i.e. BOS only)
@@ -88,7 +92,10 @@ Args parse(int argc, char** argv) {
       return argv[++i];
     };
     if (f == "-h" || f == "--help") {
-      std::cout << kUsage;
+      std::string usage = kUsage, types;
+      for (const auto& type : llmint8::models::hf_model_types()) types += (types.empty() ? "" : ", ") + type;
+      usage.replace(usage.find("MODEL_TYPES"), std::string("MODEL_TYPES").size(), types);
+      std::cout << usage;
       std::exit(0);
     } else if (f == "-m" || f == "--model") a.model = value();
     else if (f == "-z" || f == "--tokenizer") a.tokenizer = value();
@@ -113,7 +120,7 @@ Args parse(int argc, char** argv) {
   if (a.steps < 0) fail("-n/--steps must be >= 0, got " + std::to_string(a.steps));
   if (a.temperature < 0) fail("-t/--temperature must be >= 0");
   if (a.top_p <= 0) fail("--top-p must be > 0");
-  if (a.threshold < 0) fail("--threshold must be >= 0, got " + std::to_string(a.threshold));
+  if (a.threshold < 0) fail(std::string("flag --threshold needs ") + llmint8::checks::kThresholdRule + ", got " + std::to_string(a.threshold));
   if (a.dtype != "fp32" && a.dtype != "fp16" && a.dtype != "bf16") fail("--dtype must be fp32, fp16 or bf16");
   if (a.tokenizer.empty() && !a.prompt.empty()) fail("a text prompt needs -z/--tokenizer (or give --tokens)");
   return a;
@@ -129,10 +136,15 @@ std::vector<std::string> split(const std::string& text) {
   return parts;
 }
 
+// Each tensor once: a tied weight registered under two names is one tensor.
 int64_t tensor_bytes(const torch::nn::Module& m) {
+  std::set<const c10::TensorImpl*> seen;
   int64_t bytes = 0;
-  for (const auto& p : m.parameters()) bytes += p.numel() * p.element_size();
-  for (const auto& b : m.buffers()) bytes += b.numel() * b.element_size();
+  auto count = [&](const at::Tensor& t) {
+    if (t.defined() && seen.insert(t.unsafeGetTensorImpl()).second) bytes += t.numel() * t.element_size();
+  };
+  for (const auto& p : m.parameters()) count(p);
+  for (const auto& b : m.buffers()) count(b);
   return bytes;
 }
 
@@ -166,24 +178,18 @@ int main(int argc, char** argv) {
     const auto dtype = args.dtype == "fp16" ? torch::kHalf : args.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
 
     const auto t_load = std::chrono::steady_clock::now();
-    // A symlink loop or a missing path is reported by the loader that opens it.
-    const bool hf = llmint8::untrusted::is_directory(args.model);
-    m::LlamaForCausalLM model{nullptr};
-    std::vector<std::string> replaced;
-    if (hf) {
-      auto loaded = m::load_hf_llama(args.model);
-      model = loaded.model;
-      replaced = loaded.int8_layers;  // an 8-bit checkpoint is 8-bit whatever --no-int8 says
-    } else {
-      model = m::load_llama2c(args.model);
-    }
+    auto loaded = m::load_model(args.model);
+    const auto model = loaded.model;
+    const bool hf = loaded.format == "hf";
+    std::vector<std::string> replaced = loaded.int8_layers;  // an 8-bit checkpoint is 8-bit whatever --no-int8 says
+    const auto sizes = model->sizes();
     const int64_t bytes_before = tensor_bytes(*model);
     std::unique_ptr<m::Tokenizer> tokenizer;
     if (!args.tokenizer.empty()) {
       tokenizer = m::load_tokenizer(args.tokenizer);
-      if (tokenizer->vocab_size() != model->config.vocab_size) {
+      if (tokenizer->vocab_size() != sizes.vocab_size) {
         fail("tokenizer '" + args.tokenizer + "' has " + std::to_string(tokenizer->vocab_size()) +
-             " tokens, the model's vocabulary has " + std::to_string(model->config.vocab_size));
+             " tokens, the model's vocabulary has " + std::to_string(sizes.vocab_size));
       }
     }
     if (args.int8 && replaced.empty()) {
@@ -209,15 +215,15 @@ int main(int argc, char** argv) {
     if (!args.tokens.empty()) {
       for (const auto& id : split(args.tokens)) prompt.push_back(number<int64_t>("--tokens", id));
       for (int64_t id : prompt) {
-        if (id < 0 || id >= model->config.vocab_size) fail("--tokens: id " + std::to_string(id) + " is outside the vocabulary");
+        if (id < 0 || id >= sizes.vocab_size) fail("--tokens: id " + std::to_string(id) + " is outside the vocabulary");
       }
     } else {
       prompt = tokenizer ? tokenizer->encode(args.prompt, /*bos=*/true) : std::vector<int64_t>{m::Llama2cTokenizer::kBos};
       if (prompt.empty()) fail("the prompt has no tokens and the tokenizer has no BOS: give a prompt");
     }
-    if (static_cast<int64_t>(prompt.size()) >= model->config.max_seq_len) {
+    if (static_cast<int64_t>(prompt.size()) >= sizes.max_seq_len) {
       fail("the prompt has " + std::to_string(prompt.size()) + " tokens, the model's context holds " +
-           std::to_string(model->config.max_seq_len));
+           std::to_string(sizes.max_seq_len));
     }
 
     nlohmann::json out;

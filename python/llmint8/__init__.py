@@ -4,20 +4,13 @@ Importing the package loads the native library, which registers every operator
 under ``torch.ops.llmint8``. A library that cannot be loaded raises ImportError.
 """
 
-import ctypes
 import importlib.util
 import os
 
 import torch
 
-# Debian's libsentencepiece (the C++ tokenizers link it) exports its bundled protobuf. Loaded as a
-# dependency of our library after torch, it can bind to torch's copies and crash in its static
-# initializers (seen on the Ubuntu 24.04 GPU machine); loaded alone first, it binds to itself.
-try:
-    ctypes.CDLL("libsentencepiece.so.0")
-except OSError:
-    pass  # not installed: a build without sentencepiece does not need it
-
+# The native library is llmint8's ops and modules only: the C++ tokenizers (and libsentencepiece)
+# are in libllmint8_models, which the Python package does not load.
 try:
     from . import _C
 except ImportError as error:  # fail loudly: every op depends on the native library

@@ -8,6 +8,8 @@ The schema's set_python_module points torch at this module.
 
 import torch
 
+from .config import THRESHOLD_RULE
+
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
@@ -19,7 +21,7 @@ def _check_quant_args(op: str, A: torch.Tensor, threshold: float) -> None:
     torch._check(A.dim() >= 1, lambda: f"llmint8::{op}: argument 'A' must have at least 1 dimension(s), got {A.dim()}")
     torch._check(
         threshold >= 0.0,
-        lambda: f"llmint8::{op}: argument 'threshold' must be a finite number >= 0, got {threshold}",
+        lambda: f"llmint8::{op}: argument 'threshold' must be {THRESHOLD_RULE}, got {threshold}",
     )
 
 

@@ -10,6 +10,9 @@ try:  # with transformers installed, the config is one of its quantization confi
 except ImportError:
     _ConfigBase = object
 
+#: The outlier threshold's rule, in every message about one (as csrc/include/llmint8/checks.h's kThresholdRule).
+THRESHOLD_RULE = "a finite number >= 0 (0 disables outlier handling)"
+
 #: Modules kept in floating point whatever the configuration says: the output head.
 DEFAULT_SKIP_MODULES = ("lm_head",)
 
@@ -35,7 +38,7 @@ class Int8Config(_ConfigBase):
     def __post_init__(self):
         if not (isinstance(self.llm_int8_threshold, numbers.Real) and math.isfinite(self.llm_int8_threshold)
                 and self.llm_int8_threshold >= 0.0):
-            raise ValueError(f"Int8Config: llm_int8_threshold must be a finite number >= 0, got {self.llm_int8_threshold!r}")
+            raise ValueError(f"Int8Config: llm_int8_threshold must be {THRESHOLD_RULE}, got {self.llm_int8_threshold!r}")
         if self.llm_int8_skip_modules is not None and isinstance(self.llm_int8_skip_modules, str):
             raise TypeError("Int8Config: llm_int8_skip_modules must be a list of module names, got a string")
 

@@ -19,7 +19,7 @@ from transformers.quantizers.auto import AUTO_QUANTIZER_MAPPING, register_quanti
 from transformers.quantizers.base import HfQuantizer
 from transformers.quantizers.quantizers_utils import get_module_from_name
 
-from ._untrusted import non_finite
+from ._untrusted import INT8_CODES, check_layer_entries, entry_missing, entry_problem, non_finite
 from .config import Int8Config
 from .nn import Int8Params, Linear8bitLt
 from .replace import replace_linear_with_8bit
@@ -66,21 +66,15 @@ class LoadQuantized(ConversionOps):
         module, _ = get_module_from_name(model, full_layer_name)
         if not isinstance(module, Linear8bitLt):
             return input_dict  # embeddings, norms, lm_head, skipped layers: float as saved
-        # Everything is checked before anything is set: a bad checkpoint loads nothing of this layer.
+        # Everything is checked before anything is set (the check Linear8bitLt.load_state_dict makes):
+        # a bad checkpoint loads nothing of this layer. A pre-quantized layer needs its int8 codes.
         prefix = full_layer_name[: -len("weight")]
-        shape = [module.out_features, module.in_features]
-        if weight is None or weight.dtype != torch.int8 or list(weight.shape) != shape:
-            got = "missing" if weight is None else f"{weight.dtype} {list(weight.shape)}"
-            raise ValueError(f"{prefix}weight: expected torch.int8 {shape}, got {got}")
-        if scb is None or not scb.is_floating_point() or list(scb.shape) != shape[:1]:
-            got = "missing" if scb is None else f"{scb.dtype} {list(scb.shape)}"
-            raise ValueError(f"{prefix}SCB: expected float32 [{shape[0]}] (one scale per output row), got {got}")
-        if non_finite(scb):
-            raise ValueError(f"{prefix}SCB: expected finite values, got {non_finite(scb)}")
-        if bool((weight == -128).any()):  # codes are [-127, 127]: the int32 K limit relies on it
-            raise ValueError(f"{prefix}weight: expected int8 codes in [-127, 127], got -128")
-        if fmt is not None and (fmt.numel() != 1 or fmt.is_floating_point() or int(fmt) != 0):
-            raise ValueError(f"{prefix}weight_format: {fmt.tolist()} is a legacy tiled layout; expected 0 (row)")
+        keys = (prefix + "weight", prefix + "SCB", prefix + "weight_format")
+        problem = check_layer_entries(weight, scb, fmt, keys, module.out_features, module.in_features)
+        if not problem and (weight is None or weight.dtype != torch.int8):
+            problem = entry_missing(keys[0]) if weight is None else entry_problem(keys[0], INT8_CODES, weight.dtype)
+        if problem:
+            raise ValueError(problem)
         module._is_hf_initialized = True
         return {"weight": Int8Params(weight, False, False, CB=weight, SCB=scb.to(weight.device, torch.float32))}
 
@@ -172,7 +166,7 @@ class LlmInt8HfQuantizer(HfQuantizer):
         # a model that emits one token forever. The int8 layers were checked on their way in.
         for name, param in model.named_parameters():
             if not param.is_meta and non_finite(param):
-                raise ValueError(f"llmint8: the checkpoint's {name}: expected finite values, got {non_finite(param)}")
+                raise ValueError("llmint8: the checkpoint's " + entry_problem(name, "finite values", non_finite(param)))
         model.is_loaded_in_8bit = True
         model.is_8bit_serializable = True
         return model

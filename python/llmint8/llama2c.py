@@ -23,7 +23,7 @@ def _permute_rotary(w: torch.Tensor, heads: int) -> torch.Tensor:
     return w.view(heads, rows // heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
 
 
-# The C++ loader's bounds (LlamaConfig in csrc/include/llmint8/llama.h): a file cannot ask for
+# The C++ loader's bounds (LlamaConfig in csrc/include/llmint8/models/llama.h): a file cannot ask for
 # absurd loops or allocations.
 _MAX_HEADER_FIELD = 1 << 20
 _LIMITS = {"dim": 1 << 16, "hidden_dim": 1 << 18, "n_layers": 1 << 10, "vocab_size": 1 << 22, "seq_len": 1 << 24}

@@ -5,6 +5,7 @@
 //   checkpoint_tool make LAYER.safetensors IN OUT THRESHOLD SEED
 //     quantizes a fresh C++ layer and saves it.
 #include <llmint8/llmint8.h>
+#include <llmint8/models/safetensors.h>
 
 #include <torch/torch.h>
 

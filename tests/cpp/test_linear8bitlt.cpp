@@ -4,6 +4,7 @@
 #include "reference.h"
 
 #include <llmint8/llmint8.h>
+#include <llmint8/models/safetensors.h>
 
 #include <torch/nn/modules/activation.h>
 #include <torch/nn/modules/container/modulelist.h>

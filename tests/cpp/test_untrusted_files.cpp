@@ -3,12 +3,13 @@
 #include "catch_compat.h"
 #include "reference.h"
 
-#include <llmint8/hf.h>
-#include <llmint8/llama2c.h>
+#include <llmint8/models/hf.h>
+#include <llmint8/models/llama2c.h>
 #include <llmint8/llmint8.h>
-#include <llmint8/tokenizer.h>
+#include <llmint8/models/safetensors.h>
+#include <llmint8/models/tokenizer.h>
 
-#include "readers.h"
+#include "io/readers.h"
 #include "untrusted.h"
 
 #include <ATen/ATen.h>
@@ -197,15 +198,15 @@ TEST_CASE("config.json: sizes past the limits are errors naming the field, befor
            {"hidden_size", "2147483648"}, {"intermediate_size", "2147483648"}, {"vocab_size", "-1"},
            {"num_hidden_layers", "9223372036854775807"}, {"max_position_embeddings", "18446744073709551615"}}) {
     write_hf_folder(dir, config_with(key, value));
-    const auto message = error_message([&] { m::load_hf_llama(dir.path); });
+    const auto message = error_message([&] { m::load_hf_model(dir.path); });
     CHECK(contains_all(message, {"config.json", "field '" + key + "' must be an integer in [", "got " + value}));
   }
   // Within the limits, but far more than the checkpoint holds: refused before the model is allocated.
   write_hf_folder(dir, config_with("num_hidden_layers", "1024"));
-  CHECK(contains_all(error_message([&] { m::load_hf_llama(dir.path); }),
+  CHECK(contains_all(error_message([&] { m::load_hf_model(dir.path); }),
                      {"the checkpoint's tensors must be at least the", "values that config.json's sizes need"}));
   write_hf_folder(dir, kTinyConfig);
-  CHECK(m::load_hf_llama(dir.path).model->config.n_layers == 1);
+  CHECK(m::load_hf_model(dir.path).model->sizes().n_layers == 1);
 }
 
 TEST_CASE("an allocation failure is an error, not an abort", "[untrusted]") {
@@ -241,16 +242,16 @@ TEST_CASE("FIFOs, directories and symlink loops are refused without blocking", "
   write_hf_folder(hf, kTinyConfig);
   REQUIRE(::remove((hf / "config.json").c_str()) == 0);
   REQUIRE(::mkdir((hf / "config.json").c_str(), 0700) == 0);
-  CHECK(contains_all(error_message([&] { m::load_hf_llama(hf.path); }),
+  CHECK(contains_all(error_message([&] { m::load_hf_model(hf.path); }),
                      {"config.json", "must be a regular file, got a directory"}));
   REQUIRE(::remove((hf / "config.json").c_str()) == 0);
   REQUIRE(::symlink((hf / "config.json").c_str(), (hf / "config.json").c_str()) == 0);
-  CHECK(contains_all(error_message([&] { m::load_hf_llama(hf.path); }),
+  CHECK(contains_all(error_message([&] { m::load_hf_model(hf.path); }),
                      {"config.json", "Too many levels of symbolic links"}));
   REQUIRE(::remove((hf / "config.json").c_str()) == 0);
   write(hf / "config.json", kTinyConfig);
   REQUIRE(::symlink((hf / "model.safetensors.index.json").c_str(), (hf / "model.safetensors.index.json").c_str()) == 0);
-  CHECK(contains_all(error_message([&] { m::load_hf_llama(hf.path); }),
+  CHECK(contains_all(error_message([&] { m::load_hf_model(hf.path); }),
                      {"model.safetensors.index.json", "Too many levels of symbolic links"}));
 }
 
@@ -261,13 +262,14 @@ TEST_CASE("JSON of the wrong type or shape names the file and the field", "[untr
       {"rope_theta", "-1", "field 'rope_theta' must be a number in"},
       {"hidden_size", "8.5", "field 'hidden_size' must be an integer in [1, 65536], got 8.5"},
       {"model_type", "7", "field 'model_type' must be a string, got 7"},
-      {"num_attention_heads", "3", "dim (8) must split into n_heads (3) heads of even size"},
+      {"num_attention_heads", "3", "dim (8) must split into n_heads (3) heads"},
       {"quantization_config", "[]", "field 'quantization_config' must be a JSON object, got []"},
       {"quantization_config", R"({"load_in_8bit": 1})", "field 'quantization_config.load_in_8bit' must be true or false"},
       {"quantization_config", R"({"load_in_8bit": true, "llm_int8_skip_modules": ["a", 2]})",
        "field 'quantization_config.llm_int8_skip_modules' must be a list of strings"},
       {"quantization_config", R"({"load_in_8bit": true, "llm_int8_threshold": "6"})",
-       "field 'quantization_config.llm_int8_threshold' must be a number"},
+       "field 'quantization_config.llm_int8_threshold' must be a finite number >= 0 (0 disables outlier handling), "
+       "got \"6\""},
       {"quantization_config", R"({"quant_method": "gptq"})",
        "field 'quantization_config.quant_method' must be \"bitsandbytes\" or \"llmint8\", got \"gptq\""},
   };

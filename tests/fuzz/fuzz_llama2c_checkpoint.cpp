@@ -1,6 +1,6 @@
 // libFuzzer target: the llama2.c checkpoint reader (header, sizes, tensors, the model it builds).
 #include "fuzz_check.h"
-#include "readers.h"
+#include "io/readers.h"
 
 #include <cstddef>
 #include <cstdint>

@@ -2,7 +2,7 @@
 // byte pieces, and decoding what came out.
 #include "fuzz_check.h"
 
-#include <llmint8/llama2c.h>
+#include <llmint8/models/llama2c.h>
 
 #include <algorithm>
 #include <cstddef>

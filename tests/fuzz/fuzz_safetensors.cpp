@@ -1,7 +1,7 @@
 // libFuzzer target: the safetensors reader (header JSON, dtypes, shapes, offsets, data), then
 // the tensors it returns through load_state_dict into a Linear8bitLt, quantized and not.
 #include "fuzz_check.h"
-#include "readers.h"
+#include "io/readers.h"
 
 #include <llmint8/checkpoint.h>
 #include <llmint8/linear8bitlt.h>

@@ -1,6 +1,6 @@
 // libFuzzer target: model.safetensors.index.json (tensor name -> shard file in the folder).
 #include "fuzz_check.h"
-#include "readers.h"
+#include "io/readers.h"
 
 #include <cstddef>
 #include <cstdint>

@@ -158,6 +158,16 @@ def main(models_dir: Path, out: Path) -> None:
             "llm_int8_skip_modules": ["lm_head"]}))
         seed("fuzz_hf_config", f"{stem}-llmint8.json", hf_config(h, rope_scaling=None, head_dim=h["dim"] // h["n_heads"],
                                                                  quantization_config={"quant_method": "llmint8"}))
+        # The other families and the config shapes transformers 5 writes (rope_parameters, layer_types).
+        rope3 = {"rope_type": "llama3", "rope_theta": 5e5, "factor": 8.0, "low_freq_factor": 1.0,
+                 "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+        seed("fuzz_hf_config", f"{stem}-llama3.json", hf_config(h, rope_theta=None, rope_parameters=rope3,
+                                                                attention_bias=True, mlp_bias=True))
+        seed("fuzz_hf_config", f"{stem}-qwen2.json", hf_config(
+            h, model_type="qwen2", use_sliding_window=True, sliding_window=16, max_window_layers=1,
+            layer_types=["full_attention"] + ["sliding_attention"] * (h["n_layers"] - 1)))
+        seed("fuzz_hf_config", f"{stem}-mistral.json", hf_config(
+            h, model_type="mistral", sliding_window=None, rope_scaling={"type": "linear", "factor": 2.0}))
     # An 8-bit Linear8bitLt checkpoint of the fuzz target's layer (in 4, out 3), bitsandbytes' layout.
     codes = bytes([1, 127, 129, 0, 5, 7, 250, 64, 3, 2, 1, 0])  # int8 codes as bytes
     seed("fuzz_safetensors", "linear8bitlt.safetensors", safetensors({

@@ -20,11 +20,12 @@ def _int8_rows(x):
 
 
 class Llama2cReference:
-    """int8=True: every layer Linear (not the classifier) computes LLM.int8() at threshold 0,
-    weights and activations quantized per row, in float64."""
+    """int8=True: every layer Linear (not the classifier) computes LLM.int8() in float64: weights and
+    activations quantized per row; with threshold > 0 the activation columns that reach it in any
+    row are left out of the int8 product and multiplied in float by the dequantized weight columns."""
 
-    def __init__(self, path: str, int8: bool = False):
-        self.int8 = int8
+    def __init__(self, path: str, int8: bool = False, threshold: float = 0.0):
+        self.int8, self.threshold = int8, threshold
         raw = open(path, "rb").read()
         dim, hidden, layers, heads, kv_heads, vocab, seq = struct.unpack("7i", raw[:28])
         self.shared = vocab > 0
@@ -55,7 +56,11 @@ class Llama2cReference:
         self.wcls = self.emb if self.shared else take(vocab, dim)
 
     def _linear(self, x, w):
-        return _int8_rows(x) @ _int8_rows(w).T if self.int8 else x @ w.T
+        if not self.int8:
+            return x @ w.T
+        w8 = _int8_rows(w)
+        outliers = (x.abs() >= self.threshold).any(0) if self.threshold > 0 else torch.zeros(x.shape[-1], dtype=torch.bool)
+        return _int8_rows(x.masked_fill(outliers, 0)) @ w8.T + x[:, outliers] @ w8[:, outliers].T
 
     @staticmethod
     def _rmsnorm(x, w):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llmint8._cli import tool_path
+from llmint8._cli import native_env, tool_path
 
 transformers = pytest.importorskip("transformers")
 
@@ -39,7 +39,7 @@ def _cli_logits(folder, tmp_path, *flags):
     out_file = tmp_path / "logits.safetensors"
     cmd = [tool_path("llmint8-generate"), "-m", str(folder), "--tokens", ",".join(map(str, TOKENS)), "--score",
            "--logits-out", str(out_file), "--device", "cpu", "--json", *flags]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=native_env())
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout), load_file(str(out_file))["logits"].double()
 
@@ -72,7 +72,7 @@ def test_int8_cli_generates_on_cpu(llama_folder):
     folder, _ = llama_folder
     cmd = [tool_path("llmint8-generate"), "-m", str(folder), "--tokens", "1,2,3", "-n", "8", "-t", "0",
            "--device", "cpu", "--int8", "--json"]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=native_env())
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     assert len(out["generated_tokens"]) == 8 and out["decode_tokens_per_s"] > 0

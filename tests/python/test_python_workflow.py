@@ -153,16 +153,16 @@ def test_bitsandbytes_checkpoint_loads_through_llmint8(folders, tmp_path):
         assert torch.equal(loaded(x).logits, ours(x).logits)
 
 
-@pytest.mark.parametrize("key,bad,reason", [
+@pytest.mark.parametrize("key,bad,reason", [  # the words of Linear8bitLt.load_state_dict and C++ (one table)
     ("weight_format", lambda t: torch.tensor(1, dtype=torch.uint8),
-     r"up_proj.weight_format: 1 is a legacy tiled layout; expected 0 \(row\)"),
-    ("SCB", lambda t: t[:5], r"up_proj.SCB: expected float32 \[172\] \(one scale per output row\), got torch.float32 \[5\]"),
-    ("weight", lambda t: t.float(), r"up_proj.weight: expected torch.int8 \[172, 64\], got torch.float32 \[172, 64\]"),
-    ("weight", lambda t: t[:, :60].contiguous(), r"up_proj.weight: expected torch.int8 \[172, 64\], got torch.int8 \[172, 60\]"),
+     r"up_proj.weight_format: weight_format 1 \(col32\) is a legacy tiled layout; only 0 \(row\) is supported"),
+    ("SCB", lambda t: t[:5], r"up_proj.SCB: expected shape \[172\], got \[5\]"),
+    ("weight", lambda t: t.float(), r"up_proj.SCB given with a float model.layers.0.mlp.up_proj.weight"),
+    ("weight", lambda t: t[:, :60].contiguous(), r"up_proj.weight: expected shape \[172, 64\], got \[172, 60\]"),
     ("SCB", lambda t: t.index_fill(0, torch.tensor([3]), float("inf")),
      r"up_proj.SCB: expected finite values, got 1 non-finite value \(first: inf at \[3\]\)"),
     ("weight", lambda t: t.index_fill(0, torch.tensor([0]), -128), r"up_proj.weight: expected int8 codes in \[-127, 127\]"),
-    ("weight_format", lambda t: torch.tensor(float("nan")), r"up_proj.weight_format: nan is a legacy tiled layout"),
+    ("weight_format", lambda t: torch.tensor(float("nan")), r"up_proj.weight_format: expected weight_format 0 \(row\), got nan"),
 ])
 def test_corrupt_8bit_checkpoint_fails_naming_the_key(key, bad, reason, folders, tmp_path):
     """transformers logs each conversion error in its load report, then raises; the report names our reason."""

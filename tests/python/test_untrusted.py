@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 import llmint8
 from llmint8 import reference as ref
-from llmint8._cli import tool_path
+from llmint8._cli import native_env, tool_path
 from llmint8.llama2c import Llama2cTokenizer, convert_llama2c, read_llama2c
 from llmint8.nn import Linear8bitLt
 
@@ -27,7 +27,7 @@ TIMEOUT = 60  # a hang shows as TimeoutExpired, far below it a load takes a seco
 
 def run(*args):
     argv = [a if isinstance(a, bytes) else os.fsencode(str(a)) for a in args]  # bytes: not valid UTF-8 on purpose
-    return subprocess.run([CLI, *argv], capture_output=True, timeout=TIMEOUT)
+    return subprocess.run([CLI, *argv], capture_output=True, timeout=TIMEOUT, env=native_env())
 
 
 def error_of(*args):
@@ -185,7 +185,7 @@ def test_json_output_survives_invalid_utf8_in_prompt_and_text(tmp_path):
     ("quantization_config", {"load_in_8bit": "yes"},
      "field 'quantization_config.load_in_8bit' must be true or false, got \"yes\""),
     ("quantization_config", {"load_in_8bit": True, "llm_int8_threshold": -6},
-     "field 'quantization_config.llm_int8_threshold' must be a number in [0, "),
+     "field 'quantization_config.llm_int8_threshold' must be a finite number >= 0 (0 disables outlier handling), got -6"),
 ])
 def test_wrong_json_types_name_the_file_and_field(field, value, expected, tiny):
     _, folder = tiny
@@ -255,7 +255,7 @@ def test_failed_load_leaves_the_layer_as_it_was(case):
         "bias_shape": "bias: expected shape \\[8\\], got \\[9\\]", "bias_nan": "bias: expected finite values, got 1",
         "scb_inf": "SCB: expected finite values, got 8 non-finite values \\(first: inf at \\[0\\]\\)",
         "codes_minus_128": "weight: expected int8 codes in \\[-127, 127\\]", "missing_bias": "Missing key.*bias",
-        "unexpected_key": "Unexpected key.*extra", "format_nan": "weight_format -1 \\(unknown\\)",
+        "unexpected_key": "Unexpected key.*extra", "format_nan": "weight_format: expected weight_format 0 \\(row\\), got nan",
         "float_weight_nan": "weight: expected finite values, got 1 non-finite value \\(first: nan at \\[2, 3\\]\\)",
     }[case]
     if case == "bias_shape":

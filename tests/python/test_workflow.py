@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from llmint8._cli import tool_path
+from llmint8._cli import native_env, tool_path
 
 from conftest import DEVICES
 from llama2c_reference import Llama2cReference
@@ -42,7 +42,8 @@ def reference(name):
 
 
 def run(*args):
-    return subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, errors="replace", timeout=300)
+    return subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, errors="replace", timeout=300,
+                          env=native_env())
 
 
 def cli_json(*args):
@@ -79,18 +80,11 @@ def test_greedy_ids_agree_with_reference_for_32_steps(name, device):
     assert generated == reference(name).greedy([1], len(generated))
 
 
-# The one reviewed expected failure: on stories260K (64-wide layers) int8 raises the NLL of the
-# float model's greedy continuation by 5.5% at threshold 0 and 6.8% at 6 (from BOS; 4% to 13% from
-# other start tokens). LLM.int8() itself does this: the float64 reference quantizing weights and
-# activations per row gives the same NLL (test below); weights alone move it by 1.8%. The 2%
-# criterion needs a decision for this model. strict: this alerts when it starts to pass.
-STORIES_INT8_NLL = pytest.mark.xfail(strict=True, reason="int8 NLL 3-7% above float on the 64-wide stories260K")
-
-
-@pytest.mark.parametrize("name,threshold", [
-    ("aidreams260K", 0.0), ("aidreams260K", 6.0),
-    pytest.param("stories260K", 0.0, marks=STORIES_INT8_NLL), pytest.param("stories260K", 6.0, marks=STORIES_INT8_NLL),
-])
+# The 2% bound is aidreams260K's. On stories260K (64-wide layers) LLM.int8() itself raises the NLL
+# of the float model's greedy continuation by 5.5% at threshold 0 and 6.8% at 6 (weights alone: 1.8%),
+# in any correct implementation: the float64 reference test below shows that the C++ model computes
+# exactly LLM.int8() there (the owner's decision, issue 15).
+@pytest.mark.parametrize("name,threshold", [("aidreams260K", 0.0), ("aidreams260K", 6.0)])
 def test_int8_nll_within_2_percent_of_float(name, threshold, record_property):
     model = MODELS[name][0]
     float_run = cli_json("-m", model, "--tokens", "1", "-n", 64, "-t", 0, "--no-int8")
@@ -111,12 +105,14 @@ def test_int8_nll_within_2_percent_of_float(name, threshold, record_property):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_int8_nll_equals_the_float64_llm_int8_reference(name):
-    """The 8-bit C++ model scores a sequence as LLM.int8() computed in float64 does (threshold 0)."""
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+def test_int8_nll_equals_the_float64_llm_int8_reference(name, threshold):
+    """The 8-bit C++ model scores a sequence as LLM.int8() computed in float64 does (both models have
+    activation columns past 6, so threshold 6 takes the outlier path)."""
     model = MODELS[name][0]
     sequence = [1] + cli_json("-m", model, "--tokens", "1", "-n", 64, "-t", 0, "--no-int8")["generated_tokens"]
-    nll_int8 = cli_json("-m", model, "--tokens", ids(sequence), "--score", "--int8", "--threshold", 0)["mean_nll"]
-    logits = Llama2cReference(str(model), int8=True).logits(sequence)[:-1].log_softmax(-1)
+    nll_int8 = cli_json("-m", model, "--tokens", ids(sequence), "--score", "--int8", "--threshold", threshold)["mean_nll"]
+    logits = Llama2cReference(str(model), int8=True, threshold=threshold).logits(sequence)[:-1].log_softmax(-1)
     expected = -logits[torch.arange(len(sequence) - 1), torch.tensor(sequence[1:])].mean().item()
     assert abs(nll_int8 - expected) <= 1e-3 * expected, (nll_int8, expected)
 
@@ -158,7 +154,7 @@ def _write(path, data: bytes):
 
 
 @pytest.mark.parametrize("case", ["missing", "truncated", "bad_header", "vocab_mismatch", "long_prompt",
-                                  "unknown_flag", "bad_number", "empty_tokenizer"])
+                                  "unknown_flag", "bad_number", "negative_threshold", "empty_tokenizer"])
 def test_bad_input_gives_one_clear_message(case, tmp_path):
     model, tok = MODELS["aidreams260K"]
     raw = model.read_bytes()
@@ -178,6 +174,8 @@ def test_bad_input_gives_one_clear_message(case, tmp_path):
         args, expect = ["-m", model, "--frobnicate"], "unknown flag '--frobnicate'"
     elif case == "bad_number":
         args, expect = ["-m", model, "-n", "many"], "flag -n needs a number"
+    elif case == "negative_threshold":  # the ops' rule, in their words
+        args, expect = ["-m", model, "--threshold", "-1"], "--threshold needs a finite number >= 0 (0 disables outlier"
     else:
         args, expect = ["-m", model, "-z", _write(tmp_path / "e.bin", struct.pack("i", 8)), "-p", "x"], "entries"
     result = run(*args)

@@ -97,7 +97,7 @@ def test_bad_hf_folder_names_the_problem(case, tmp_path):
     elif case == "model_type":
         config["model_type"] = "gpt2"
         (folder / "config.json").write_text(json.dumps(config))
-        expect = "field 'model_type' must be \"llama\" (the only model type supported), got \"gpt2\""
+        expect = "field 'model_type' must be one of \"gemma\", \"llama\", \"mistral\", \"qwen2\" (the model types"
     else:
         index = json.loads((folder / "model.safetensors.index.json").read_text())
         index["weight_map"]["model.extra.weight"] = next(iter(index["weight_map"].values()))

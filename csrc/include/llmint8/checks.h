@@ -20,6 +20,8 @@ void check_size(const char* op, const char* name, const at::Tensor& t, int64_t d
 // Every tensor on `reference`'s device (type and index).
 void check_same_device(const char* op, const char* ref_name, const at::Tensor& reference, const char* name,
                        const at::Tensor& t);
+// The outlier threshold's rule, in every message about one (ops, modules, config.json, the CLI).
+constexpr const char* kThresholdRule = "a finite number >= 0 (0 disables outlier handling)";
 void check_threshold(const char* op, double threshold);
 void check_k_limit(const char* op, const char* name, const c10::SymInt& K);
 

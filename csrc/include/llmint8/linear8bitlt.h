@@ -59,6 +59,13 @@ class Linear8bitLtImpl : public torch::nn::Cloneable<Linear8bitLtImpl> {
   void quantize();
   bool is_quantized() const;
 
+  // Installs int8 codes CB [out, in] and their row scales SCB [out] (any float dtype, kept
+  // as fp32) on CB's device: the layer is quantized from then on. The one way the quantized
+  // state is set: quantize() and checkpoint loaders call it; nothing else writes weight, SCB,
+  // options.has_fp16_weights or state's CB and SCB. Checks dtypes and shapes; the values are
+  // the caller's to check (load_state_dict does).
+  void set_quantized(const at::Tensor& CB, const at::Tensor& SCB);
+
   // Moving to a device quantizes (has_fp16_weights=false); a dtype cast never
   // touches the int8 codes or the fp32 scales.
   void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
@@ -73,6 +80,8 @@ class Linear8bitLtImpl : public torch::nn::Cloneable<Linear8bitLtImpl> {
 
  private:
   void refresh_training_copy();
+  // state.CB and state.SCB follow the parameters (after moves and set_quantized).
+  void sync_state();
   at::Tensor forward_pooled(const at::Tensor& x);
 };
 TORCH_MODULE(Linear8bitLt);

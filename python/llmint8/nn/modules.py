@@ -7,11 +7,9 @@ from typing import Dict, Optional, Set
 
 import torch
 
-from .._untrusted import non_finite
+from .._untrusted import check_layer_entries, entry_problem, non_finite
+from ..config import THRESHOLD_RULE
 from ..state import MatmulLtState
-
-# weight_format values bitsandbytes wrote: only "row" (0) is what the codes here mean.
-WEIGHT_FORMATS = {0: "row", 1: "col32", 2: "col_turing", 3: "col_ampere"}
 
 
 def check_threshold(owner: str, threshold) -> None:
@@ -21,8 +19,7 @@ def check_threshold(owner: str, threshold) -> None:
     except (TypeError, ValueError):
         raise TypeError(f"{owner}: argument 'threshold' must be a number, got {threshold!r}") from None
     if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{owner}: argument 'threshold' must be a finite number >= 0 (0 disables outlier "
-                         f"handling), got {value:g}")
+        raise ValueError(f"{owner}: argument 'threshold' must be {THRESHOLD_RULE}, got {value:g}")
 
 
 def quantize_weight(weight: torch.Tensor, device=None):
@@ -303,29 +300,22 @@ class Linear8bitLt(torch.nn.Linear):
         if bias is None or self.bias is None:
             return []
         if tuple(bias.shape) != (self.out_features,):
-            return [f"{bias_key}: expected shape [{self.out_features}], got {list(bias.shape)}"]
+            return [entry_problem(bias_key, f"shape {[self.out_features]}", list(bias.shape))]
         if not bias.is_floating_point():
-            return [f"{bias_key}: expected a float tensor, got {bias.dtype}"]
+            return [entry_problem(bias_key, "a float tensor", bias.dtype)]
         bad = non_finite(bias)
-        return [f"{bias_key}: expected finite values, got {bad}"] if bad else []
+        return [entry_problem(bias_key, "finite values", bad)] if bad else []
 
     def _weight_from_checkpoint(self, weight, scb, fmt, weight_key, scb_key, format_key) -> Optional[Int8Params]:
-        """Validates a checkpoint's weight entries; returns the Int8Params to install, or None to let
-        torch copy a float weight as usual. Raises without touching the module."""
-        if fmt is not None:
-            integer = not (fmt.is_floating_point() or fmt.is_complex() or fmt.dtype == torch.bool)
-            code = int(fmt.reshape(()).item()) if integer and fmt.numel() == 1 else -1
-            if code != 0:
-                name = WEIGHT_FORMATS.get(code, "unknown")
-                raise ValueError(f"{format_key}: weight_format {code} ({name}) is a legacy tiled layout; "
-                                 f"only 0 (row) is supported: re-save the checkpoint with bitsandbytes >= 0.45")
+        """Validates a checkpoint's weight entries (the shared check, _untrusted.check_layer_entries);
+        returns the Int8Params to install, or None to let torch copy a float weight as usual. Raises
+        without touching the module."""
+        problem = check_layer_entries(weight, scb, fmt, (weight_key, scb_key, format_key), self.out_features,
+                                      self.in_features)
+        if problem:
+            raise ValueError(problem)
         if weight is None:
-            if scb is not None:
-                raise ValueError(f"{scb_key} given without {weight_key}")
             return None
-        expected = (self.out_features, self.in_features)
-        if tuple(weight.shape) != expected:
-            raise ValueError(f"{weight_key}: expected shape {list(expected)}, got {list(weight.shape)}")
         device = self.weight.device if self.weight.device.type != "meta" else weight.device
         if weight.dtype == torch.int8:
             if self.state.has_fp16_weights:  # its forward would quantize the codes again as if they were floats
@@ -336,29 +326,8 @@ class Linear8bitLt(torch.nn.Linear):
                 raise ValueError(f"{weight_key}: int8 codes cannot load into a plain float Parameter (a weight "
                                  f"tied to another module's); untie it (an Int8Params weight) or load a float "
                                  f"checkpoint")
-            if scb is None:
-                raise ValueError(f"{scb_key}: missing; an int8 {weight_key} needs its fp32 row scales")
-            if tuple(scb.shape) != (self.out_features,):
-                raise ValueError(f"{scb_key}: expected shape [{self.out_features}], got {list(scb.shape)}")
-            if not scb.is_floating_point():
-                raise TypeError(f"{scb_key}: expected a float tensor, got {scb.dtype}")
-            bad = non_finite(scb)
-            if bad:
-                raise ValueError(f"{scb_key}: expected finite values, got {bad}")
-            if weight.numel() and bool((weight == -128).any()):  # codes are [-127, 127]: the K limit relies on it
-                raise ValueError(f"{weight_key}: expected int8 codes in [-127, 127], got -128")
             CB = weight.detach().to(device)
             return Int8Params(CB, False, False, CB=CB, SCB=scb.detach().to(device=device, dtype=torch.float32))
-        if not weight.is_floating_point():
-            raise TypeError(f"{weight_key}: expected int8 codes or a float weight, got {weight.dtype}")
-        if scb is not None:
-            raise ValueError(f"{scb_key} given with a float {weight_key}: SCB holds the row scales of int8 codes, "
-                             f"so this is a quantized checkpoint whose {weight_key} is not quantized (or a float "
-                             f"state dict with a stray SCB). Load the int8 codes saved with this SCB, or drop "
-                             f"'{scb_key}' and '{format_key}' to load the float weight (quantized on the move)")
-        bad = non_finite(weight)
-        if bad:
-            raise ValueError(f"{weight_key}: expected finite values, got {bad}")
         if not self._float_master() and self.weight.is_int8:  # a quantized module quantizes a float checkpoint
             CB, SCB = quantize_weight(weight, device)
             return Int8Params(CB, False, False, CB=CB, SCB=SCB)

@@ -2,9 +2,11 @@
 // header {name: {dtype, shape, data_offsets}, "__metadata__": {...}}, then the
 // tensors' bytes. Read and written with nlohmann::json; every field is checked
 // against the file before a byte of data is used.
-#include <llmint8/checkpoint.h>
+#include <llmint8/models/safetensors.h>
 
-#include "readers.h"
+#include "io/json.h"
+#include "io/mapped_file.h"
+#include "io/readers.h"
 #include "untrusted.h"
 
 #include <ATen/ATen.h>
@@ -91,38 +93,38 @@ SafetensorsHeader parse_safetensors_header(const char* data, uint64_t size, cons
                 std::to_string(size) + " bytes)",
             std::to_string(header_size));
   }
-  const auto json = u::parse_json(std::string(data + 8, header_size), file);
-  const u::JsonObject header(json, file);
+  const auto json = io::parse_json(std::string(data + 8, header_size), file);
+  const io::JsonObject header(json, file);
   SafetensorsHeader out{8 + header_size, {}};
   const uint64_t data_size = size - out.data_start;
   for (const auto& [key, info] : json.items()) {
     if (key == "__metadata__") continue;
     const std::string tensor = "tensor '" + key + "'";
-    const u::JsonObject fields(info, file, key + ".");
+    const io::JsonObject fields(info, file, key + ".");
     const auto dtype_name = fields.optional_string("dtype");
     const auto* shape = fields.find("shape");
     const auto* offsets = fields.find("data_offsets");
     if (!dtype_name || shape == nullptr || !shape->is_array() || offsets == nullptr || !offsets->is_array() ||
         offsets->size() != 2) {
-      u::fail(file, tensor, "a string 'dtype', an array 'shape' and two 'data_offsets'", u::json_text(info));
+      u::fail(file, tensor, "a string 'dtype', an array 'shape' and two 'data_offsets'", io::json_text(info));
     }
     SafetensorsEntry e{key, name_to_dtype(*dtype_name, key, file), {}, 0, 0};
     if (shape->size() > kMaxRank) {
-      u::fail(file, tensor + " shape", "at most " + std::to_string(kMaxRank) + " dimensions", u::json_text(*shape));
+      u::fail(file, tensor + " shape", "at most " + std::to_string(kMaxRank) + " dimensions", io::json_text(*shape));
     }
     // Checked product: sizes from the file may multiply past 2^64 even where one is 0.
     uint64_t bytes = c10::elementSize(e.dtype);
     for (const auto& d : *shape) {
       if (!d.is_number_integer() || (!d.is_number_unsigned() && d.get<int64_t>() < 0) ||
           d.get<uint64_t>() > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-        u::fail(file, tensor + " shape", "non-negative integers", u::json_text(*shape));
+        u::fail(file, tensor + " shape", "non-negative integers", io::json_text(*shape));
       }
       e.shape.push_back(d.get<int64_t>());
       bytes = u::mul(bytes, d.get<uint64_t>(), file, tensor + " size");
     }
     for (const auto& o : *offsets) {
       if (!o.is_number_integer() || (!o.is_number_unsigned() && o.get<int64_t>() < 0)) {
-        u::fail(file, tensor + " data_offsets", "two non-negative integers", u::json_text(*offsets));
+        u::fail(file, tensor + " data_offsets", "two non-negative integers", io::json_text(*offsets));
       }
     }
     e.begin = (*offsets)[0].get<uint64_t>();
@@ -181,7 +183,7 @@ TensorMap read_safetensors(const char* data, uint64_t size, const std::string& f
 }
 
 TensorMap load_safetensors(const std::string& path) {
-  const u::MappedFile file(path);
+  const io::MappedFile file(path);
   return read_safetensors(file.data(), file.size(), path);
 }
 

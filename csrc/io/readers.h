@@ -1,11 +1,13 @@
 // The readers of untrusted files, on bytes already in memory. The public loaders map a
-// file (untrusted.h) and call these; the fuzz targets (tests/fuzz) call them directly.
+// file (io/mapped_file.h) and call these; the fuzz targets (tests/fuzz) call them directly.
 // `file` names the source in every error.
 #pragma once
 
 #include <llmint8/checkpoint.h>
 #include <llmint8/config.h>
-#include <llmint8/llama.h>
+#include <llmint8/models/llama.h>
+
+#include "models/registry.h"
 
 #include <cstdint>
 #include <map>
@@ -40,7 +42,8 @@ LlamaForCausalLM read_llama2c(const char* data, uint64_t size, const std::string
 
 // What llmint8 reads from a Hugging Face config.json.
 struct HfConfig {
-  LlamaConfig llama;
+  std::string model_type;
+  ModelSpec model;                 // the family's reading of it (registry.h)
   std::optional<Int8Config> int8;  // an 8-bit checkpoint (bitsandbytes' or llmint8's): its settings
 };
 HfConfig parse_hf_config(const std::string& text, const std::string& file);

@@ -1,8 +1,8 @@
 // llama2.c checkpoints and tokenizer files (format: ../shared/models/README.md).
 #pragma once
 
-#include <llmint8/llama.h>
-#include <llmint8/tokenizer.h>
+#include <llmint8/models/llama.h>
+#include <llmint8/models/tokenizer.h>
 
 #include <cstdint>
 #include <string>

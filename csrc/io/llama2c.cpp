@@ -1,8 +1,9 @@
-// llama2.c checkpoint loader (mmap, every field validated) and tokenizer.
+// The llama2.c file formats: checkpoints (mmap, every field validated) and tokenizer files.
 #include <llmint8/checkpoint.h>
-#include <llmint8/llama2c.h>
+#include <llmint8/models/llama2c.h>
 
-#include "readers.h"
+#include "io/mapped_file.h"
+#include "io/readers.h"
 #include "untrusted.h"
 
 #include <ATen/ATen.h>
@@ -118,7 +119,7 @@ LlamaForCausalLM read_llama2c(const char* data, uint64_t size, const std::string
       sd[p + "mlp.up_proj.weight"] = t.at("w3")[i];
     }
     sd["model.norm.weight"] = t.at("rms_final");
-    sd["lm_head.weight"] = c.tie_embeddings ? t.at("token_embedding") : t.at("wcls");
+    if (!c.tie_embeddings) sd["lm_head.weight"] = t.at("wcls");
   });
   // The model is no bigger than the file, whose size matched the header.
   auto model = u::allocating(file, "the model (" + std::to_string(c.parameter_count()) + " parameters)",
@@ -132,12 +133,12 @@ LlamaForCausalLM read_llama2c(const char* data, uint64_t size, const std::string
 }
 
 LlamaForCausalLM load_llama2c(const std::string& path) {
-  const u::MappedFile file(path);
+  const io::MappedFile file(path);
   return read_llama2c(file.data(), file.size(), path);
 }
 
 Llama2cTokenizer Llama2cTokenizer::load(const std::string& path) {
-  const u::MappedFile file(path);
+  const io::MappedFile file(path);
   return parse(file.data(), file.size(), path);
 }
 
@@ -189,70 +190,6 @@ Llama2cTokenizer Llama2cTokenizer::parse(const char* data, uint64_t size, const 
     tok.byte_pieces_ = byte_piece(tok.pieces_[3 + b], byte) && static_cast<unsigned char>(byte[0]) == b;
   }
   return tok;
-}
-
-std::vector<int64_t> Llama2cTokenizer::encode(const std::string& text, bool bos, bool eos) const {
-  std::vector<int64_t> tokens;
-  if (bos) tokens.push_back(kBos);
-  auto lookup = [&](const std::string& s) {
-    const auto it = ids_.find(s);
-    return it == ids_.end() ? int64_t{-1} : it->second;
-  };
-  if (!text.empty()) {
-    const int64_t space = lookup(" ");  // llama2.c's dummy prefix: text starts as if after a space
-    if (space >= 0) tokens.push_back(space);
-  }
-  // One token per UTF-8 character where the vocabulary has it, else its bytes (<0xNN> = byte + 3).
-  for (size_t i = 0; i < text.size();) {
-    size_t n = 1;
-    const auto lead = static_cast<unsigned char>(text[i]);
-    if (lead >= 0xF0) n = 4;
-    else if (lead >= 0xE0) n = 3;
-    else if (lead >= 0xC0) n = 2;
-    n = std::min(n, text.size() - i);
-    const std::string ch = text.substr(i, n);
-    const int64_t id = lookup(ch);
-    if (id >= 0) {
-      tokens.push_back(id);
-    } else {
-      if (!byte_pieces_) {
-        char byte[8];
-        std::snprintf(byte, sizeof(byte), "0x%02X", lead);
-        u::fail(file_, std::string("the text's character at byte ") + std::to_string(i) + " (lead byte " + byte + ")",
-                "in the vocabulary, or spelled by byte pieces <0x00>..<0xFF> at ids 3 to 258",
-                "neither (the vocabulary has no byte pieces)");
-      }
-      for (unsigned char b : ch) tokens.push_back(static_cast<int64_t>(b) + 3);
-    }
-    i += n;
-  }
-  // Merge the adjacent pair whose union scores highest, until none is in the vocabulary.
-  while (true) {
-    float best = -std::numeric_limits<float>::infinity();
-    int64_t best_id = -1;
-    size_t best_at = 0;
-    for (size_t i = 0; i + 1 < tokens.size(); ++i) {
-      const int64_t id = lookup(pieces_[tokens[i]] + pieces_[tokens[i + 1]]);
-      if (id >= 0 && scores_[id] > best) {
-        best = scores_[id];
-        best_id = id;
-        best_at = i;
-      }
-    }
-    if (best_id < 0) break;
-    tokens[best_at] = best_id;
-    tokens.erase(tokens.begin() + static_cast<std::ptrdiff_t>(best_at) + 1);
-  }
-  if (eos) tokens.push_back(kEos);
-  return tokens;
-}
-
-std::string Llama2cTokenizer::decode(int64_t previous, int64_t token) const {
-  TORCH_CHECK_INDEX(token >= 0 && token < vocab_size(), "tokenizer '", file_, "': token id ", std::to_string(token),
-                    " is outside the vocabulary of ", std::to_string(vocab_size()));
-  std::string piece = pieces_[token], byte;
-  if (previous == kBos && !piece.empty() && piece[0] == ' ') piece.erase(0, 1);
-  return byte_piece(piece, byte) ? byte : piece;
 }
 
 }  // namespace llmint8::models

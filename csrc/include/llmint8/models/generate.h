@@ -2,7 +2,7 @@
 // one token per forward against the KV cache.
 #pragma once
 
-#include <llmint8/llama.h>
+#include <llmint8/models/causal_lm.h>
 
 #include <cstdint>
 #include <functional>
@@ -29,11 +29,11 @@ int64_t sample_token(const at::Tensor& logits, const SamplingOptions& options, s
 
 // Generates up to max_new_tokens after prompt (which must fit the context),
 // stopping after any of stop_tokens. on_token sees each new token as it comes.
-GenerationResult generate(LlamaForCausalLMImpl& model, const std::vector<int64_t>& prompt, int64_t max_new_tokens,
+GenerationResult generate(CausalLM& model, const std::vector<int64_t>& prompt, int64_t max_new_tokens,
                           const SamplingOptions& options, const std::vector<int64_t>& stop_tokens,
                           const std::function<void(int64_t)>& on_token = nullptr);
 
 // Teacher-forced logits [tokens.size(), vocab] (fp32, CPU) of a whole sequence.
-at::Tensor score(LlamaForCausalLMImpl& model, const std::vector<int64_t>& tokens);
+at::Tensor score(CausalLM& model, const std::vector<int64_t>& tokens);
 
 }  // namespace llmint8::models

@@ -1,0 +1,55 @@
+// What generation, the CLI and any bridge need from a causal language model, whatever its
+// family: a forward against a KV cache, a new cache, bind() after replace_linear, and sizes.
+// Every model family implements it (llama.h); load_model() reads any supported file.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <torch/nn/module.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace llmint8::models {
+
+// Keys and values of every layer for one generation, preallocated to the positions asked for.
+struct KVCache {
+  std::vector<at::Tensor> keys, values;  // per layer [batch, kv_heads, positions, head_dim]
+  int64_t length = 0;                    // positions filled
+};
+
+struct CausalLMSizes {
+  int64_t vocab_size = 0;
+  int64_t max_seq_len = 0;  // context length: positions a cache may hold
+  int64_t n_layers = 0;
+  int64_t hidden_size = 0;
+};
+
+// A torch::nn::Module, so that replace_linear, load_state_dict, state_dict and to() work on it.
+class CausalLM : public torch::nn::Module {
+ public:
+  // Logits [batch, T, vocab] (fp32) of tokens [batch, T] (int64, any device: moved to the
+  // model's) at positions cache.length...; appends to the cache, which must have room for them.
+  virtual at::Tensor forward(const at::Tensor& tokens, KVCache& cache) = 0;
+  // Empty cache for `batch` sequences of up to `positions` tokens (default: max_seq_len), in the
+  // model's dtype and device; an allocation failure is an error naming the cache's size.
+  virtual KVCache new_cache(int64_t batch, int64_t positions = 0) const = 0;
+  // Fetches every Linear handle again: call after replace_linear.
+  virtual void bind() = 0;
+  virtual CausalLMSizes sizes() const = 0;
+};
+
+// A model read from a file by load_model().
+struct LoadedModel {
+  std::shared_ptr<CausalLM> model;
+  std::string format;                    // "llama2c", or "hf" (a Hugging Face folder)
+  std::string model_type;                // config.json's model_type ("llama" for llama2.c files)
+  std::vector<std::string> int8_layers;  // layers an 8-bit checkpoint loaded as Linear8bitLt
+};
+
+// A Hugging Face folder (hf.h: config.json's model_type picks the family) or a llama2.c
+// checkpoint (llama2c.h), into a float32 CPU model; errors name the file and field.
+LoadedModel load_model(const std::string& path);
+
+}  // namespace llmint8::models

@@ -1,0 +1,148 @@
+// The Llama architecture in LibTorch (RMSNorm, rotary embeddings, grouped-query attention with
+// a KV cache, SwiGLU), with Hugging Face's module names so that HF checkpoints (float or
+// bitsandbytes 8-bit) load by key:
+//   model.embed_tokens, model.layers.N.{input_layernorm, self_attn.{q,k,v,o}_proj,
+//   post_attention_layernorm, mlp.{gate,up,down}_proj}, model.norm, lm_head.
+// The families built on it differ by options of LlamaConfig: Qwen2 has biases on the q/k/v
+// projections, Mistral (and Qwen2's upper layers, when asked) attends through a sliding window,
+// Gemma scales the embeddings, normalizes by 1 + weight and gates with a GELU.
+// Its Linear layers are called through handles that bind() fetches by name, so
+// llmint8::replace_linear followed by bind() swaps them for Linear8bitLt.
+#pragma once
+
+#include <llmint8/linear8bitlt.h>
+#include <llmint8/models/causal_lm.h>
+
+#include <torch/nn/module.h>
+#include <torch/nn/modules/container/any.h>
+#include <torch/nn/modules/container/modulelist.h>
+#include <torch/nn/modules/embedding.h>
+
+#include <string>
+#include <vector>
+
+namespace llmint8::models {
+
+// Rotary embeddings: inverse frequencies theta^(-2i/head_dim), rescaled by the type
+// (transformers' rope_parameters).
+struct RopeConfig {
+  double theta = 10000.0;
+  std::string type = "default";  // "default"; "linear": every frequency / factor; "llama3": by wavelength
+  double factor = 1.0;           // linear, llama3
+  double low_freq_factor = 1.0;  // llama3: wavelengths above original / low_freq_factor are divided by factor,
+  double high_freq_factor = 4.0;  // those below original / high_freq_factor kept, those between blended
+  int64_t original_max_position_embeddings = 0;  // llama3
+};
+
+struct LlamaConfig {
+  int64_t dim = 0;           // hidden size
+  int64_t hidden_dim = 0;    // SwiGLU inner size
+  int64_t n_layers = 0;
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;    // grouped-query attention: heads sharing one key/value head
+  int64_t vocab_size = 0;
+  int64_t max_seq_len = 0;
+  int64_t head_size = 0;     // per attention head; 0: dim / n_heads
+  double norm_eps = 1e-5;
+  RopeConfig rope;
+  bool tie_embeddings = false;  // lm_head is the token embedding (one tensor, no lm_head module)
+  bool qkv_bias = false;        // biases on q_proj, k_proj, v_proj (Qwen2; Llama's attention_bias)
+  bool o_bias = false;          // bias on o_proj (Llama's attention_bias)
+  bool mlp_bias = false;        // biases on gate_proj, up_proj, down_proj
+  std::string hidden_act = "silu";  // the MLP's gate: "silu", "gelu" (erf) or "gelu_pytorch_tanh"
+  bool norm_plus_one = false;       // RMSNorm multiplies by 1 + weight (Gemma)
+  bool scale_embeddings = false;    // token embeddings times sqrt(dim) (Gemma)
+  // Sliding-window attention: a query sees itself and the sliding_window - 1 keys before it, in
+  // the layers whose entry of sliding_layers is true (empty: no layer slides).
+  int64_t sliding_window = 0;
+  std::vector<bool> sliding_layers;
+
+  int64_t head_dim() const { return head_size > 0 ? head_size : dim / n_heads; }
+  // The window of layer i (0: full causal attention).
+  int64_t window(int64_t layer) const {
+    return !sliding_layers.empty() && sliding_layers[static_cast<size_t>(layer)] ? sliding_window : 0;
+  }
+  // Throws naming the field when sizes are inconsistent or out of range.
+  void validate() const;
+  // Parameters of the model (a tied lm_head is the embedding: not counted twice); call after validate().
+  int64_t parameter_count() const;
+
+  // Upper bounds of validate(), far above any released Llama: sizes read from a file
+  // cannot ask for absurd loops or allocations, and products of them fit in int64.
+  static constexpr int64_t kMaxDim = int64_t{1} << 16;
+  static constexpr int64_t kMaxHiddenDim = int64_t{1} << 18;
+  static constexpr int64_t kMaxLayers = int64_t{1} << 10;
+  static constexpr int64_t kMaxVocab = int64_t{1} << 22;
+  static constexpr int64_t kMaxSeqLen = int64_t{1} << 24;
+};
+
+class RMSNormImpl : public torch::nn::Module {
+ public:
+  RMSNormImpl(int64_t dim, double eps, bool plus_one = false);
+  at::Tensor forward(const at::Tensor& x);  // computed in fp32, returned in x's dtype
+  at::Tensor weight;
+  double eps;
+  bool plus_one;  // scale by 1 + weight (weight starts at 0)
+};
+TORCH_MODULE(RMSNorm);
+
+class LlamaAttentionImpl : public torch::nn::Module {
+ public:
+  LlamaAttentionImpl(const LlamaConfig& config, int64_t layer);
+  void bind();
+  // x [batch, T, dim] at positions [start, start + T); cos/sin [T, head_dim].
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& k_cache,
+                     at::Tensor& v_cache, int64_t start);
+  LlamaConfig config;
+  int64_t window;  // sliding window of this layer (0: none)
+  torch::nn::AnyModule q_proj, k_proj, v_proj, o_proj;
+};
+TORCH_MODULE(LlamaAttention);
+
+class LlamaMLPImpl : public torch::nn::Module {
+ public:
+  explicit LlamaMLPImpl(const LlamaConfig& config);
+  void bind();
+  at::Tensor forward(const at::Tensor& x);  // down(act(gate(x)) * up(x))
+  std::string hidden_act;
+  torch::nn::AnyModule gate_proj, up_proj, down_proj;
+};
+TORCH_MODULE(LlamaMLP);
+
+class LlamaDecoderLayerImpl : public torch::nn::Module {
+ public:
+  LlamaDecoderLayerImpl(const LlamaConfig& config, int64_t layer);
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& k_cache,
+                     at::Tensor& v_cache, int64_t start);
+  RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
+  LlamaAttention self_attn{nullptr};
+  LlamaMLP mlp{nullptr};
+};
+TORCH_MODULE(LlamaDecoderLayer);
+
+class LlamaModelImpl : public torch::nn::Module {
+ public:
+  explicit LlamaModelImpl(const LlamaConfig& config);
+  torch::nn::Embedding embed_tokens{nullptr};
+  torch::nn::ModuleList layers{nullptr};
+  RMSNorm norm{nullptr};
+};
+TORCH_MODULE(LlamaModel);
+
+class LlamaForCausalLMImpl : public CausalLM {
+ public:
+  explicit LlamaForCausalLMImpl(const LlamaConfig& config);
+  void bind() override;
+  KVCache new_cache(int64_t batch, int64_t positions = 0) const override;
+  at::Tensor forward(const at::Tensor& tokens, KVCache& cache) override;
+  CausalLMSizes sizes() const override;
+  LlamaConfig config;
+  LlamaModel model{nullptr};
+  torch::nn::AnyModule lm_head;  // empty when tie_embeddings: the logits use model.embed_tokens.weight
+
+ private:
+  at::Tensor inv_freq_;  // rotary inverse frequencies [head_dim / 2], fp32, on the device of the last forward
+};
+TORCH_MODULE(LlamaForCausalLM);
+
+}  // namespace llmint8::models

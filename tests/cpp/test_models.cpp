@@ -1,0 +1,223 @@
+// The model families behind one CausalLM interface: config.json read per model_type (registry),
+// rope variants, sliding windows, tied embeddings as one tensor, and Linear8bitLt's one way in
+// for quantized state. Logits against transformers: tests/python/test_models_hf.py.
+#include "catch_compat.h"
+#include "reference.h"
+
+#include <llmint8/llmint8.h>
+#include <llmint8/models/causal_lm.h>
+#include <llmint8/models/generate.h>
+#include <llmint8/models/hf.h>
+#include <llmint8/models/llama.h>
+
+#include "io/readers.h"
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+#include <torch/types.h>
+
+using llmint8::testing::contains_all;
+using llmint8::testing::error_message;
+namespace m = llmint8::models;
+
+namespace {
+
+const nlohmann::json kSizes = {{"hidden_size", 16},          {"intermediate_size", 32}, {"num_hidden_layers", 3},
+                               {"num_attention_heads", 4},   {"num_key_value_heads", 2}, {"vocab_size", 20},
+                               {"max_position_embeddings", 32}};
+
+// config.json of kSizes plus `extra`, read as the loader reads it.
+m::HfConfig parse(const nlohmann::json& extra) {
+  auto j = kSizes;
+  j.update(extra);
+  return m::parse_hf_config(j.dump(), "config.json");
+}
+
+// The LlamaConfig a family made of the config.
+m::LlamaConfig llama_config(const nlohmann::json& extra) {
+  const auto model = parse(extra).model.build();
+  const auto* llama = dynamic_cast<const m::LlamaForCausalLMImpl*>(model.get());
+  REQUIRE(llama != nullptr);
+  return llama->config;
+}
+
+std::string parse_error(const nlohmann::json& extra) {
+  return error_message([&] { parse(extra); });
+}
+
+m::LlamaConfig tiny(int64_t window = 0) {
+  m::LlamaConfig c;
+  c.dim = 16;
+  c.hidden_dim = 32;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.vocab_size = 20;
+  c.max_seq_len = 32;
+  if (window > 0) {
+    c.sliding_window = window;
+    c.sliding_layers = {true, true};
+  }
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("the registry: config.json's model_type picks the family; an unknown one names those it knows", "[models]") {
+  CHECK(m::hf_model_types() == std::vector<std::string>{"gemma", "llama", "mistral", "qwen2"});
+  CHECK(parse({{"model_type", "qwen2"}}).model_type == "qwen2");
+  CHECK(parse(nlohmann::json::object()).model_type == "llama");  // files without one: llmint8's older converter
+  CHECK(contains_all(parse_error({{"model_type", "gpt2"}}),
+                     {"'config.json': field 'model_type' must be one of \"gemma\", \"llama\", \"mistral\", \"qwen2\"",
+                      "got \"gpt2\""}));
+}
+
+TEST_CASE("config.json: rope as transformers 5 writes it and as older versions did", "[models]") {
+  CHECK(llama_config(nlohmann::json::object()).rope.theta == 10000.0);
+  CHECK(llama_config({{"rope_theta", 5e5}}).rope.theta == 5e5);
+  CHECK(llama_config({{"rope_parameters", {{"rope_type", "default"}, {"rope_theta", 1e5}}}}).rope.theta == 1e5);
+  // Inside rope_parameters wins over the top level; a legacy rope_scaling is the parameters when given.
+  CHECK(llama_config({{"rope_theta", 7.0}, {"rope_parameters", {{"rope_theta", 1e5}}}}).rope.theta == 1e5);
+  const auto legacy = llama_config({{"rope_theta", 3e4}, {"rope_scaling", {{"type", "linear"}, {"factor", 2.0}}}});
+  CHECK((legacy.rope.type == "linear" && legacy.rope.factor == 2.0 && legacy.rope.theta == 3e4));
+  const auto llama3 = llama_config({{"rope_parameters", {{"rope_type", "llama3"}, {"rope_theta", 5e5}, {"factor", 8.0},
+                                                         {"low_freq_factor", 1.0}, {"high_freq_factor", 4.0}}}});
+  CHECK((llama3.rope.type == "llama3" && llama3.rope.factor == 8.0 && llama3.rope.high_freq_factor == 4.0));
+  CHECK(llama3.rope.original_max_position_embeddings == 32);  // transformers' default: max_position_embeddings
+  // What is not implemented is refused, naming the field.
+  CHECK(contains_all(parse_error({{"rope_parameters", {{"rope_type", "yarn"}, {"factor", 4.0}}}}),
+                     {"field 'rope_parameters.rope_type' must be \"default\", \"linear\" or \"llama3\"", "got \"yarn\""}));
+  CHECK(contains_all(parse_error({{"rope_scaling", {{"type", "dynamic"}, {"factor", 2.0}}}}),
+                     {"field 'rope_scaling.type' must be"}));
+  CHECK(contains_all(parse_error({{"rope_parameters", {{"rope_type", "linear"}, {"factor", 2.0}, {"beta_fast", 32}}}}),
+                     {"field 'rope_parameters.beta_fast' must be absent for rope type \"linear\"", "got 32"}));
+  CHECK(contains_all(parse_error({{"rope_parameters", {{"rope_type", "linear"}}}}),
+                     {"field 'rope_parameters.factor' must be a number", "nothing (missing)"}));
+  CHECK(contains_all(parse_error({{"rope_parameters", {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 4.0},
+                                                       {"high_freq_factor", 1.0}}}}),
+                     {"rope.high_freq_factor must be above rope.low_freq_factor"}));
+  CHECK(contains_all(parse_error({{"partial_rotary_factor", 0.5}}), {"field 'partial_rotary_factor' must be 1"}));
+  CHECK(contains_all(parse_error({{"hidden_act", "relu"}}),
+                     {"field 'hidden_act' must be \"silu\", \"gelu\" or \"gelu_pytorch_tanh\"", "got \"relu\""}));
+}
+
+TEST_CASE("config.json: the families' own fields", "[models]") {
+  // Llama: attention_bias (q, k, v, o), mlp_bias, a head_dim of its own, tied embeddings.
+  const auto llama = llama_config({{"attention_bias", true}, {"mlp_bias", true}, {"head_dim", 6},
+                                   {"tie_word_embeddings", true}});
+  CHECK((llama.qkv_bias && llama.o_bias && llama.mlp_bias && llama.head_dim() == 6 && llama.tie_embeddings));
+  CHECK(llama.sliding_layers.empty());
+  CHECK(parse({{"tie_word_embeddings", true}}).model.tied ==
+        std::vector<std::pair<std::string, std::string>>{{"lm_head.weight", "model.embed_tokens.weight"}});
+  // Qwen2: q/k/v biases; windows only with use_sliding_window, in the layers layer_types marks (or from
+  // max_window_layers up in older files).
+  const auto qwen2 = llama_config({{"model_type", "qwen2"}, {"sliding_window", 8}});
+  CHECK((qwen2.qkv_bias && !qwen2.o_bias && qwen2.sliding_layers.empty()));
+  const auto typed = llama_config({{"model_type", "qwen2"}, {"use_sliding_window", true}, {"sliding_window", 8},
+                                   {"layer_types", {"sliding_attention", "full_attention", "sliding_attention"}}});
+  CHECK((typed.sliding_window == 8 && typed.sliding_layers == std::vector<bool>{true, false, true}));
+  const auto older = llama_config({{"model_type", "qwen2"}, {"use_sliding_window", true}, {"max_window_layers", 1}});
+  CHECK((older.sliding_window == 4096 && older.sliding_layers == std::vector<bool>{false, true, true}));
+  CHECK(llama_config({{"model_type", "qwen2"}, {"use_sliding_window", true}, {"sliding_window", nullptr}})
+            .sliding_layers.empty());
+  CHECK(contains_all(parse_error({{"model_type", "qwen2"}, {"use_sliding_window", true},
+                                  {"layer_types", {"full_attention", "chunked_attention", "full_attention"}}}),
+                     {"field 'layer_types' must be a list of \"full_attention\" and \"sliding_attention\""}));
+  CHECK(contains_all(parse_error({{"model_type", "qwen2"}, {"use_sliding_window", true}, {"layer_types", {"full_attention"}}}),
+                     {"field 'layer_types' must be one entry per layer (num_hidden_layers = 3)"}));
+  // Mistral: every layer slides; null means full attention, absent transformers' 4096.
+  const auto mistral = llama_config({{"model_type", "mistral"}, {"sliding_window", 5}});
+  CHECK((mistral.sliding_window == 5 && mistral.sliding_layers == std::vector<bool>{true, true, true}));
+  CHECK(llama_config({{"model_type", "mistral"}}).sliding_window == 4096);
+  CHECK(llama_config({{"model_type", "mistral"}, {"sliding_window", nullptr}}).sliding_layers.empty());
+  CHECK(contains_all(parse_error({{"model_type", "mistral"}, {"layer_types", {"full_attention"}}}),
+                     {"field 'layer_types' must be absent"}));
+  // Gemma: transformers' defaults (GELU with tanh, tied embeddings, heads of 256), 1 + weight norms,
+  // scaled embeddings; bidirectional attention refused.
+  const auto gemma = llama_config({{"model_type", "gemma"}});
+  CHECK((gemma.hidden_act == "gelu_pytorch_tanh" && gemma.tie_embeddings && gemma.head_dim() == 256));
+  CHECK((gemma.norm_plus_one && gemma.scale_embeddings && !gemma.qkv_bias));
+  CHECK(llama_config({{"model_type", "gemma"}, {"hidden_act", "gelu"}, {"head_dim", 8}}).hidden_act == "gelu");
+  CHECK(contains_all(parse_error({{"model_type", "gemma"}, {"use_bidirectional_attention", true}}),
+                     {"field 'use_bidirectional_attention' must be false"}));
+}
+
+TEST_CASE("a tied embedding is one tensor, before and after moves", "[models]") {
+  auto c = tiny();
+  c.tie_embeddings = true;
+  std::shared_ptr<m::CausalLM> model = std::make_shared<m::LlamaForCausalLMImpl>(c);
+  CHECK(model->named_parameters().find("lm_head.weight") == nullptr);
+  int64_t count = 0;
+  for (const auto& p : model->parameters()) count += p.numel();
+  CHECK(count == c.parameter_count());
+  // A dtype cast converts the one tensor once: the logits still come from the embedding.
+  model->to(torch::kDouble);
+  const auto* llama = dynamic_cast<m::LlamaForCausalLMImpl*>(model.get());
+  CHECK(llama->model->embed_tokens->weight.scalar_type() == torch::kDouble);
+  torch::NoGradGuard no_grad;
+  auto cache = model->new_cache(1);
+  const auto logits = model->forward(torch::tensor({{1, 2, 3}}, torch::kLong), cache);
+  CHECK(logits.sizes() == std::vector<int64_t>{1, 3, c.vocab_size});
+  CHECK(logits.scalar_type() == torch::kFloat);
+}
+
+TEST_CASE("sliding windows: the prefill's mask and the decode's narrowed cache agree", "[models]") {
+  torch::NoGradGuard no_grad;
+  const auto tokens = torch::tensor({{1, 5, 7, 2, 9, 11, 3, 4, 8, 13, 6, 17}}, torch::kLong);
+  at::Tensor full_attention;
+  for (const int64_t window : {0, 3}) {
+    torch::manual_seed(0);
+    std::shared_ptr<m::CausalLM> model = std::make_shared<m::LlamaForCausalLMImpl>(tiny(window));
+    for (auto& p : model->parameters()) p.normal_(0, 0.3);
+    auto cache = model->new_cache(1);
+    const auto prefill = model->forward(tokens, cache)[0];
+    auto step_cache = model->new_cache(1);
+    for (int64_t i = 0; i < tokens.size(1); ++i) {
+      const auto step = model->forward(tokens.narrow(1, i, 1), step_cache)[0][0];
+      INFO("window " << window << ", position " << i);
+      CHECK(at::allclose(step, prefill[i], 1e-4, 1e-5));
+    }
+    if (window == 0) {
+      full_attention = prefill;
+    } else {  // the window hides keys: positions past it differ from full attention, earlier ones do not
+      CHECK(at::allclose(prefill.narrow(0, 0, window), full_attention.narrow(0, 0, window), 1e-5, 1e-6));
+      CHECK((prefill[window] - full_attention[window]).abs().max().item<double>() > 1e-3);
+    }
+  }
+}
+
+TEST_CASE("generation and scoring go through the CausalLM interface", "[models]") {
+  torch::manual_seed(0);
+  std::shared_ptr<m::CausalLM> model = std::make_shared<m::LlamaForCausalLMImpl>(tiny(4));
+  CHECK(model->sizes().vocab_size == 20);
+  CHECK(model->sizes().max_seq_len == 32);
+  CHECK(model->sizes().n_layers == 2);
+  llmint8::replace_linear(*model, llmint8::Int8Config());
+  model->bind();
+  const auto out = m::generate(*model, {1, 2, 3}, 8, {/*temperature=*/0.0}, {});
+  REQUIRE(out.tokens.size() == 8);
+  // Greedy tokens are the argmax of the teacher-forced logits of the sequence they make.
+  std::vector<int64_t> sequence{1, 2, 3};
+  sequence.insert(sequence.end(), out.tokens.begin(), out.tokens.end());
+  const auto logits = m::score(*model, sequence);
+  for (size_t i = 0; i < out.tokens.size(); ++i) CHECK(logits[2 + i].argmax().item<int64_t>() == out.tokens[i]);
+  CHECK(contains_all(error_message([&] { m::generate(*model, {1, 20}, 1, {0.0}, {}); }),
+                     {"token 1 is id 20, outside the vocabulary [0, 20)"}));
+}
+
+TEST_CASE("Linear8bitLt::set_quantized is the one way quantized state is set", "[module]") {
+  llmint8::Linear8bitLt layer(llmint8::Linear8bitLtOptions(8, 4).has_fp16_weights(false).bias(false));
+  const auto W = at::randn({4, 8});
+  auto [CB, SCB, cols] = llmint8::int8_vectorwise_quant(W);
+  CHECK(contains_all(error_message([&] { layer->set_quantized(CB.to(at::kShort), SCB); }),
+                     {"Linear8bitLt::set_quantized: CB must be int8 and SCB floating point, got Short and Float"}));
+  CHECK(contains_all(error_message([&] { layer->set_quantized(CB.t().contiguous(), SCB); }),
+                     {"CB must be [4, 8] and SCB [4]"}));
+  CHECK(!layer->is_quantized());
+  layer->set_quantized(CB, SCB.to(at::kHalf));
+  CHECK(layer->is_quantized());
+  CHECK((layer->SCB.scalar_type() == at::kFloat && !layer->options.has_fp16_weights() && !layer->state.has_fp16_weights));
+  CHECK((layer->state.CB.is_same(layer->weight) && layer->state.SCB.is_same(layer->SCB)));
+  const auto x = at::randn({3, 8});
+  CHECK(at::equal(layer->forward(x), llmint8::int8_linear(x, CB, SCB.to(at::kHalf).to(at::kFloat))));
+}
