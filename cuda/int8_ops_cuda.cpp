@@ -102,7 +102,7 @@ class DeviceWorkspace {
  public:
   LayerWorkspace acquire(int device, int64_t K, cudaStream_t s) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (capacity_ < K) {  // grows to the widest layer seen; older blocks stay (kernels may still use them)
+    if (blocks_.empty() || capacity_ < K) {  // grows to the widest layer seen; older blocks stay (kernels may still use them)
       const int64_t capacity = std::max<int64_t>(K, 4096);
       void* base = nullptr;
       C10_CUDA_CHECK(cudaMalloc(&base, workspace_bytes(capacity)));

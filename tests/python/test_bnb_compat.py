@@ -90,12 +90,12 @@ def test_matmul_with_frozen_codes_in_the_state_leaves_b_unread(device):
     state = llmint8.MatmulLtState(CB=CB.to(device), SCB=SCB.to(device), has_fp16_weights=False, threshold=6.0)
     x = make_activations((4, 64), torch.bfloat16, device, outlier_cols=[0, 63])
     y = llmint8.matmul(x, CB.t(), state=state)  # bitsandbytes' tests pass the codes transposed: unread
-    assert_matches_reference(y, ref.int8_linear(x.cpu(), CB, SCB, None, 6.0))
+    assert_matches_reference(y, ref.int8_linear(x.cpu(), CB.cpu(), SCB.cpu(), None, 6.0))
     out = torch.empty_like(y)
     assert llmint8.matmul(x, None, out=out, state=state) is out and torch.equal(out, y)
     state.reset_grads()  # no codes left: B is quantized again
     W = ref.dequantize_weight(CB, SCB).float().to(device)
-    assert torch.equal(llmint8.matmul(x, W, state=state), y) and torch.equal(state.CB.cpu(), CB)
+    assert torch.equal(llmint8.matmul(x, W, state=state), y) and torch.equal(state.CB.cpu(), CB.cpu())
 
 
 def test_matmul_bad_input_names_the_argument():
