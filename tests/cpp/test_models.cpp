@@ -208,7 +208,8 @@ TEST_CASE("generation and scoring go through the CausalLM interface", "[models]"
 TEST_CASE("Linear8bitLt::set_quantized is the one way quantized state is set", "[module]") {
   llmint8::Linear8bitLt layer(llmint8::Linear8bitLtOptions(8, 4).has_fp16_weights(false).bias(false));
   const auto W = at::randn({4, 8});
-  auto [CB, SCB, cols] = llmint8::int8_vectorwise_quant(W);
+  const auto quantized = llmint8::int8_vectorwise_quant(W);
+  const at::Tensor CB = std::get<0>(quantized), SCB = std::get<1>(quantized);  // lambdas cannot capture bindings (C++17)
   CHECK(contains_all(error_message([&] { layer->set_quantized(CB.to(at::kShort), SCB); }),
                      {"Linear8bitLt::set_quantized: CB must be int8 and SCB floating point, got Short and Float"}));
   CHECK(contains_all(error_message([&] { layer->set_quantized(CB.t().contiguous(), SCB); }),
