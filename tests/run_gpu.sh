@@ -8,6 +8,8 @@
 #   SKIP_CPP=1 PYTEST_ARGS="test_placement.py" bash tests/run_gpu.sh --no-bench   (a subset)
 #   SKIP_SANITIZERS=1 ...                            (Catch2 without compute-sanitizer)
 #   BENCH_FIRST=1 ...                                (the benchmark right after the build)
+#   E2E_ARGS="--layers 8" ...                         (benchmarks/bench_e2e.py instead of bench_linear.py)
+#   LLMINT8_ALL_ARCHITECTURES=1 ...                  (every release architecture, not only this card's)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
@@ -43,6 +45,16 @@ if ls .debs/nvidia_cutlass-*.whl > /dev/null 2>&1; then
 fi
 export LLMINT8_REQUIRE_FUSED_GEMM=1  # on an sm_90 card the tests fail if CUTLASS was not built in
 export LLMINT8_BUILD_DIR=build-gpu CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" LLMINT8_BUILD_TESTS=1
+# Device time is short: compile for this card only (sm_90: the sm_80 code is never loaded here).
+# LLMINT8_ALL_ARCHITECTURES=1 builds the release set instead.
+card_arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n 1 | tr -d '. ')
+if [ -z "${LLMINT8_ALL_ARCHITECTURES:-}" ] && [ -n "$card_arch" ]; then
+  export LLMINT8_CMAKE_ARGS="${LLMINT8_CMAKE_ARGS:-} -DLLMINT8_CUDA_ARCHITECTURES=${card_arch}-real"
+fi
+# pytest in 4 processes when pytest-xdist is there (a file's tests stay in one process, so its
+# module fixtures are built once), each with 4 CPU threads so that the CPU tests do not fight.
+pytest_parallel="" pytest_threads=""
+if python3 -c "import xdist" 2> /dev/null; then pytest_parallel="-n 4 --dist loadfile" pytest_threads="OMP_NUM_THREADS=4"; fi
 step build python3 -m pip install --no-build-isolation --no-deps -v .
 if [ "${status[build]}" = pass ] && [ -n "${BENCH_FIRST:-}" ] && [ "${bench_args[0]:-}" != none ]; then
   step bench python3 benchmarks/bench_linear.py "${bench_args[@]}" --json "$out/bench.json"
@@ -50,13 +62,15 @@ if [ "${status[build]}" = pass ] && [ -n "${BENCH_FIRST:-}" ] && [ "${bench_args
 fi
 if [ "${status[build]}" = pass ]; then
   [ -n "${SKIP_CPP:-}" ] || step catch2 ctest --test-dir build-gpu --output-on-failure
-  step pytest bash -c "cd tests/python && LLMINT8_REQUIRE_CPP_TOOL=1 python3 -m pytest -q -rsx -p no:cacheprovider ${PYTEST_ARGS:-.}"
+  step pytest bash -c "cd tests/python && env $pytest_threads LLMINT8_REQUIRE_CPP_TOOL=1 python3 -m pytest -q -rsx -p no:cacheprovider $pytest_parallel ${PYTEST_ARGS:-.}"
   if [ -z "${SKIP_CPP:-}" ] && [ -z "${SKIP_SANITIZERS:-}" ]; then
     # The CUDA paths suite reaches every kernel and product backend (tests/cpp/test_cuda_paths.cpp).
     step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[cuda]"
     step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[cuda]"
   fi
-  if [ "${bench_args[0]:-}" != none ]; then
+  if [ -n "${E2E_ARGS+set}" ]; then  # the end-to-end benchmark in place of the layer one
+    step e2e bash -c "python3 benchmarks/bench_e2e.py $E2E_ARGS --json $out/e2e.json"
+  elif [ "${bench_args[0]:-}" != none ]; then
     step profile python3 benchmarks/bench_linear.py --profile
     step bench python3 benchmarks/bench_linear.py "${bench_args[@]}" --json "$out/bench.json"
   fi
@@ -64,7 +78,7 @@ fi
 
 echo "== summary ($gpu_info)"
 failed=0
-for name in build catch2 pytest memcheck racecheck profile bench; do
+for name in build catch2 pytest memcheck racecheck profile bench e2e; do
   [ -n "${status[$name]:-}" ] || continue
   echo "$name: ${status[$name]}"
   [ "${status[$name]}" = pass ] || failed=1
