@@ -11,6 +11,8 @@ from .._untrusted import check_layer_entries, entry_problem, non_finite
 from ..config import THRESHOLD_RULE
 from ..state import MatmulLtState
 
+_int8_linear = torch.ops.llmint8.int8_linear.default  # the overload itself: no packet lookup per call
+
 
 def check_threshold(owner: str, threshold) -> None:
     """The ops' rule (csrc/checks.cpp): a finite number >= 0; NaN would fail only at the first forward."""
@@ -218,12 +220,18 @@ class Linear8bitLt(torch.nn.Linear):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Linear8bitLt: input has {x.shape[-1]} features in its last dimension, "
                              f"expected in_features = {self.in_features}")
-        CB, SCB = self.init_8bit_state()
-        master = self.weight if self._float_master() and self.weight.requires_grad else None
-        threshold = self.state.threshold
-        if self.state.use_pool and threshold > 0:
-            return self._forward_pooled(x, CB, SCB)
-        return torch.ops.llmint8.int8_linear(x, CB, SCB, self.bias, threshold, master)
+        state, weight = self.state, self.weight
+        if not state.has_fp16_weights and type(weight) is Int8Params and weight.dtype == torch.int8:
+            # Inference on a quantized weight, the common case, in few Python steps: at batch 1 the
+            # host's time per layer is what eager generation waits for.
+            state.CB, state.SCB = weight.CB, weight.SCB
+            master = None
+        else:
+            self.init_8bit_state()
+            master = self.weight if self._float_master() and self.weight.requires_grad else None
+        if state.use_pool and state.threshold > 0:
+            return self._forward_pooled(x, state.CB, state.SCB)
+        return _int8_linear(x, state.CB, state.SCB, self.bias, state.threshold, master)
 
     def _forward_pooled(self, x, CB, SCB):
         # Pooled columns are made outliers by marking them inf in a copy used only for
