@@ -100,9 +100,9 @@ class LlamaAttentionImpl : public torch::nn::Module {
  public:
   LlamaAttentionImpl(const LlamaConfig& config, int64_t layer);
   void bind();
-  // x [batch, T, dim] at positions `at`; cos/sin [T, head_dim]; caches [batch, kv_heads, positions, head_dim].
+  // x [batch, T, dim] at positions `where`; cos/sin [T, head_dim]; caches [batch, kv_heads, positions, head_dim].
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& k_cache,
-                     at::Tensor& v_cache, const CachePosition& at);
+                     at::Tensor& v_cache, const CachePosition& where);
   LlamaConfig config;
   int64_t window;  // sliding window of this layer (0: none)
   torch::nn::AnyModule q_proj, k_proj, v_proj, o_proj;
@@ -123,7 +123,7 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
   LlamaDecoderLayerImpl(const LlamaConfig& config, int64_t layer);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& k_cache,
-                     at::Tensor& v_cache, const CachePosition& at);
+                     at::Tensor& v_cache, const CachePosition& where);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   LlamaAttention self_attn{nullptr};
   LlamaMLP mlp{nullptr};
@@ -153,7 +153,7 @@ class LlamaForCausalLMImpl : public CausalLM {
 
  private:
   // What forward and decode_step share: embeddings, rotary angles, the layers, the head.
-  at::Tensor run(const at::Tensor& tokens, const CachePosition& at, KVCache& cache);
+  at::Tensor run(const at::Tensor& tokens, const CachePosition& where, KVCache& cache);
   at::Tensor inv_freq_;  // rotary inverse frequencies [head_dim / 2], fp32, on the device of the last forward
 };
 TORCH_MODULE(LlamaForCausalLM);
