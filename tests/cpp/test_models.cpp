@@ -1,6 +1,7 @@
 // The model families behind one CausalLM interface: config.json read per model_type (registry),
 // rope variants, sliding windows, tied embeddings as one tensor, and Linear8bitLt's one way in
-// for quantized state. Logits against transformers: tests/python/test_models_hf.py.
+// for quantized state, decode_step against forward, and (on a GPU) the CUDA graph decode against
+// the eager one. Logits against transformers: tests/python/test_models_hf.py.
 #include "catch_compat.h"
 #include "reference.h"
 
