@@ -8,7 +8,7 @@ Face folder, then measures, for fp16 and for llmint8 at thresholds 6 and 0:
   decoding, eager (dynamic cache) and compiled (static cache: transformers compiles the forward
   itself, with CUDA graphs), at each batch size: tokens/s and peak memory;
 - C++: `llmint8-generate --json` on the same folder: load time, time to first token, decode
-  tokens/s, peak memory.
+  tokens/s (on CUDA a replayed CUDA graph, its one-time capture timed apart), peak memory.
 Ratios are against fp16 in the same run. Results go in benchmarks/RESULTS.md.
 
     python benchmarks/bench_e2e.py [--layers 8] [--new-tokens 64] [--batches 1,8] [--json out.json]
@@ -126,9 +126,11 @@ def cpp_rows(args, folder: Path):
         out = json.loads(result.stdout.strip().splitlines()[-1])
         row = {"variant": name, "decode_tokens_per_s": out["decode_tokens_per_s"], "load_s": out["load_seconds"],
                "time_to_first_token_s": out["time_to_first_token_s"], "peak_bytes": out["peak_memory_bytes"],
-               "weight_bytes": out.get("weight_bytes_after")}
+               "weight_bytes": out.get("weight_bytes_after"), "cuda_graph": out.get("cuda_graph"),
+               "cuda_graph_capture_s": out.get("cuda_graph_capture_s")}
         rows.append(row)
-        print(f"c++    {name:9s} decode {row['decode_tokens_per_s']:.1f} tok/s, load {row['load_s']:.1f} s, "
+        graph = f", CUDA graph captured in {row['cuda_graph_capture_s']:.3f} s" if row["cuda_graph"] else ""
+        print(f"c++    {name:9s} decode {row['decode_tokens_per_s']:.1f} tok/s{graph}, load {row['load_s']:.1f} s, "
               f"first token {row['time_to_first_token_s']:.3f} s, peak {row['peak_bytes'] / 2**30:.2f} GiB", flush=True)
     return rows
 

@@ -3,9 +3,15 @@
 #include <ATen/ATen.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/types.h>
+#ifdef LLMINT8_WITH_CUDA
+#include <ATen/cuda/CUDAGraph.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
 
 namespace llmint8::models {
 
@@ -25,6 +31,57 @@ at::Tensor token_tensor(const std::vector<int64_t>& tokens, const CausalLM& mode
   }
   return torch::tensor(tokens, torch::kLong).view({1, -1});
 }
+
+#ifdef LLMINT8_WITH_CUDA
+// The decode step captured once in a CUDA graph and replayed for every later token: one launch
+// per token instead of one per op, whose host overhead dominates an eager decode. The token and
+// its position go in through device buffers the graph reads; the logits come out in the tensor
+// the capture allocated, overwritten by each replay.
+class DecodeGraph {
+ public:
+  // Captures at the cache's next position: what the warm-up writes there, the first replay
+  // overwrites before any query reads it. Waits for the device (a one-time setup).
+  DecodeGraph(CausalLM& model, KVCache& cache, const at::Device& device) {
+    const c10::cuda::CUDAGuard device_guard(device);
+    const auto options = at::TensorOptions().dtype(at::kLong).device(device);
+    token_ = at::zeros({1, 1}, options);
+    position_ = at::full({1}, cache.length, options);
+    // As PyTorch requires: capture on a side stream, after warm-up steps on that stream (lazy
+    // initialization, such as cuBLAS's workspace for the stream, must not happen in the capture).
+    c10::cuda::getCurrentCUDAStream().synchronize();  // the prefill's cache writes come first
+    const auto side = c10::cuda::getStreamFromPool(/*isHighPriority=*/false, device.index());
+    {
+      const c10::cuda::CUDAStreamGuard stream_guard(side);
+      for (int i = 0; i < kWarmupSteps; ++i) model.decode_step(token_, position_, cache);
+      try {
+        graph_.capture_begin();
+        logits_ = model.decode_step(token_, position_, cache);
+        graph_.capture_end();
+      } catch (const c10::Error& e) {
+        TORCH_CHECK(false, "generate: the decode step cannot be captured in a CUDA graph (DecodeOptions::cuda_graph = ",
+                    "false, the CLI's --no-cuda-graph, decodes without one): ", e.what_without_backtrace());
+      }
+    }
+    side.synchronize();  // the warm-up's cache writes land before the replays' (on the current stream)
+  }
+
+  // Logits [1, 1, vocab] of `token` at the cache's next position; the cache grows by one.
+  at::Tensor step(int64_t token, KVCache& cache) {
+    token_.fill_(token);  // (fills are kernels on the current stream: no wait for the device)
+    position_.fill_(cache.length);
+    graph_.replay();
+    ++cache.length;
+    return logits_;
+  }
+
+ private:
+  static constexpr int kWarmupSteps = 3;  // PyTorch's documented recipe
+  at::Tensor token_;     // [1, 1] int64
+  at::Tensor position_;  // [1] int64
+  at::Tensor logits_;    // [1, 1, vocab] fp32
+  at::cuda::CUDAGraph graph_;
+};
+#endif
 
 }  // namespace
 
@@ -60,7 +117,7 @@ int64_t sample_token(const at::Tensor& logits, const SamplingOptions& options, s
 
 GenerationResult generate(CausalLM& model, const std::vector<int64_t>& prompt, int64_t max_new_tokens,
                           const SamplingOptions& options, const std::vector<int64_t>& stop_tokens,
-                          const std::function<void(int64_t)>& on_token) {
+                          const std::function<void(int64_t)>& on_token, const DecodeOptions& decode) {
   const int64_t context = model.sizes().max_seq_len;
   TORCH_CHECK_VALUE(!prompt.empty(), "generate: the prompt has no tokens");
   TORCH_CHECK_VALUE(static_cast<int64_t>(prompt.size()) < context, "generate: the prompt has ",
@@ -72,6 +129,10 @@ GenerationResult generate(CausalLM& model, const std::vector<int64_t>& prompt, i
   auto cache = model.new_cache(1, static_cast<int64_t>(prompt.size()) + max_new_tokens);  // what this run needs
   auto start = std::chrono::steady_clock::now();
   auto logits = model.forward(token_tensor(prompt, model), cache);
+  // One token at the cache's next position: an eager forward, or a replay of the captured step.
+  std::function<at::Tensor(int64_t)> decode_token = [&](int64_t token) {
+    return model.forward(token_tensor({token}, model), cache);
+  };
   for (int64_t step = 0; step < max_new_tokens; ++step) {
     const int64_t next = sample_token(logits[0][-1], options, rng);  // reads the logits: waits for the device
     if (step == 0) {
@@ -84,7 +145,18 @@ GenerationResult generate(CausalLM& model, const std::vector<int64_t>& prompt, i
       result.stopped = true;
       break;
     }
-    if (step + 1 < max_new_tokens) logits = model.forward(token_tensor({next}, model), cache);
+    if (step + 1 == max_new_tokens) break;
+#ifdef LLMINT8_WITH_CUDA
+    if (step == 0 && decode.cuda_graph && logits.is_cuda()) {  // before the first decode step; timed apart
+      const auto capture_start = std::chrono::steady_clock::now();
+      auto graph = std::make_shared<DecodeGraph>(model, cache, logits.device());
+      decode_token = [graph, &cache](int64_t token) { return graph->step(token, cache); };
+      result.cuda_graph = true;
+      result.graph_capture_seconds = seconds_since(capture_start);
+      start = std::chrono::steady_clock::now();
+    }
+#endif
+    logits = decode_token(next);
   }
   if (!result.tokens.empty()) result.decode_seconds = seconds_since(start);
   return result;

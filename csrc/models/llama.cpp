@@ -56,6 +56,22 @@ at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Te
   return x * cos + rotated * sin;
 }
 
+// Key/value heads [B, KV, S, hd] repeated for the query heads they serve: [B, H, S, hd], each
+// head H / KV times in a row (what repeat_interleave does, spelled out as a view and one copy).
+at::Tensor expand_kv_heads(const at::Tensor& t, int64_t H) {
+  const int64_t B = t.size(0), KV = t.size(1), S = t.size(2), hd = t.size(3);
+  return t.unsqueeze(2).expand({B, KV, H / KV, S, hd}).reshape({B, H, S, hd});
+}
+
+// Keys each query may not see [T, S], from the queries' positions [T] and the keys' [S]: later
+// positions, and with a window those `window` or more behind the query.
+at::Tensor hidden_keys(const at::Tensor& query_positions, const at::Tensor& key_positions, int64_t window) {
+  const auto query = query_positions.unsqueeze(1), key = key_positions.unsqueeze(0);
+  auto hidden = key > query;
+  if (window > 0) hidden = hidden.logical_or(key <= query - window);
+  return hidden;
+}
+
 }  // namespace
 
 void LlamaConfig::validate() const {
@@ -134,7 +150,7 @@ void LlamaAttentionImpl::bind() {
 }
 
 at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                                       at::Tensor& k_cache, at::Tensor& v_cache, int64_t start) {
+                                       at::Tensor& k_cache, at::Tensor& v_cache, const CachePosition& where) {
   const int64_t B = x.size(0), T = x.size(1), hd = config.head_dim();
   const int64_t H = config.n_heads, KV = config.n_kv_heads;
   auto q = q_proj.forward(x).view({B, T, H, hd}).transpose(1, 2);   // [B, H, T, hd]
@@ -142,25 +158,36 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
   auto v = v_proj.forward(x).view({B, T, KV, hd}).transpose(1, 2);
   q = apply_rotary(q, cos, sin);
   k = apply_rotary(k, cos, sin);
-  k_cache.narrow(2, start, T).copy_(k);
-  v_cache.narrow(2, start, T).copy_(v);
-  // Query i (position start + i) sees keys up to its own position, and with a window only the
-  // last `window` of those: keys before `first` are seen by none of this call's queries.
-  const int64_t L = start + T, first = window > 0 ? std::max<int64_t>(0, start + 1 - window) : 0;
-  auto keys = k_cache.narrow(2, first, L - first), values = v_cache.narrow(2, first, L - first);
+  at::Tensor keys, values, hidden;
+  if (where.on_device()) {
+    // Positions only the device knows: written in place there, and every position of the cache
+    // attended, the mask hiding those the queries may not see (unwritten ones included).
+    k_cache.index_copy_(2, where.positions, k);
+    v_cache.index_copy_(2, where.positions, v);
+    keys = k_cache;
+    values = v_cache;
+    hidden = hidden_keys(where.positions, at::arange(k_cache.size(2), where.positions.options()), window);
+  } else {
+    const int64_t start = where.start;
+    k_cache.narrow(2, start, T).copy_(k);
+    v_cache.narrow(2, start, T).copy_(v);
+    // Query i (position start + i) sees keys up to its own position, and with a window only the
+    // last `window` of those: keys before `first` are seen by none of this call's queries.
+    const int64_t L = start + T, first = window > 0 ? std::max<int64_t>(0, start + 1 - window) : 0;
+    keys = k_cache.narrow(2, first, L - first);
+    values = v_cache.narrow(2, first, L - first);
+    if (T > 1) {  // (a single query sees every key left after the narrowing: no mask)
+      const auto on = x.options().dtype(at::kLong);
+      hidden = hidden_keys(at::arange(start, L, on), at::arange(first, L, on), window);
+    }
+  }
   if (H != KV) {  // each key/value head serves H / KV query heads
-    keys = keys.repeat_interleave(H / KV, 1);
-    values = values.repeat_interleave(H / KV, 1);
+    keys = expand_kv_heads(keys, H);
+    values = expand_kv_heads(values, H);
   }
   // Scaled by head_dim^-0.5 as transformers does (a division rounds differently when it is not a power of 2).
   auto scores = at::matmul(q.to(at::kFloat), keys.to(at::kFloat).transpose(-2, -1)) * std::pow(static_cast<double>(hd), -0.5);
-  if (T > 1) {  // (a single query sees every key left after the narrowing: no mask)
-    const auto on = scores.options().dtype(at::kLong);
-    const auto query = at::arange(start, L, on).unsqueeze(1), key = at::arange(first, L, on).unsqueeze(0);
-    auto hidden = key > query;
-    if (window > 0) hidden = hidden.logical_or(key <= query - window);
-    scores = scores.masked_fill(hidden, -std::numeric_limits<float>::infinity());
-  }
+  if (hidden.defined()) scores = scores.masked_fill(hidden, -std::numeric_limits<float>::infinity());
   const auto attn = at::matmul(at::softmax(scores, -1), values.to(at::kFloat)).to(x.scalar_type());
   return o_proj.forward(attn.transpose(1, 2).reshape({B, T, H * hd}));
 }
@@ -192,8 +219,8 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c, int64_t layer
 }
 
 at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                                          at::Tensor& k_cache, at::Tensor& v_cache, int64_t start) {
-  const auto h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, k_cache, v_cache, start);
+                                          at::Tensor& k_cache, at::Tensor& v_cache, const CachePosition& where) {
+  const auto h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, k_cache, v_cache, where);
   return h + mlp->forward(post_attention_layernorm->forward(h));
 }
 
@@ -256,6 +283,29 @@ at::Tensor LlamaForCausalLMImpl::forward(const at::Tensor& tokens, KVCache& cach
                     "LlamaForCausalLM: ", std::to_string(start + T), " positions do not fit the cache (",
                     std::to_string(room), " positions, ", std::to_string(cache.keys.size()), " of ",
                     std::to_string(config.n_layers), " layers)");
+  const auto logits = run(tokens, CachePosition{start, {}}, cache);
+  cache.length = start + T;
+  return logits;
+}
+
+at::Tensor LlamaForCausalLMImpl::decode_step(const at::Tensor& tokens, const at::Tensor& position, KVCache& cache) {
+  const auto& embedding = model->embed_tokens->weight;
+  TORCH_CHECK_VALUE(tokens.dim() == 2 && tokens.size(1) == 1, "LlamaForCausalLM::decode_step: tokens must be [batch, 1], got ",
+                    tokens.sizes());
+  TORCH_CHECK_VALUE(position.dim() == 1 && position.numel() == 1 && position.scalar_type() == at::kLong &&
+                        position.device() == embedding.device(),
+                    "LlamaForCausalLM::decode_step: position must be [1] int64 on ", embedding.device().str(), ", got ",
+                    position.sizes(), " ", c10::toString(position.scalar_type()), " on ", position.device().str());
+  // (The position's value is the device's: the cache write checks its range, on the CPU by an
+  // error, on CUDA by a device-side assert; a host check would wait for the device.)
+  TORCH_CHECK_VALUE(static_cast<int64_t>(cache.keys.size()) == config.n_layers &&
+                        cache.values.size() == cache.keys.size(),
+                    "LlamaForCausalLM::decode_step: the cache holds ", std::to_string(cache.keys.size()), " of ",
+                    std::to_string(config.n_layers), " layers");
+  return run(tokens, CachePosition{0, position}, cache);
+}
+
+at::Tensor LlamaForCausalLMImpl::run(const at::Tensor& tokens, const CachePosition& where, KVCache& cache) {
   const auto& embedding = model->embed_tokens->weight;
   auto x = model->embed_tokens->forward(tokens.to(embedding.device()));
   if (config.scale_embeddings) {  // as transformers: sqrt(dim) rounded to fp32, then to the weights' dtype
@@ -264,17 +314,18 @@ at::Tensor LlamaForCausalLMImpl::forward(const at::Tensor& tokens, KVCache& cach
   if (!inv_freq_.defined() || inv_freq_.device() != x.device()) {
     inv_freq_ = rope_inv_freq(config.rope, config.head_dim(), x.options().dtype(at::kFloat));
   }
-  // Rotary angles for positions [start, start + T), in fp32, then x's dtype.
-  const auto pos = at::arange(start, start + T, x.options().dtype(at::kFloat));
-  const auto angles = at::outer(pos, inv_freq_);
+  // Rotary angles of the tokens' positions in fp32 (exact integers: positions < 2^24), then x's dtype.
+  const int64_t T = tokens.size(1);
+  const auto positions =
+      where.on_device() ? where.positions : at::arange(where.start, where.start + T, x.options().dtype(at::kLong));
+  const auto angles = at::outer(positions.to(at::kFloat), inv_freq_);
   const auto emb = at::cat({angles, angles}, -1);  // [T, head_dim]
   const auto cos = emb.cos().to(x.scalar_type()), sin = emb.sin().to(x.scalar_type());
   int64_t i = 0;
   for (const auto& layer : *model->layers) {
-    x = layer->as<LlamaDecoderLayerImpl>()->forward(x, cos, sin, cache.keys[i], cache.values[i], start);
+    x = layer->as<LlamaDecoderLayerImpl>()->forward(x, cos, sin, cache.keys[i], cache.values[i], where);
     ++i;
   }
-  cache.length = start + T;
   const auto h = model->norm->forward(x);
   return (config.tie_embeddings ? at::linear(h, embedding) : lm_head.forward(h)).to(at::kFloat);
 }

@@ -49,6 +49,8 @@ const char* kUsage = R"(usage: llmint8-generate -m MODEL [options]
       --int8 / --no-int8  swap Linear layers for Linear8bitLt (default --int8)
       --threshold T       LLM.int8() outlier threshold (default 6.0)
       --skip A,B          module names kept in floating point (lm_head always is)
+      --no-cuda-graph     on CUDA, decode with eager forwards instead of replaying the decode
+                          step captured in a CUDA graph (the default)
       --json              print one JSON object instead of text and figures
       --score             do not generate: print the log-likelihood of the prompt tokens
       --logits-out PATH   with --score: also write the logits [tokens, vocab] to a .safetensors file
@@ -60,7 +62,7 @@ struct Args {
   int64_t steps = 256;
   double temperature = 1.0, top_p = 0.9, threshold = 6.0;
   uint64_t seed = 0;
-  bool int8 = true, json = false, score = false;
+  bool int8 = true, json = false, score = false, cuda_graph = true;
 };
 
 [[noreturn]] void fail(const std::string& message) {
@@ -111,6 +113,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--no-int8") a.int8 = false;
     else if (f == "--threshold") a.threshold = number<double>(f, value());
     else if (f == "--skip") a.skip = value();
+    else if (f == "--no-cuda-graph") a.cuda_graph = false;
     else if (f == "--json") a.json = true;
     else if (f == "--score") a.score = true;
     else if (f == "--logits-out") a.logits_out = value();
@@ -258,7 +261,7 @@ int main(int argc, char** argv) {
         std::cout << tokenizer->decode(previous, token) << std::flush;
       }
       previous = token;
-    });
+    }, m::DecodeOptions{args.cuda_graph});
     const int64_t n = static_cast<int64_t>(result.tokens.size());
     out["generated_tokens"] = result.tokens;
     std::vector<int64_t> visible;
@@ -270,6 +273,8 @@ int main(int argc, char** argv) {
     out["time_to_first_token_s"] = result.prefill_seconds;
     out["prompt_tokens_per_s"] = result.prefill_seconds > 0 ? static_cast<double>(prompt.size()) / result.prefill_seconds : 0.0;
     out["decode_tokens_per_s"] = n > 1 && result.decode_seconds > 0 ? static_cast<double>(n - 1) / result.decode_seconds : 0.0;
+    out["cuda_graph"] = result.cuda_graph;
+    out["cuda_graph_capture_s"] = result.graph_capture_seconds;  // one-time, counted in neither of the above
     out["peak_memory_bytes"] = peak_memory_bytes(device);
     out["device"] = device.str();
     out["dtype"] = args.dtype;
@@ -280,7 +285,9 @@ int main(int argc, char** argv) {
                 << std::to_string(replaced.size()) << ", weight bytes " << std::to_string(bytes_before) << " -> "
                 << std::to_string(bytes_after) << ", time to first token " << out["time_to_first_token_s"].dump()
                 << " s, prompt " << out["prompt_tokens_per_s"].dump() << " tok/s, decode "
-                << out["decode_tokens_per_s"].dump() << " tok/s, peak memory "
+                << out["decode_tokens_per_s"].dump() << " tok/s"
+                << (result.cuda_graph ? " (CUDA graph, captured in " + out["cuda_graph_capture_s"].dump() + " s)" : "")
+                << ", peak memory "
                 << std::to_string(out["peak_memory_bytes"].get<int64_t>()) << " bytes\n";
     }
     return 0;

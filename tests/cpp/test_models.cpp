@@ -1,6 +1,7 @@
 // The model families behind one CausalLM interface: config.json read per model_type (registry),
 // rope variants, sliding windows, tied embeddings as one tensor, and Linear8bitLt's one way in
-// for quantized state. Logits against transformers: tests/python/test_models_hf.py.
+// for quantized state, decode_step against forward, and (on a GPU) the CUDA graph decode against
+// the eager one. Logits against transformers: tests/python/test_models_hf.py.
 #include "catch_compat.h"
 #include "reference.h"
 
@@ -13,8 +14,11 @@
 #include "io/readers.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
+
+#include <set>
 
 using llmint8::testing::contains_all;
 using llmint8::testing::error_message;
@@ -203,6 +207,139 @@ TEST_CASE("generation and scoring go through the CausalLM interface", "[models]"
   for (size_t i = 0; i < out.tokens.size(); ++i) CHECK(logits[2 + i].argmax().item<int64_t>() == out.tokens[i]);
   CHECK(contains_all(error_message([&] { m::generate(*model, {1, 20}, 1, {0.0}, {}); }),
                      {"token 1 is id 20, outside the vocabulary [0, 20)"}));
+}
+
+namespace {
+
+// Greedy decode of `steps` tokens after `prompt` two ways: per step the logits [vocab] of the
+// host-position path (forward) and of the device-position path (decode_step), each path fed its
+// own greedy ids.
+struct TwoDecodes {
+  std::vector<at::Tensor> host, device;
+  std::vector<int64_t> host_ids, device_ids;
+};
+
+TwoDecodes decode_both_ways(m::CausalLM& model, const std::vector<int64_t>& prompt, int64_t steps) {
+  torch::NoGradGuard no_grad;
+  const int64_t P = static_cast<int64_t>(prompt.size()), positions = P + steps;
+  const auto prompt_tensor = torch::tensor(prompt, torch::kLong).view({1, -1});
+  auto host_cache = model.new_cache(1, positions), device_cache = model.new_cache(1, positions);
+  auto host_logits = model.forward(prompt_tensor, host_cache)[0][-1];
+  auto device_logits = model.forward(prompt_tensor, device_cache)[0][-1];
+  // Finite garbage past the prompt: decode_step attends over every position, and only its mask
+  // keeps these out (an eager cache holds zeros there, which a missing mask would not show).
+  for (auto* layers : {&device_cache.keys, &device_cache.values}) {
+    for (auto& t : *layers) t.narrow(2, P, steps).fill_(1e3);
+  }
+  TwoDecodes out;
+  for (int64_t i = 0; i < steps; ++i) {
+    out.host.push_back(host_logits);
+    out.device.push_back(device_logits);
+    out.host_ids.push_back(host_logits.argmax().item<int64_t>());
+    out.device_ids.push_back(device_logits.argmax().item<int64_t>());
+    host_logits = model.forward(torch::tensor({{out.host_ids.back()}}, torch::kLong), host_cache)[0][-1];
+    const auto position = torch::tensor({device_cache.length}, torch::kLong);
+    device_logits = model.decode_step(torch::tensor({{out.device_ids.back()}}, torch::kLong), position, device_cache)[0][-1];
+    ++device_cache.length;
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("decode_step (position on the device, whole cache under a mask) gives forward's logits and ids", "[models]") {
+  // Each family's model as the loader builds it from config.json, random weights; the windows (3)
+  // are shorter than the 4 + 12 positions decoded.
+  const auto family = GENERATE(
+      nlohmann::json{{"model_type", "llama"}},
+      nlohmann::json{{"model_type", "qwen2"}, {"use_sliding_window", true}, {"sliding_window", 3},
+                     {"layer_types", {"sliding_attention", "full_attention", "sliding_attention"}}},
+      nlohmann::json{{"model_type", "mistral"}, {"sliding_window", 3}},
+      nlohmann::json{{"model_type", "gemma"}, {"head_dim", 8}});
+  INFO(family.dump());
+  torch::manual_seed(0);
+  const auto model = parse(family).model.build();
+  for (auto& p : model->parameters()) p.detach().normal_(0, 0.3);
+  const auto run = decode_both_ways(*model, {1, 5, 7, 2}, 12);
+  CHECK(run.device_ids == run.host_ids);
+  for (size_t i = 0; i < run.host.size(); ++i) {
+    INFO("step " << i);
+    CHECK(at::allclose(run.device[i], run.host[i], 1e-5, 1e-5));
+  }
+}
+
+TEST_CASE("decode_step checks its arguments' shapes, dtype and device on the host", "[models]") {
+  std::shared_ptr<m::CausalLM> model = std::make_shared<m::LlamaForCausalLMImpl>(tiny());
+  torch::NoGradGuard no_grad;
+  auto cache = model->new_cache(1, 8);
+  const auto token = torch::tensor({{1}}, torch::kLong);
+  CHECK(contains_all(error_message([&] { model->decode_step(token, torch::tensor({0}, torch::kInt), cache); }),
+                     {"decode_step: position must be [1] int64 on cpu, got [1] Int on cpu"}));
+  CHECK(contains_all(error_message([&] { model->decode_step(torch::tensor({{1, 2}}, torch::kLong), torch::tensor({0}, torch::kLong), cache); }),
+                     {"decode_step: tokens must be [batch, 1], got [1, 2]"}));
+  m::KVCache empty;
+  CHECK(contains_all(error_message([&] { model->decode_step(token, torch::tensor({0}, torch::kLong), empty); }),
+                     {"decode_step: the cache holds 0 of 2 layers"}));
+  // A position past the cache: the CPU's index_copy_ refuses it.
+  CHECK(!error_message([&] { model->decode_step(token, torch::tensor({8}, torch::kLong), cache); }).empty());
+}
+
+TEST_CASE("CUDA graph decode: greedy ids equal the eager decode's, fp32 and fp16, int8 at thresholds 0 and 6", "[cuda]") {
+  if (!at::globalContext().hasCUDA()) {
+    SUCCEED("no GPU");
+    return;
+  }
+  const auto dtype = GENERATE(torch::kFloat, torch::kHalf);
+  const double threshold = GENERATE(0.0, 6.0);
+  INFO("dtype " << c10::toString(dtype) << ", threshold " << threshold);
+  // Wide enough for the int8 kernels' real paths; a window (layer 0) shorter than the sequence,
+  // biases on q/k/v as Qwen2's, grouped-query attention.
+  m::LlamaConfig c;
+  c.dim = 256;
+  c.hidden_dim = 512;
+  c.n_layers = 2;
+  c.n_heads = 8;
+  c.n_kv_heads = 2;
+  c.vocab_size = 96;
+  c.max_seq_len = 64;
+  c.qkv_bias = true;
+  c.sliding_window = 6;
+  c.sliding_layers = {true, false};
+  torch::manual_seed(0);
+  auto model = std::make_shared<m::LlamaForCausalLMImpl>(c);
+  {
+    torch::NoGradGuard no_grad;
+    for (auto& p : model->parameters()) p.normal_(0, 0.05);
+    // Outlier features (as LLM.int8() sees in real models): columns past 6 take the float path at threshold 6.
+    for (const auto& layer : *model->model->layers) {
+      auto* decoder = layer->as<m::LlamaDecoderLayerImpl>();
+      for (auto* norm : {&decoder->input_layernorm, &decoder->post_attention_layernorm}) {
+        (*norm)->weight.fill_(1.0);
+        (*norm)->weight.index_fill_(0, torch::tensor({3, 100, 200}, torch::kLong), 25.0);
+      }
+    }
+    model->model->norm->weight.fill_(1.0);
+    // Logits spread wide (std ~5): no near-ties for the last bits of fp16 rounding to flip.
+    model->named_parameters()["lm_head.weight"].normal_(0, 0.3);
+  }
+  llmint8::Int8Config cfg;
+  cfg.llm_int8_threshold = threshold;
+  REQUIRE(llmint8::replace_linear(*model, cfg).size() == 2 * 7);
+  model->bind();
+  model->to(torch::kCUDA);
+  model->to(dtype);
+  const std::vector<int64_t> prompt{1, 17, 40, 3, 25};
+  const auto eager = m::generate(*model, prompt, 24, {/*temperature=*/0.0}, {}, nullptr, m::DecodeOptions{false});
+  const auto graphed = m::generate(*model, prompt, 24, {/*temperature=*/0.0}, {}, nullptr, m::DecodeOptions{true});
+  CHECK(!eager.cuda_graph);
+  REQUIRE(graphed.cuda_graph);
+  CHECK(graphed.graph_capture_seconds > 0);
+  REQUIRE(eager.tokens.size() == 24);
+  CHECK(graphed.tokens == eager.tokens);
+  // Not one repeated token (this model on the CPU gives 15 to 20 distinct ids): varied keys and positions.
+  CHECK(std::set<int64_t>(eager.tokens.begin(), eager.tokens.end()).size() > 4);
+  // A second generation captures its own graph (its own cache) and decodes the same.
+  CHECK(m::generate(*model, prompt, 24, {0.0}, {}).tokens == eager.tokens);
 }
 
 TEST_CASE("Linear8bitLt::set_quantized is the one way quantized state is set", "[module]") {

@@ -120,10 +120,10 @@ def test_int8_nll_equals_the_float64_llm_int8_reference(name, threshold):
 def test_every_flag_and_json_fields():
     model, tok = MODELS["aidreams260K"]
     out = cli_json("-m", model, "-z", tok, "-p", "Once upon a time", "-n", 12, "-t", 0.8, "--top-p", 0.95, "-s", 7,
-                   "--device", "cpu", "--dtype", "bf16", "--int8", "--threshold", 6.0, "--skip", "mlp")
+                   "--device", "cpu", "--dtype", "bf16", "--int8", "--threshold", 6.0, "--skip", "mlp", "--no-cuda-graph")
     for key in ("prompt", "prompt_tokens", "generated_tokens", "text", "layers_quantized", "weight_bytes_before",
                 "weight_bytes_after", "load_seconds", "time_to_first_token_s", "prompt_tokens_per_s",
-                "decode_tokens_per_s", "peak_memory_bytes"):
+                "decode_tokens_per_s", "cuda_graph", "cuda_graph_capture_s", "peak_memory_bytes"):
         assert key in out, key
     assert out["prompt"] == "Once upon a time" and out["prompt_tokens"][0] == 1
     assert out["layers_quantized"] == 4 * 4  # attention projections only: every mlp is skipped
@@ -137,7 +137,21 @@ def test_every_flag_and_json_fields():
     assert text_run.returncode == 0 and text_run.stdout.startswith("Once upon a time")
     assert "layers quantized 28" in text_run.stdout and "tok/s" in text_run.stdout
     help_run = run("--help")
-    assert help_run.returncode == 0 and "--threshold" in help_run.stdout
+    assert help_run.returncode == 0 and "--threshold" in help_run.stdout and "--no-cuda-graph" in help_run.stdout
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("int8", ["--no-int8", "--int8"])
+def test_cuda_graph_decode_gives_the_eager_ids(device, int8):
+    """On CUDA the decode replays a captured CUDA graph unless --no-cuda-graph, with the same greedy ids
+    and the capture timed apart; on the CPU the flag is accepted and changes nothing."""
+    args = ("-m", MODELS["stories260K"][0], "--tokens", "1,400,37", "-n", 40, "-t", 0, "--device", device, int8)
+    graphed, eager = cli_json(*args), cli_json(*args, "--no-cuda-graph")
+    assert len(eager["generated_tokens"]) == 40
+    assert graphed["generated_tokens"] == eager["generated_tokens"]
+    assert graphed["cuda_graph"] == (device == "cuda") and not eager["cuda_graph"]
+    assert (graphed["cuda_graph_capture_s"] > 0) == (device == "cuda") and eager["cuda_graph_capture_s"] == 0
+    assert graphed["decode_tokens_per_s"] > 0 and eager["decode_tokens_per_s"] > 0
 
 
 def test_text_prompt_tokenizes_like_llama2c():

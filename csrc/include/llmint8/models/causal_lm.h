@@ -32,6 +32,12 @@ class CausalLM : public torch::nn::Module {
   // Logits [batch, T, vocab] (fp32) of tokens [batch, T] (int64, any device: moved to the
   // model's) at positions cache.length...; appends to the cache, which must have room for them.
   virtual at::Tensor forward(const at::Tensor& tokens, KVCache& cache) = 0;
+  // Logits [batch, 1, vocab] (fp32) of tokens [batch, 1] (int64, on the model's device) at the
+  // position held on the device in `position` ([1] int64, on the model's device), attending over
+  // the whole cache under a mask. No shape or host-side value depends on the position, so one
+  // CUDA graph capture replays at every position (generate.h). Writes the cache at the position
+  // and leaves cache.length to the caller (a replayed graph cannot move a host counter).
+  virtual at::Tensor decode_step(const at::Tensor& tokens, const at::Tensor& position, KVCache& cache) = 0;
   // Empty cache for `batch` sequences of up to `positions` tokens (default: max_seq_len), in the
   // model's dtype and device; an allocation failure is an error naming the cache's size.
   virtual KVCache new_cache(int64_t batch, int64_t positions = 0) const = 0;

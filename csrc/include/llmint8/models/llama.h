@@ -76,6 +76,16 @@ struct LlamaConfig {
   static constexpr int64_t kMaxSeqLen = int64_t{1} << 24;
 };
 
+// Where a forward's T tokens go in the KV cache. Host positions [start, start + T), attending over
+// the keys written so far (prefill, eager decode); or, when `positions` is defined, positions held
+// on the device ([T] int64), attending over the whole cache with later keys masked: a step whose
+// shapes and host values are the same at every position (decode_step, for CUDA graphs).
+struct CachePosition {
+  int64_t start = 0;
+  at::Tensor positions;
+  bool on_device() const { return positions.defined(); }
+};
+
 class RMSNormImpl : public torch::nn::Module {
  public:
   RMSNormImpl(int64_t dim, double eps, bool plus_one = false);
@@ -90,9 +100,9 @@ class LlamaAttentionImpl : public torch::nn::Module {
  public:
   LlamaAttentionImpl(const LlamaConfig& config, int64_t layer);
   void bind();
-  // x [batch, T, dim] at positions [start, start + T); cos/sin [T, head_dim].
+  // x [batch, T, dim] at positions `where`; cos/sin [T, head_dim]; caches [batch, kv_heads, positions, head_dim].
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& k_cache,
-                     at::Tensor& v_cache, int64_t start);
+                     at::Tensor& v_cache, const CachePosition& where);
   LlamaConfig config;
   int64_t window;  // sliding window of this layer (0: none)
   torch::nn::AnyModule q_proj, k_proj, v_proj, o_proj;
@@ -113,7 +123,7 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
   LlamaDecoderLayerImpl(const LlamaConfig& config, int64_t layer);
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& k_cache,
-                     at::Tensor& v_cache, int64_t start);
+                     at::Tensor& v_cache, const CachePosition& where);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   LlamaAttention self_attn{nullptr};
   LlamaMLP mlp{nullptr};
@@ -135,12 +145,15 @@ class LlamaForCausalLMImpl : public CausalLM {
   void bind() override;
   KVCache new_cache(int64_t batch, int64_t positions = 0) const override;
   at::Tensor forward(const at::Tensor& tokens, KVCache& cache) override;
+  at::Tensor decode_step(const at::Tensor& tokens, const at::Tensor& position, KVCache& cache) override;
   CausalLMSizes sizes() const override;
   LlamaConfig config;
   LlamaModel model{nullptr};
   torch::nn::AnyModule lm_head;  // empty when tie_embeddings: the logits use model.embed_tokens.weight
 
  private:
+  // What forward and decode_step share: embeddings, rotary angles, the layers, the head.
+  at::Tensor run(const at::Tensor& tokens, const CachePosition& where, KVCache& cache);
   at::Tensor inv_freq_;  // rotary inverse frequencies [head_dim / 2], fp32, on the device of the last forward
 };
 TORCH_MODULE(LlamaForCausalLM);
