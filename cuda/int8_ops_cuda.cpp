@@ -211,6 +211,34 @@ void scaled_product(const QuantizedRows& q, int64_t M, int64_t K, const at::Tens
   C10_CUDA_CHECK(launch_scaled_product(p, scratch.view(), stream()));
 }
 
+// The whole layer op by a backend that quantizes the activations itself (decode sizes: one
+// kernel); false where none applies.
+bool fused_layer_product(const at::Tensor& A2, double threshold, const at::Tensor& CB, const at::Tensor& SCB,
+                         const std::optional<at::Tensor>& bias, at::Tensor& out, TensorScratch& scratch) {
+  const auto cb = CB.contiguous(), scb = SCB.contiguous();
+  const auto b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  ScaledProduct p{nullptr,
+                  nullptr,
+                  cb.const_data_ptr<int8_t>(),
+                  scb.const_data_ptr<float>(),
+                  b.defined() ? b.const_data_ptr() : nullptr,
+                  b.defined() ? float_kind(b.scalar_type()) : FloatKind::f32,
+                  nullptr,
+                  A2.size(0),
+                  CB.size(0),
+                  A2.size(1),
+                  float_kind(out.scalar_type()),
+                  out.data_ptr(),
+                  out.device().index()};
+  p.x = A2.const_data_ptr();
+  p.x_kind = float_kind(A2.scalar_type());
+  p.threshold = static_cast<float>(threshold);
+  const ProductBackend* backend = find_product_backend(p);
+  if (backend == nullptr) return false;
+  C10_CUDA_CHECK(backend->launch(p, scratch.view(), stream()));
+  return true;
+}
+
 std::tuple<at::Tensor, at::Tensor, std::optional<at::Tensor>> int8_vectorwise_quant_cuda(const at::Tensor& A,
                                                                                            double threshold) {
   op_checks::vectorwise_quant("int8_vectorwise_quant", A, threshold);
@@ -348,7 +376,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, std::optional<at::Ten
 }
 
 // The layer op: no host synchronization at any threshold and, for decode sizes, no allocation
-// beyond the output and two kernels (quantize_small_m, then the small-M product).
+// beyond the output and one kernel (gemv_fused, M <= 2) or two (quantize_small_m, then the
+// small-M product).
 at::Tensor int8_linear_cuda(const at::Tensor& A, const at::Tensor& CB, const at::Tensor& SCB,
                             const std::optional<at::Tensor>& bias, double threshold,
                             const std::optional<at::Tensor>& weight) {
@@ -359,6 +388,7 @@ at::Tensor int8_linear_cuda(const at::Tensor& A, const at::Tensor& CB, const at:
   auto out = at::empty({M, N}, A.options());
   if (M == 0 || N == 0) return out.view(output_shape(A, N));
   TensorScratch scratch(A.device());
+  if (fused_layer_product(A2, threshold, CB, SCB, bias, out, scratch)) return out.view(output_shape(A, N));
   std::vector<at::Tensor> held;
   int8_t* codes = nullptr;
   float* stats = nullptr;

@@ -10,20 +10,25 @@ namespace llmint8::cuda {
 namespace {
 
 const ProductBackend kBackends[] = {
+    // The layer op for one or two rows in one kernel: each block quantizes the activations and
+    // lists their outlier columns, then streams its weight rows as gemv_dp4a does
+    // (cuda/backend_gemv_fused.cu).
+    {"gemv_fused", "layer op, 1 <= M <= 2, K % 16 == 0, 16-byte aligned rows, M * K + K / 8 <= 48 KB", true,
+     gemv_fused_applies, gemv_fused_launch},
     // One or two rows: a warp per weight row, 512 contiguous bytes per load, dp4a, outliers and
     // bias in the same kernel (cuda/backend_gemv_dp4a.cu).
-    {"gemv_dp4a", "1 <= M <= 2, K % 16 == 0, 16-byte aligned rows", gemv_dp4a_applies, gemv_dp4a_launch},
+    {"gemv_dp4a", "1 <= M <= 2, K % 16 == 0, 16-byte aligned rows", false, gemv_dp4a_applies, gemv_dp4a_launch},
     // Decode sizes: tensor-core MMA over 16-row tiles, the weight streamed once, outliers
     // and bias in the same kernel (cuda/backend_small_m.cu).
-    {"small_m_mma", "1 <= M <= 16, sm_80 and newer", small_m_applies, small_m_launch},
+    {"small_m_mma", "1 <= M <= 16, sm_80 and newer", false, small_m_applies, small_m_launch},
 #ifdef LLMINT8_WITH_SM90_GEMM
     // Prefill on Hopper: CUTLASS warpgroup GEMM, scales, bias and up to 8 outlier columns in
     // its epilogue (cuda/sm90/backend_sm90_gemm.cpp, kernels beside it).
-    {"sm90_cutlass", "M > 16 on sm_90, K % 16 == 0, 16-byte aligned rows", sm90_gemm_applies, sm90_gemm_launch},
+    {"sm90_cutlass", "M > 16 on sm_90, K % 16 == 0, 16-byte aligned rows", false, sm90_gemm_applies, sm90_gemm_launch},
 #endif
     // Everything else: int32 product (cuBLASLt, or the exact kernel), then one epilogue pass
     // (cuda/backend_int32_gemm.cpp).
-    {"int32_gemm", "any shape, any card", int32_gemm_applies, int32_gemm_launch},
+    {"int32_gemm", "any shape, any card", false, int32_gemm_applies, int32_gemm_launch},
 };
 
 }  // namespace
@@ -39,11 +44,18 @@ std::vector<std::string> product_backend_names() {
   return names;
 }
 
-cudaError_t launch_scaled_product(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream) {
+const ProductBackend* find_product_backend(const ScaledProduct& p) {
+  const bool quantized = p.a != nullptr;
   for (const auto& backend : kBackends) {
-    if (backend.applies(p)) return backend.launch(p, scratch, stream);
+    if (backend.quantizes_activations != quantized && backend.applies(p)) return &backend;
   }
-  return cudaErrorNotSupported;  // unreachable: the last row applies to everything
+  return nullptr;
+}
+
+cudaError_t launch_scaled_product(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream) {
+  const ProductBackend* backend = find_product_backend(p);
+  // Unreachable with codes: the last row applies to everything.
+  return backend != nullptr ? backend->launch(p, scratch, stream) : cudaErrorNotSupported;
 }
 
 }  // namespace llmint8::cuda

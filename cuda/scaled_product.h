@@ -26,6 +26,11 @@ struct ScaledProduct {
   FloatKind out_kind;
   void* out;                    // [M, N]
   int device;
+  // The layer op's float activations [M, K] and threshold, for the backends that quantize them
+  // themselves; those apply only when `a` and `row` are null (not quantized yet).
+  const void* x = nullptr;
+  FloatKind x_kind = FloatKind::f32;
+  float threshold = 0.f;
 };
 
 // Device memory a backend asks for during one product, stream-ordered on the launch's
@@ -39,6 +44,7 @@ struct Scratch {
 struct ProductBackend {
   const char* name;
   const char* applies_to;  // when it applies, in words
+  bool quantizes_activations;  // takes the float activations (ScaledProduct::x), not codes
   bool (*applies)(const ScaledProduct&);
   cudaError_t (*launch)(const ScaledProduct&, const Scratch&, cudaStream_t);
 };
@@ -49,10 +55,16 @@ const ProductBackend* product_backends(size_t* count);
 // "name: when it applies" of each row (build_info()).
 std::vector<std::string> product_backend_names();
 
-// Runs the first backend that applies (M > 0 and N > 0).
+// The first backend that applies to p, or null: with codes (p.a), one that takes codes; without
+// (p.a null, p.x set), one that quantizes the activations itself.
+const ProductBackend* find_product_backend(const ScaledProduct& p);
+
+// Runs the first backend that applies to p, which holds codes (M > 0 and N > 0).
 cudaError_t launch_scaled_product(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
 
 // The backends (one file each).
+bool gemv_fused_applies(const ScaledProduct& p);
+cudaError_t gemv_fused_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
 bool gemv_dp4a_applies(const ScaledProduct& p);
 cudaError_t gemv_dp4a_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
 bool small_m_applies(const ScaledProduct& p);

@@ -29,12 +29,14 @@ TEST_CASE("CUDA paths of int8_linear match the LLM.int8() reference", "[cuda]") 
     SUCCEED("no GPU");
     return;
   }
-  // (M, K, N): decode in one block (1 x 1024) and in a cluster (16 x 1024), both halves of the
-  // 16-row tile (9), prefill on the Hopper GEMM (64, 300) and, with K % 16 != 0, on the int32 GEMM.
-  const auto [M, K, N] = GENERATE(std::make_tuple(1, 1024, 136), std::make_tuple(9, 1027, 72),
+  // (M, K, N): one and two rows in one kernel (gemv_fused), decode in one block and in a
+  // cluster (16 x 1024), both halves of the 16-row tile (9), prefill on the Hopper GEMM (64, 300)
+  // and, with K % 16 != 0, on the int32 GEMM. 160 outlier columns: past gemv_fused's list.
+  const auto [M, K, N] = GENERATE(std::make_tuple(1, 1024, 136), std::make_tuple(2, 1024, 72),
+                                  std::make_tuple(9, 1027, 72),
                                   std::make_tuple(16, 1024, 200), std::make_tuple(64, 1024, 136),
                                   std::make_tuple(300, 1027, 72), std::make_tuple(33, 512, 1032));
-  const int outliers = GENERATE(0, 9, 80);
+  const int outliers = GENERATE(0, 9, 80, 160);
   const auto dtype = GENERATE(at::kHalf, at::kBFloat16, at::kFloat);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(7);
   const auto W = at::randn({N, K}, gen) / std::sqrt(static_cast<double>(K));

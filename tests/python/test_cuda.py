@@ -36,7 +36,8 @@ def test_layer_op_matches_reference_on_every_path(dtype, M):
     for K in (2048, 2051):
         _, CB, SCB = make_weight(N, K, "cuda", seed=K)
         bias = torch.randn(N, device="cuda", dtype=dtype)
-        for count, threshold in ((0, 6.0), (1, 6.0), (9, 6.0), (64, 6.0), (80, 6.0), (9, 0.0)):
+        # 200 outlier columns: past every kernel's gathered or listed ones (64, 128).
+        for count, threshold in ((0, 6.0), (1, 6.0), (9, 6.0), (64, 6.0), (80, 6.0), (200, 6.0), (9, 0.0)):
             A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, count), seed=M + count)
             out = ops.int8_linear(A, CB, SCB, bias, threshold)
             assert out.dtype == dtype and out.shape == (M, N)
@@ -138,9 +139,44 @@ def test_decode_allocates_only_the_output_and_runs_two_kernels(threshold):
     assert len(kernels) <= 2, kernels
 
 
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+@pytest.mark.parametrize("M", [1, 2])
+def test_one_or_two_row_decode_is_one_kernel(threshold, M):
+    # gemv_fused quantizes the activations, finds their outlier columns and streams the weight.
+    A = make_activations((M, 4096), torch.float16, "cuda", outlier_cols=[5, 900])
+    _, CB, SCB = make_weight(1024, 4096, "cuda")
+    bias = torch.randn(1024, device="cuda", dtype=torch.float16)
+    ops.int8_linear(A, CB, SCB, bias, threshold)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_stats()["allocation.all.allocated"]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        out = ops.int8_linear(A, CB, SCB, bias, threshold)
+        torch.cuda.synchronize()
+    assert torch.cuda.memory_stats()["allocation.all.allocated"] - before == 1  # the output
+    kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert len(kernels) == 1 and "gemv_fused" in kernels[0], kernels
+    assert_matches_reference(out, reference_linear(A, CB, SCB, bias, threshold))
+
+
+@pytest.mark.parametrize("case", ["too_wide", "misaligned"])
+def test_decode_the_fused_kernel_does_not_take(case):
+    # 2 x 24576 codes do not fit gemv_fused's 48 KB of shared memory; a row starting 8 bytes into
+    # its storage is not 16-byte aligned. Both go through the quantizer, then gemv_dp4a.
+    K = 24576 if case == "too_wide" else 2048
+    _, CB, SCB = make_weight(264, K, "cuda")
+    if case == "too_wide":
+        A = make_activations((2, K), torch.float16, "cuda", outlier_cols=[0, 7, 1000])
+    else:
+        A = make_activations((1, K + 8), torch.float16, "cuda", outlier_cols=[4, 11, 1004])[:, 4:4 + K]
+        assert A.data_ptr() % 16 == 8
+    for threshold in (0.0, 6.0):
+        out = ops.int8_linear(A, CB, SCB, None, threshold)
+        assert_matches_reference(out, reference_linear(A, CB, SCB, None, threshold))
+
+
 def test_build_info_lists_the_product_backends():
     names = [b.split(":")[0] for b in llmint8.build_info()["cuda_product_backends"]]
-    assert names[:2] == ["gemv_dp4a", "small_m_mma"] and names[-1] == "int32_gemm"
+    assert names[:3] == ["gemv_fused", "gemv_dp4a", "small_m_mma"] and names[-1] == "int32_gemm"
 
 
 # The fused Hopper GEMM (CUTLASS, sm_90a) takes M > 16 with K % 16 == 0 and 16-byte output rows.
@@ -159,7 +195,8 @@ def test_fused_gemm_is_built_where_required():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
-@pytest.mark.parametrize("M,K,N", [(3, 256, 136), (17, 1024, 1000), (300, 4096, 520), (1030, 2048, 4104)])
+@pytest.mark.parametrize("M,K,N", [(1, 256, 136), (2, 1024, 1000), (3, 256, 136), (17, 1024, 1000), (300, 4096, 520),
+                                   (1030, 2048, 4104)])
 @pytest.mark.parametrize("bias_dtype", [None, "same", torch.float32])
 def test_scaled_mm_matches_reference(dtype, M, K, N, bias_dtype):
     A = make_activations((M, K), torch.float32, "cuda")

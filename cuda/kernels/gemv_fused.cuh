@@ -1,0 +1,245 @@
+// The whole decode-size layer op (one or two rows) in one kernel: every block quantizes the
+// activations itself (a few KB, read from L2), finds and lists the outlier columns, then
+// streams its weight rows with dp4a like gemv_dp4a. No quantizer launch to wait for; the first
+// weight loads, and the weight bytes of the outlier columns, are in flight while the block
+// quantizes.
+#pragma once
+
+#include "cuda/kernels/common.cuh"
+
+#include <cub/block/block_scan.cuh>
+
+namespace llmint8::cuda {
+
+constexpr int kFusedGemvWarps = 8;  // weight rows per block, one per warp
+constexpr int kFusedGemvThreads = kFusedGemvWarps * 32;
+constexpr int kFusedGemvMaxRows = 2;
+constexpr int kFusedGemvUnroll = 4;        // 16-byte weight loads in flight per lane
+constexpr int kFusedListCapacity = 128;    // outlier columns listed; past it, read through the bitmask
+constexpr int kFusedListPerLane = kFusedListCapacity / 32;
+
+struct FusedGemvParams {
+  const void* x;  // [M, K] activations (the kernel's T), 16-byte aligned rows
+  float threshold;
+  const int8_t* b;  // [N, K] weight codes, 16-byte aligned rows
+  const float* col;  // [N]
+  const void* bias;  // [N] or null
+  FloatKind bias_kind;
+  void* out;  // [M, N]
+  FloatKind out_kind;
+  int64_t N, K;  // K % 16 == 0
+};
+
+// Dynamic shared memory of a block: the codes of every row, then the outlier bitmask.
+inline size_t fused_gemv_smem_bytes(int rows, int64_t K) {
+  return static_cast<size_t>(rows * K) + static_cast<size_t>((K + 31) / 32) * sizeof(uint32_t);
+}
+
+// 16-byte chunks c0, c0 + 32, ... (kFusedGemvUnroll of them) of a weight row; zeros past the end.
+__device__ __forceinline__ void load_weight_chunks(const int4* w4, int64_t c0, int64_t vectors,
+                                                   int4 (&wv)[kFusedGemvUnroll]) {
+#pragma unroll
+  for (int u = 0; u < kFusedGemvUnroll; ++u) {  // unconditional loads from clamped addresses: all in flight
+    const int64_t c = c0 + u * 32;
+    const bool in = c < vectors;
+    const int4 raw = __ldcs(w4 + (in ? c : 0));
+    wv[u] = in ? raw : make_int4(0, 0, 0, 0);
+  }
+}
+
+template <typename T, int ROWS>
+__global__ void __launch_bounds__(kFusedGemvThreads) gemv_fused_kernel(FusedGemvParams p) {
+  static_assert(ROWS >= 1 && ROWS <= kFusedGemvMaxRows, "one or two rows");
+  constexpr int V = kPerVector<T>;  // elements per 16-byte activation load
+  extern __shared__ __align__(16) uint8_t dynamic_smem[];
+  __shared__ int32_t list[kFusedListCapacity];
+  __shared__ float listed_x[ROWS][kFusedListCapacity];
+  __shared__ float warp_max[kFusedGemvWarps][ROWS];
+  __shared__ float row_stat[ROWS];
+  using Scan = cub::BlockScan<int32_t, kFusedGemvThreads>;
+  __shared__ typename Scan::TempStorage scan_storage;
+
+  const int64_t K = p.K, N = p.N, words = (K + 31) / 32, vectors = K / 16;
+  int8_t* codes = reinterpret_cast<int8_t*>(dynamic_smem);                 // [ROWS][K]
+  uint32_t* bits = reinterpret_cast<uint32_t*>(dynamic_smem + ROWS * K);   // one bit per column
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int64_t n = static_cast<int64_t>(blockIdx.x) * kFusedGemvWarps + warp;
+  const bool row_valid = n < N;
+  const int8_t* w = p.b + (row_valid ? n : 0) * K;
+  const int4* w4 = reinterpret_cast<const int4*>(w);
+  const T* x = static_cast<const T*>(p.x);
+  const bool find_outliers = p.threshold > 0.f;
+
+  // The first weight chunks depend on nothing below: start them now.
+  int4 wv[kFusedGemvUnroll];
+  load_weight_chunks(w4, lane, vectors, wv);
+
+  // 1. Outlier columns (any row at or above the threshold, as quantize_small_m decides) into the
+  //    bitmask, and each row's absmax over the other columns.
+  for (int64_t i = tid; i < words; i += kFusedGemvThreads) bits[i] = 0u;
+  __syncthreads();
+  float row_max[ROWS];
+#pragma unroll
+  for (int m = 0; m < ROWS; ++m) row_max[m] = 0.f;
+  for (int64_t k = static_cast<int64_t>(tid) * V; k < K; k += static_cast<int64_t>(kFusedGemvThreads) * V) {
+    float v[ROWS][V];
+#pragma unroll
+    for (int m = 0; m < ROWS; ++m) load_floats<T, V, true>(x + m * K + k, v[m]);
+    uint32_t flags = 0;  // bit e: column k + e is an outlier (V <= 8 and k % V == 0: one word)
+    if (find_outliers) {
+#pragma unroll
+      for (int m = 0; m < ROWS; ++m) {
+#pragma unroll
+        for (int e = 0; e < V; ++e) flags |= static_cast<uint32_t>(fabsf(v[m][e]) >= p.threshold) << e;
+      }
+      if (flags != 0) atomicOr(&bits[k >> 5], flags << (k & 31));
+    }
+#pragma unroll
+    for (int m = 0; m < ROWS; ++m) {
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        if (!((flags >> e) & 1u)) row_max[m] = absmax_combine(row_max[m], fabsf(v[m][e]));
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < ROWS; ++m) {
+    float v = row_max[m];
+    for (int offset = 16; offset > 0; offset /= 2) v = absmax_combine(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    if (lane == 0) warp_max[warp][m] = v;
+  }
+  __syncthreads();  // bits and warp maxima final
+  if (tid < ROWS) {
+    float v = 0.f;
+    for (int i = 0; i < kFusedGemvWarps; ++i) v = absmax_combine(v, warp_max[i][tid]);
+    row_stat[tid] = v;
+  }
+
+  // 2. The outlier count, and the first kFusedListCapacity columns in ascending order.
+  int32_t count = 0;  // the same in every thread (the scan's block total)
+  if (find_outliers) {
+    for (int64_t base = 0; base < words; base += kFusedGemvThreads) {
+      const int64_t i = base + tid;
+      const uint32_t word = i < words ? bits[i] : 0u;
+      int32_t offset = 0, round_total = 0;
+      Scan(scan_storage).ExclusiveSum(__popc(word), offset, round_total);
+      int32_t j = count + offset;
+      for (int e = 0; e < 32; ++e) {
+        if ((word >> e) & 1u) {
+          if (j < kFusedListCapacity) list[j] = static_cast<int32_t>(i * 32 + e);
+          ++j;
+        }
+      }
+      count += round_total;
+      __syncthreads();  // scan_storage reused; list entries visible
+    }
+  }
+  __syncthreads();  // row_stat (and the list) visible
+  const bool listed = count <= kFusedListCapacity;
+  // The weight bytes of the listed columns for this warp's row, in flight during the stream.
+  int8_t listed_w[kFusedListPerLane];
+#pragma unroll
+  for (int i = 0; i < kFusedListPerLane; ++i) {
+    const int j = lane + 32 * i;
+    listed_w[i] = listed && j < count ? w[list[j]] : int8_t{0};
+  }
+  if (listed) {
+    for (int i = tid; i < ROWS * count; i += kFusedGemvThreads) {
+      const int m = i / count, j = i % count;
+      listed_x[m][j] = to_float(x[m * K + list[j]]);
+    }
+  }
+
+  // 3. The codes of every row into shared memory (outlier columns zero: their term is in float).
+  float scale[ROWS];
+#pragma unroll
+  for (int m = 0; m < ROWS; ++m) scale[m] = code_scale(row_stat[m]);
+  for (int64_t k = static_cast<int64_t>(tid) * V; k < K; k += static_cast<int64_t>(kFusedGemvThreads) * V) {
+    const uint32_t flags = find_outliers ? bits[k >> 5] >> (k & 31) : 0u;
+#pragma unroll
+    for (int m = 0; m < ROWS; ++m) {
+      float v[V];
+      load_floats<T, V, true>(x + m * K + k, v);
+      int8_t c[V];
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const bool skip = scale[m] == 0.f || ((flags >> e) & 1u);
+        c[e] = skip ? int8_t{0} : quantize_value(v[e], scale[m]);
+      }
+      store_codes<V>(codes + m * K + k, c);
+    }
+  }
+  __syncthreads();  // codes and listed_x complete
+  if (!row_valid) return;
+
+  // 4. The exact int32 product of the codes with the weight row, streamed once.
+  const int4* a4 = reinterpret_cast<const int4*>(codes);
+  int32_t acc[ROWS] = {};
+  for (int64_t c0 = lane; c0 < vectors; c0 += 32 * kFusedGemvUnroll) {
+    int4 current[kFusedGemvUnroll];
+#pragma unroll
+    for (int u = 0; u < kFusedGemvUnroll; ++u) current[u] = wv[u];
+    if (c0 + 32 * kFusedGemvUnroll < vectors) load_weight_chunks(w4, c0 + 32 * kFusedGemvUnroll, vectors, wv);
+#pragma unroll
+    for (int u = 0; u < kFusedGemvUnroll; ++u) {
+      const int64_t c = c0 + u * 32;
+      if (c >= vectors) break;
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) {
+        const int4 av = a4[r * vectors + c];
+        acc[r] = __dp4a(av.x, current[u].x, acc[r]);
+        acc[r] = __dp4a(av.y, current[u].y, acc[r]);
+        acc[r] = __dp4a(av.z, current[u].z, acc[r]);
+        acc[r] = __dp4a(av.w, current[u].w, acc[r]);
+      }
+    }
+  }
+
+  // 5. The outlier term: the int8 codes of those columns times SCB / 127 are the dequantized
+  //    weight. Listed columns from registers; past the list, every set bit read in place.
+  const float col_n = p.col[n];
+  const float w_scale = col_n / 127.f;
+  float outlier_sum[ROWS];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) outlier_sum[r] = 0.f;
+  if (listed) {
+#pragma unroll
+    for (int i = 0; i < kFusedListPerLane; ++i) {
+      const int j = lane + 32 * i;
+      if (j < count) {
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) outlier_sum[r] += listed_x[r][j] * (static_cast<float>(listed_w[i]) * w_scale);
+      }
+    }
+  } else {
+    for (int64_t i = lane; i < words; i += 32) {
+      for (uint32_t word = bits[i]; word != 0u; word &= word - 1u) {
+        const int64_t k = i * 32 + (__ffs(static_cast<int>(word)) - 1);
+        const float wk = static_cast<float>(w[k]) * w_scale;
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) outlier_sum[r] += to_float(x[r * K + k]) * wk;
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    for (int offset = 16; offset > 0; offset /= 2) {
+      acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], offset);
+      outlier_sum[r] += __shfl_xor_sync(0xffffffffu, outlier_sum[r], offset);
+    }
+  }
+  // Lane r writes row r: scales, outlier term and bias in fp32, rounded once.
+  if (lane >= ROWS) return;
+  int32_t total = 0;
+  float term = 0.f;
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    total = r == lane ? acc[r] : total;
+    term = r == lane ? outlier_sum[r] : term;
+  }
+  const float bias_n = p.bias != nullptr ? load_float(p.bias, p.bias_kind, n) : 0.f;
+  const float v = static_cast<float>(total) * (row_stat[lane] * col_n * kInv127Squared) + term + bias_n;
+  store_float(p.out, p.out_kind, lane * N + n, v);
+}
+
+}  // namespace llmint8::cuda
