@@ -7,7 +7,8 @@ Face folder, then measures, for fp16 and for llmint8 at thresholds 6 and 0:
 - Python: transformers `from_pretrained` (load time, weight bytes), `generate` with greedy
   decoding, eager (dynamic cache) and compiled (static cache: transformers compiles the forward
   itself, with CUDA graphs), at each batch size: tokens/s and peak memory;
-- C++: `llmint8-generate --json` on the same folder: load time, time to first token, decode
+- C++: `llmint8-generate --json` on the same folder: load time and GB/s, the load's peak memory
+  against the weights, first-call setup (a warm-up) apart from time to first token, decode
   tokens/s, peak memory.
 Ratios are against fp16 in the same run. Results go in benchmarks/RESULTS.md.
 
@@ -125,11 +126,16 @@ def cpp_rows(args, folder: Path):
             continue
         out = json.loads(result.stdout.strip().splitlines()[-1])
         row = {"variant": name, "decode_tokens_per_s": out["decode_tokens_per_s"], "load_s": out["load_seconds"],
+               "load_gb_per_s": out["load_gb_per_s"], "first_call_setup_s": out["first_call_setup_s"],
                "time_to_first_token_s": out["time_to_first_token_s"], "peak_bytes": out["peak_memory_bytes"],
+               "load_peak_bytes": out.get("load_peak_cuda_bytes",
+                                          out["load_peak_host_rss_bytes"] - out["host_rss_before_load_bytes"]),
                "weight_bytes": out.get("weight_bytes_after")}
         rows.append(row)
-        print(f"c++    {name:9s} decode {row['decode_tokens_per_s']:.1f} tok/s, load {row['load_s']:.1f} s, "
-              f"first token {row['time_to_first_token_s']:.3f} s, peak {row['peak_bytes'] / 2**30:.2f} GiB", flush=True)
+        print(f"c++    {name:9s} decode {row['decode_tokens_per_s']:.1f} tok/s, load {row['load_s']:.1f} s "
+              f"({row['load_gb_per_s']:.2f} GB/s, peak {row['load_peak_bytes'] / row['weight_bytes']:.2f}x the weights), "
+              f"first-call setup {row['first_call_setup_s']:.3f} s, first token {row['time_to_first_token_s']:.3f} s, "
+              f"peak {row['peak_bytes'] / 2**30:.2f} GiB", flush=True)
     return rows
 
 
