@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdio>
 
 namespace llmint8::untrusted {
@@ -93,6 +94,14 @@ void allocation_failed(const std::string& file, const std::string& what, const s
 std::string non_finite(const at::Tensor& t) {
   if (!t.is_floating_point() || t.numel() == 0) return "";
   const auto flat = t.detach().reshape({-1});
+  // Checked a slice at a time: the masks of a whole tensor would cost more memory than a loader
+  // may use beside the model (and a slice stays in cache). The message is worked out only on failure.
+  constexpr int64_t kSlice = int64_t{1} << 20;
+  bool finite = true;
+  for (int64_t begin = 0; begin < flat.numel() && finite; begin += kSlice) {
+    finite = at::isfinite(flat.narrow(0, begin, std::min(kSlice, flat.numel() - begin))).all().item<bool>();
+  }
+  if (finite) return "";
   const auto bad = at::isfinite(flat).logical_not_();
   const int64_t count = bad.sum().item<int64_t>();
   if (count == 0) return "";
