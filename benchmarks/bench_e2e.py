@@ -18,7 +18,6 @@ Ratios are against fp16 in the same run. Results go in benchmarks/RESULTS.md.
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ import torch
 import transformers
 
 import llmint8
+from llmint8._cli import native_env, tool_path
 
 VARIANTS = {"fp16": None, "int8 t=6": 6.0, "int8 t=0": 0.0}
 
@@ -110,9 +110,10 @@ def python_rows(args, folder: Path):
 
 
 def cpp_rows(args, folder: Path):
-    cli = shutil.which("llmint8-generate")
-    if cli is None:
-        print("llmint8-generate is not on PATH: no C++ rows", flush=True)
+    # The CLI installed with the llmint8 imported here (one on PATH may be another version's).
+    cli = tool_path("llmint8-generate")
+    if not Path(cli).exists():
+        print(f"{cli} is missing: no C++ rows", flush=True)
         return []
     prompt = ",".join(str(3 + i % (args.vocab - 3)) for i in range(args.prompt_tokens))
     rows = []
@@ -120,7 +121,7 @@ def cpp_rows(args, folder: Path):
         command = [cli, "-m", str(folder), "--tokens", prompt, "-n", str(args.new_tokens), "-t", "0",
                    "--device", args.device, "--dtype", "fp16", "--json"]
         command += ["--no-int8"] if threshold is None else ["--int8", "--threshold", str(threshold)]
-        result = subprocess.run(command, capture_output=True, text=True)
+        result = subprocess.run(command, capture_output=True, text=True, env=native_env())
         if result.returncode != 0:
             print(f"c++ {name}: failed: {result.stderr.strip()[-500:]}", flush=True)
             continue
