@@ -19,7 +19,6 @@
 #endif
 
 #include <malloc.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -177,19 +176,23 @@ int64_t peak_device_bytes(const torch::Device& device) {
   return 0;
 }
 
-// The process's resident set: its peak so far, and now.
-int64_t peak_rss_bytes() {
-  struct rusage usage {};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // Linux: KiB
+// The process's resident set, from /proc/self/status (VmHWM: its peak; VmRSS: now). Not
+// getrusage's ru_maxrss: Linux carries that across exec, so a child of a big process (pytest)
+// starts with its parent's peak.
+int64_t status_bytes(const std::string& field) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1)) * 1024;  // "  123 kB"
+  }
+  return 0;
 }
 
-int64_t current_rss_bytes() {
-  std::ifstream statm("/proc/self/statm");
-  int64_t size = 0, resident = 0;
-  if (!(statm >> size >> resident)) return 0;
-  return resident * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
-}
+int64_t peak_rss_bytes() { return status_bytes("VmHWM"); }
+int64_t current_rss_bytes() { return status_bytes("VmRSS"); }
+
+// The peak starts again from the current resident set (Linux's clear_refs; else it stays).
+void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 // Waits for the device's queued work, so that a timer stopped next measures it.
 void synchronize(const torch::Device& device) {
@@ -244,6 +247,7 @@ int main(int argc, char** argv) {
       load_options.int8 = cfg;
     }
     if (tty) std::cerr << "loading " << args.model << "..." << std::flush;
+    reset_peak_rss();
     const int64_t rss_before_load = current_rss_bytes();
     const auto t_load = std::chrono::steady_clock::now();
     const auto loaded = m::load_model(args.model, load_options);
