@@ -61,6 +61,13 @@ TensorMap state_dict(const torch::nn::Module& module) {
 
 namespace {
 
+// A new tensor of dtype on device from source (often a view of a mapped file): moved in its own
+// dtype and converted where it lands, since a CPU-to-GPU copy that converts does so on the CPU.
+at::Tensor copy_to(const at::Tensor& source, torch::Device device, at::ScalarType dtype) {
+  if (source.device() == device || source.scalar_type() == dtype) return source.to(device, dtype, false, /*copy=*/true);
+  return source.to(device, source.scalar_type(), false, /*copy=*/true).to(dtype);
+}
+
 // Every check of load_state_dict, before anything changes; `read(source)` is called once each
 // tensor's values have been checked.
 CheckedStateDict check_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool strict,
@@ -214,7 +221,8 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
     if (plan.codes.defined()) {
       installs.push_back({layer, plan.codes.to(device), plan.scales.to(device, at::kFloat)});
     } else if (layer->is_quantized()) {  // a quantized layer takes a float checkpoint by quantizing it
-      auto [codes, scales, cols] = int8_vectorwise_quant(plan.float_weight.to(device, at::kFloat));
+      // From fp32, whatever the file's dtype: the codes and scales of quantizing the fp32 weight.
+      auto [codes, scales, cols] = int8_vectorwise_quant(copy_to(plan.float_weight, device, at::kFloat));
       installs.push_back({layer, codes, scales});
     } else {
       installs.push_back({layer, plan.float_weight.to(layer->weight.options()), {}});
@@ -246,24 +254,23 @@ void load_state_dict_into_new(torch::nn::Module& module, const TensorMap& tensor
     if (destination.device() == device && destination.scalar_type() == dtype) {
       destination.copy_(source);  // into the storage the module already has
     } else {
-      destination.set_data(source.to(device, dtype, /*non_blocking=*/false, /*copy=*/true));
+      destination.set_data(copy_to(source, device, dtype));
     }
     done(source);
   }
   for (const auto& plan : checked.plans) {
     auto* layer = plan.layer;
     if (plan.codes.defined()) {
-      // (copies: the sources may be views of a mapped file)
-      layer->set_quantized(plan.codes.to(device, at::kChar, false, /*copy=*/true),
-                           plan.scales.to(device, at::kFloat, false, /*copy=*/true));
+      layer->set_quantized(copy_to(plan.codes, device, at::kChar), copy_to(plan.scales, device, at::kFloat));
       done(plan.codes);
       done(plan.scales);
     } else if (!layer->options.has_fp16_weights()) {  // an inference layer: quantized where it will run
-      auto [codes, scales, cols] = int8_vectorwise_quant(plan.float_weight.to(device, at::kFloat));
+      // From fp32, whatever the file's dtype: the codes and scales of quantizing the fp32 weight.
+      auto [codes, scales, cols] = int8_vectorwise_quant(copy_to(plan.float_weight, device, at::kFloat));
       layer->set_quantized(codes, scales);
       done(plan.float_weight);
     } else {
-      layer->weight.set_data(plan.float_weight.to(device, float_dtype, false, /*copy=*/true));
+      layer->weight.set_data(copy_to(plan.float_weight, device, float_dtype));
       done(plan.float_weight);
     }
   }
