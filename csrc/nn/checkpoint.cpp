@@ -7,6 +7,7 @@
 
 #include <torch/types.h>
 
+#include <algorithm>
 #include <set>
 
 namespace llmint8 {
@@ -66,6 +67,26 @@ namespace {
 at::Tensor copy_to(const at::Tensor& source, torch::Device device, at::ScalarType dtype) {
   if (source.device() == device || source.scalar_type() == dtype) return source.to(device, dtype, false, /*copy=*/true);
   return source.to(device, source.scalar_type(), false, /*copy=*/true).to(dtype);
+}
+
+// destination.copy_(source), some rows at a time, each slice of source handed to `done` once
+// copied: a big tensor (an embedding) then keeps few of a mapped file's pages resident at once.
+void copy_in_slices(at::Tensor& destination, const at::Tensor& source, const TensorReleased& done) {
+  constexpr int64_t kSliceBytes = int64_t{16} << 20;
+  const int64_t rows = source.dim() > 0 ? source.size(0) : 0;
+  const int64_t row_bytes = rows > 0 ? static_cast<int64_t>(source.nbytes()) / rows : 0;
+  if (rows == 0 || row_bytes == 0 || !source.is_contiguous()) {
+    destination.copy_(source);
+    done(source);
+    return;
+  }
+  const int64_t step = std::max<int64_t>(1, kSliceBytes / row_bytes);
+  for (int64_t row = 0; row < rows; row += step) {
+    const int64_t count = std::min(step, rows - row);
+    const auto slice = source.narrow(0, row, count);
+    destination.narrow(0, row, count).copy_(slice);
+    done(slice);
+  }
 }
 
 // Every check of load_state_dict, before anything changes; `read(source)` is called once each
@@ -252,7 +273,7 @@ void load_state_dict_into_new(torch::nn::Module& module, const TensorMap& tensor
     const auto dtype = target.is_floating_point() ? float_dtype : target.scalar_type();
     auto destination = target;  // the module's own handle: set_data below changes the module
     if (destination.device() == device && destination.scalar_type() == dtype) {
-      destination.copy_(source);  // into the storage the module already has
+      copy_in_slices(destination, source, done);  // into the storage the module already has
     } else {
       destination.set_data(copy_to(source, device, dtype));
     }
