@@ -7,7 +7,8 @@ Face folder, then measures, for fp16 and for llmint8 at thresholds 6 and 0:
 - Python: transformers `from_pretrained` (load time, weight bytes), `generate` with greedy
   decoding, eager (dynamic cache) and compiled (static cache: transformers compiles the forward
   itself, with CUDA graphs), at each batch size: tokens/s and peak memory;
-- C++: `llmint8-generate --json` on the same folder: load time, time to first token, decode
+- C++: `llmint8-generate --json` on the same folder: load time and GB/s, the load's peak memory
+  against the weights, first-call setup (a warm-up) apart from time to first token, decode
   tokens/s (on CUDA a replayed CUDA graph, its one-time capture timed apart), peak memory.
 Ratios are against fp16 in the same run. Results go in benchmarks/RESULTS.md.
 
@@ -17,7 +18,6 @@ Ratios are against fp16 in the same run. Results go in benchmarks/RESULTS.md.
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,6 +28,7 @@ import torch
 import transformers
 
 import llmint8
+from llmint8._cli import native_env, tool_path
 
 VARIANTS = {"fp16": None, "int8 t=6": 6.0, "int8 t=0": 0.0}
 
@@ -109,9 +110,10 @@ def python_rows(args, folder: Path):
 
 
 def cpp_rows(args, folder: Path):
-    cli = shutil.which("llmint8-generate")
-    if cli is None:
-        print("llmint8-generate is not on PATH: no C++ rows", flush=True)
+    # The CLI installed with the llmint8 imported here (one on PATH may be another version's).
+    cli = tool_path("llmint8-generate")
+    if not Path(cli).exists():
+        print(f"{cli} is missing: no C++ rows", flush=True)
         return []
     prompt = ",".join(str(3 + i % (args.vocab - 3)) for i in range(args.prompt_tokens))
     rows = []
@@ -119,19 +121,24 @@ def cpp_rows(args, folder: Path):
         command = [cli, "-m", str(folder), "--tokens", prompt, "-n", str(args.new_tokens), "-t", "0",
                    "--device", args.device, "--dtype", "fp16", "--json"]
         command += ["--no-int8"] if threshold is None else ["--int8", "--threshold", str(threshold)]
-        result = subprocess.run(command, capture_output=True, text=True)
+        result = subprocess.run(command, capture_output=True, text=True, env=native_env())
         if result.returncode != 0:
             print(f"c++ {name}: failed: {result.stderr.strip()[-500:]}", flush=True)
             continue
         out = json.loads(result.stdout.strip().splitlines()[-1])
         row = {"variant": name, "decode_tokens_per_s": out["decode_tokens_per_s"], "load_s": out["load_seconds"],
+               "load_gb_per_s": out["load_gb_per_s"], "first_call_setup_s": out["first_call_setup_s"],
                "time_to_first_token_s": out["time_to_first_token_s"], "peak_bytes": out["peak_memory_bytes"],
+               "load_peak_bytes": out.get("load_peak_cuda_bytes",
+                                          out["load_peak_host_rss_bytes"] - out["host_rss_before_load_bytes"]),
                "weight_bytes": out.get("weight_bytes_after"), "cuda_graph": out.get("cuda_graph"),
                "cuda_graph_capture_s": out.get("cuda_graph_capture_s")}
         rows.append(row)
         graph = f", CUDA graph captured in {row['cuda_graph_capture_s']:.3f} s" if row["cuda_graph"] else ""
-        print(f"c++    {name:9s} decode {row['decode_tokens_per_s']:.1f} tok/s{graph}, load {row['load_s']:.1f} s, "
-              f"first token {row['time_to_first_token_s']:.3f} s, peak {row['peak_bytes'] / 2**30:.2f} GiB", flush=True)
+        print(f"c++    {name:9s} decode {row['decode_tokens_per_s']:.1f} tok/s{graph}, load {row['load_s']:.1f} s "
+              f"({row['load_gb_per_s']:.2f} GB/s, peak {row['load_peak_bytes'] / row['weight_bytes']:.2f}x the weights), "
+              f"first-call setup {row['first_call_setup_s']:.3f} s, first token {row['time_to_first_token_s']:.3f} s, "
+              f"peak {row['peak_bytes'] / 2**30:.2f} GiB", flush=True)
     return rows
 
 

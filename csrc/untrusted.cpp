@@ -1,7 +1,11 @@
 #include "untrusted.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
 #include <cstdio>
 
 namespace llmint8::untrusted {
@@ -90,9 +94,48 @@ void allocation_failed(const std::string& file, const std::string& what, const s
   fail(file, "cannot allocate " + what + ": " + cause);
 }
 
+namespace {
+
+// Whether no value has an exponent of all ones (inf or nan): one pass over the bits, no temporaries.
+template <typename Bits>
+bool exponents_finite(const at::Tensor& t, Bits exponent) {
+  const auto* bits = static_cast<const Bits*>(t.const_data_ptr());
+  std::atomic<bool> finite{true};
+  at::parallel_for(0, t.numel(), int64_t{1} << 16, [&](int64_t begin, int64_t end) {
+    bool bad = false;
+    for (int64_t i = begin; i < end; ++i) bad |= (bits[i] & exponent) == exponent;
+    if (bad) finite = false;
+  });
+  return finite;
+}
+
+// Whether every value is finite: by the bits for contiguous CPU tensors of the usual float types
+// (a loader's case: as fast as memory), else by slices, whose masks stay small.
+bool all_finite(const at::Tensor& flat) {
+  if (flat.device().is_cpu() && flat.is_contiguous()) {
+    switch (flat.scalar_type()) {
+      case at::kHalf: return exponents_finite<uint16_t>(flat, 0x7C00);
+      case at::kBFloat16: return exponents_finite<uint16_t>(flat, 0x7F80);
+      case at::kFloat: return exponents_finite<uint32_t>(flat, 0x7F800000u);
+      case at::kDouble: return exponents_finite<uint64_t>(flat, 0x7FF0000000000000ull);
+      default: break;
+    }
+  }
+  constexpr int64_t kSlice = int64_t{1} << 20;
+  for (int64_t begin = 0; begin < flat.numel(); begin += kSlice) {
+    if (!at::isfinite(flat.narrow(0, begin, std::min(kSlice, flat.numel() - begin))).all().item<bool>()) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 std::string non_finite(const at::Tensor& t) {
   if (!t.is_floating_point() || t.numel() == 0) return "";
   const auto flat = t.detach().reshape({-1});
+  // Whole-tensor masks would cost more memory than a loader may use beside the model: the
+  // message is worked out only once a value is known to be bad.
+  if (all_finite(flat)) return "";
   const auto bad = at::isfinite(flat).logical_not_();
   const int64_t count = bad.sum().item<int64_t>();
   if (count == 0) return "";

@@ -16,6 +16,8 @@
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
+#include <functional>
+#include <memory>
 #include <set>
 
 namespace llmint8::models {
@@ -115,6 +117,7 @@ ModelSpec llama_architecture_spec(const LlamaConfig& c, const std::string& file)
   ModelSpec spec;
   spec.parameter_count = c.parameter_count();
   spec.build = [c] { return std::make_shared<LlamaForCausalLMImpl>(c); };
+  spec.build_uninitialized = [c](const ParameterInit& init) { return std::make_shared<LlamaForCausalLMImpl>(c, init); };
   if (c.tie_embeddings) spec.tied = {{"lm_head.weight", "model.embed_tokens.weight"}};
   return spec;
 }
@@ -175,14 +178,24 @@ std::map<std::string, std::string> parse_shard_index(const std::string& text, co
   return shards;
 }
 
-HfModel load_hf_model(const std::string& folder) {
+namespace {
+
+using ReadSafetensors = std::function<TensorMap(const std::string& path)>;
+
+// The folder's config.json.
+HfConfig read_hf_config(const std::string& folder) {
   if (!io::is_directory(folder)) {
     u::fail(folder, "the path", "a Hugging Face model folder (config.json, model.safetensors)", "not a directory");
   }
   const auto config_path = folder + "/config.json";
-  const auto config = parse_hf_config(io::read_file(config_path, io::kMaxJsonBytes), config_path);
+  return parse_hf_config(io::read_file(config_path, io::kMaxJsonBytes), config_path);
+}
 
-  // One file, or shards listed in the index's weight_map.
+// The checkpoint's tensors, checked against config.json before the model exists: one file, or
+// shards listed in the index's weight_map; a tied alias dropped once found equal to its source;
+// at least as many values as the model has. `released` gets what was read on the way.
+TensorMap read_hf_tensors(const std::string& folder, const HfConfig& config, const ReadSafetensors& read,
+                          const TensorReleased& released) {
   TensorMap tensors;
   const auto index_path = folder + "/model.safetensors.index.json";
   if (io::exists(index_path)) {
@@ -192,7 +205,7 @@ HfModel load_hf_model(const std::string& folder) {
     }
     for (const auto& [shard, keys] : keys_by_shard) {
       const auto shard_path = folder + "/" + shard;
-      const auto shard_tensors = load_safetensors(shard_path);
+      const auto shard_tensors = read(shard_path);
       for (const auto& key : keys) {
         if (!shard_tensors.count(key)) u::fail(index_path, "maps '" + key + "' to '" + shard + "', which does not hold it");
       }
@@ -201,7 +214,7 @@ HfModel load_hf_model(const std::string& folder) {
       }
     }
   } else {
-    tensors = load_safetensors(folder + "/model.safetensors");
+    tensors = read(folder + "/model.safetensors");
   }
 
   // A tied parameter is one tensor of the model: a checkpoint that also holds the alias must
@@ -212,6 +225,10 @@ HfModel load_hf_model(const std::string& folder) {
     const auto s = tensors.find(source);
     const bool same = s != tensors.end() && a->second.sizes() == s->second.sizes() &&
                       at::equal(a->second.to(at::kDouble), s->second.to(at::kDouble));
+    if (released) {
+      released(a->second);
+      if (s != tensors.end()) released(s->second);
+    }
     if (!same) {
       u::fail(folder, "tensor '" + alias + "'",
               "absent or equal to '" + source + "' (config.json ties them: tie_word_embeddings)", "other values");
@@ -228,6 +245,29 @@ HfModel load_hf_model(const std::string& folder) {
             "at least the " + std::to_string(config.model.parameter_count) + " values that config.json's sizes need",
             std::to_string(held) + " values");
   }
+  return tensors;
+}
+
+// The safetensors files of one load, mapped until it ends; their tensors are views of them.
+class MappedCheckpoint {
+ public:
+  TensorMap read(const std::string& path) {
+    files_.push_back(std::make_unique<io::MappedFile>(path));
+    return view_safetensors(files_.back()->data(), files_.back()->size(), path);
+  }
+  void release(const at::Tensor& t) const {
+    for (const auto& file : files_) file->release(t.const_data_ptr(), t.nbytes());
+  }
+
+ private:
+  std::vector<std::unique_ptr<io::MappedFile>> files_;
+};
+
+}  // namespace
+
+HfModel load_hf_model(const std::string& folder) {
+  const auto config = read_hf_config(folder);
+  const auto tensors = read_hf_tensors(folder, config, load_safetensors, {});
   HfModel out;
   out.model_type = config.model_type;
   out.model = u::allocating(folder, "the model (" + std::to_string(config.model.parameter_count) + " parameters)",
@@ -245,6 +285,34 @@ HfModel load_hf_model(const std::string& folder) {
   return out;
 }
 
+HfModel load_hf_model(const std::string& folder, const LoadOptions& options) {
+  TORCH_CHECK_VALUE(at::isFloatingType(options.dtype), "load_model: dtype must be floating point, got ",
+                    c10::toString(options.dtype));
+  const auto config = read_hf_config(folder);
+  MappedCheckpoint files;
+  const auto release = [&files](const at::Tensor& t) { files.release(t); };
+  const auto tensors = read_hf_tensors(folder, config, [&files](const std::string& path) { return files.read(path); },
+                                       release);
+  HfModel out;
+  out.model_type = config.model_type;
+  // Unwritten CPU storage in the final dtype: it costs no memory until a tensor lands in it, and
+  // a tensor for another device replaces it.
+  const ParameterInit init{true, options.dtype};
+  out.model = u::allocating(folder, "the model (" + std::to_string(config.model.parameter_count) + " parameters)",
+                            [&] { return config.model.build_uninitialized(init); });
+  const auto int8 = config.int8 ? config.int8 : options.int8;
+  if (int8) {
+    out.int8_layers = replace_linear(*out.model, *int8);
+    out.model->bind();
+  }
+  try {
+    load_state_dict_into_new(*out.model, tensors, options.device, options.dtype, release);
+  } catch (const c10::Error& e) {
+    u::fail(folder, e.what_without_backtrace());
+  }
+  return out;
+}
+
 LoadedModel load_model(const std::string& path) {
   // A folder is a Hugging Face model; anything else is read as a llama2.c checkpoint, whose reader
   // says what is wrong with it (a missing path included).
@@ -253,6 +321,25 @@ LoadedModel load_model(const std::string& path) {
     return {hf.model, "hf", hf.model_type, hf.int8_layers};
   }
   return {load_llama2c(path).ptr(), "llama2c", "llama", {}};
+}
+
+LoadedModel load_model(const std::string& path, const LoadOptions& options) {
+  if (io::is_directory(path)) {
+    auto hf = load_hf_model(path, options);
+    return {hf.model, "hf", hf.model_type, hf.int8_layers};
+  }
+  // llama2.c files hold fp32 only: read as before, then converted layer by layer.
+  auto loaded = load_model(path);
+  auto& model = *loaded.model;
+  if (options.int8) {
+    loaded.int8_layers = replace_linear(model, *options.int8);
+    model.bind();
+    const auto modules = model.named_modules();
+    for (const auto& name : loaded.int8_layers) modules[name]->to(options.device);  // quantizes
+  }
+  model.to(options.device);
+  model.to(options.dtype);
+  return loaded;
 }
 
 }  // namespace llmint8::models

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 namespace llmint8::io {
@@ -52,6 +53,15 @@ MappedFile::MappedFile(const std::string& path) {
 MappedFile::~MappedFile() {
   if (data_ != nullptr) ::munmap(data_, size_);
   if (fd_ >= 0) ::close(fd_);
+}
+
+void MappedFile::release(const void* begin, uint64_t bytes) const {
+  const auto start = reinterpret_cast<uintptr_t>(begin), base = reinterpret_cast<uintptr_t>(data_);
+  if (data_ == nullptr || bytes == 0 || start < base || start - base > size_ || bytes > size_ - (start - base)) return;
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t first = start / page * page, last = (start + bytes + page - 1) / page * page;
+  // Read-only pages never written: dropping them loses nothing (a failure only keeps them resident).
+  ::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
 }
 
 std::string read_file(const std::string& path, uint64_t max_bytes) {

@@ -18,6 +18,10 @@ class MappedFile {
 
   const char* data() const { return static_cast<const char*>(data_); }
   uint64_t size() const { return size_; }
+  // Drops the resident pages of [begin, begin + bytes), rounded out to whole pages, if they lie
+  // in this mapping (else nothing): read again, they come back from the file. A loader calls it
+  // on what it has read, so that the mapped file does not add to its peak memory.
+  void release(const void* begin, uint64_t bytes) const;
 
  private:
   int fd_ = -1;

@@ -34,6 +34,9 @@ struct SafetensorsHeader {
 SafetensorsHeader parse_safetensors_header(const char* data, uint64_t size, const std::string& file);
 // The whole file: its tensors copied out into CPU tensors.
 TensorMap read_safetensors(const char* data, uint64_t size, const std::string& file);
+// The same checks, but the tensors are views of `data` (copied only where misaligned for their
+// dtype): read-only, valid while data is, never to be written.
+TensorMap view_safetensors(const char* data, uint64_t size, const std::string& file);
 
 namespace models {
 

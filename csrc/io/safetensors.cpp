@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -157,9 +158,10 @@ SafetensorsHeader parse_safetensors_header(const char* data, uint64_t size, cons
   return out;
 }
 
-TensorMap read_safetensors(const char* data, uint64_t size, const std::string& file) {
-  const auto header = parse_safetensors_header(data, size, file);
-  // A bool byte other than 0 or 1 is undefined behaviour wherever it is read as bool.
+namespace {
+
+// A bool byte other than 0 or 1 is undefined behaviour wherever it is read as bool.
+void check_bool_bytes(const char* data, const SafetensorsHeader& header, const std::string& file) {
   for (const auto& e : header.entries) {
     if (e.dtype != at::kBool) continue;
     const char* begin = data + header.data_start + e.begin;
@@ -171,12 +173,40 @@ TensorMap read_safetensors(const char* data, uint64_t size, const std::string& f
                   std::to_string(e.begin + static_cast<uint64_t>(bad - begin)));
     }
   }
+}
+
+at::Tensor copy_out(const char* data, const SafetensorsHeader& header, const SafetensorsEntry& e) {
+  auto t = at::empty(e.shape, at::TensorOptions().dtype(e.dtype));
+  if (e.end > e.begin) std::memcpy(t.data_ptr(), data + header.data_start + e.begin, e.end - e.begin);
+  return t;
+}
+
+}  // namespace
+
+TensorMap read_safetensors(const char* data, uint64_t size, const std::string& file) {
+  const auto header = parse_safetensors_header(data, size, file);
+  check_bool_bytes(data, header, file);
   return u::allocating(file, "its tensors (" + std::to_string(size - header.data_start) + " bytes)", [&] {
     TensorMap tensors;
+    for (const auto& e : header.entries) tensors.emplace(e.key, copy_out(data, header, e));
+    return tensors;
+  });
+}
+
+TensorMap view_safetensors(const char* data, uint64_t size, const std::string& file) {
+  const auto header = parse_safetensors_header(data, size, file);
+  check_bool_bytes(data, header, file);
+  return u::allocating(file, "its misaligned tensors", [&] {
+    TensorMap tensors;
     for (const auto& e : header.entries) {
-      auto t = at::empty(e.shape, at::TensorOptions().dtype(e.dtype));
-      if (e.end > e.begin) std::memcpy(t.data_ptr(), data + header.data_start + e.begin, e.end - e.begin);
-      tensors.emplace(e.key, std::move(t));
+      const char* begin = data + header.data_start + e.begin;
+      // Kernels may assume elements aligned to their size; the format does not promise it.
+      if (reinterpret_cast<uintptr_t>(begin) % c10::elementSize(e.dtype) != 0) {
+        tensors.emplace(e.key, copy_out(data, header, e));
+      } else {
+        // const_cast: the views are only ever read (readers.h).
+        tensors.emplace(e.key, at::from_blob(const_cast<char*>(begin), e.shape, at::TensorOptions().dtype(e.dtype)));
+      }
     }
     return tensors;
   });

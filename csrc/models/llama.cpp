@@ -23,8 +23,23 @@ void check_positive(const char* name, double v) {
   TORCH_CHECK_VALUE(std::isfinite(v) && v > 0, "LlamaConfig: ", name, " must be a finite number > 0");
 }
 
-torch::nn::Linear linear(int64_t in, int64_t out, bool bias) {
-  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+torch::nn::Linear linear(int64_t in, int64_t out, bool bias, const ParameterInit& init) {
+  if (!init.uninitialized) return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+  // torch::nn::Linear always initializes what it allocates: built [0, 1] (nothing to write),
+  // then given its real options and unwritten storage.
+  torch::nn::Linear layer(torch::nn::LinearOptions(1, 0).bias(bias));
+  layer->options = torch::nn::LinearOptions(in, out).bias(bias);
+  layer->weight.set_data(at::empty({out, in}, at::TensorOptions().dtype(init.dtype)));
+  if (bias) layer->bias.set_data(at::empty({out}, at::TensorOptions().dtype(init.dtype)));
+  return layer;
+}
+
+torch::nn::Embedding embedding(int64_t count, int64_t dim, const ParameterInit& init) {
+  if (!init.uninitialized) return torch::nn::Embedding(count, dim);
+  torch::nn::Embedding table(0, dim);  // as linear(): nothing to initialize
+  table->options.num_embeddings(count);
+  table->weight.set_data(at::empty({count, dim}, at::TensorOptions().dtype(init.dtype)));
+  return table;
 }
 
 // Rotary inverse frequencies [head_dim / 2] in fp32, computed as transformers does (fp32 throughout).
@@ -122,8 +137,10 @@ int64_t LlamaConfig::parameter_count() const {
   return (tie_embeddings ? 1 : 2) * vocab_size * dim + n_layers * per_layer + dim;
 }
 
-RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, bool plus_one_) : eps(eps_), plus_one(plus_one_) {
-  weight = register_parameter("weight", plus_one ? torch::zeros({dim}) : torch::ones({dim}));
+RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, bool plus_one_, const ParameterInit& init)
+    : eps(eps_), plus_one(plus_one_) {
+  const auto on = at::TensorOptions().dtype(init.dtype);
+  weight = register_parameter("weight", plus_one ? torch::zeros({dim}, on) : torch::ones({dim}, on));
 }
 
 at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
@@ -133,12 +150,13 @@ at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
   return (normed * scale).to(x.scalar_type());
 }
 
-LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c, int64_t layer) : config(c), window(c.window(layer)) {
+LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c, int64_t layer, const ParameterInit& init)
+    : config(c), window(c.window(layer)) {
   const int64_t q_dim = c.n_heads * c.head_dim(), kv_dim = c.n_kv_heads * c.head_dim();
-  register_module("q_proj", linear(c.dim, q_dim, c.qkv_bias));
-  register_module("k_proj", linear(c.dim, kv_dim, c.qkv_bias));
-  register_module("v_proj", linear(c.dim, kv_dim, c.qkv_bias));
-  register_module("o_proj", linear(q_dim, c.dim, c.o_bias));
+  register_module("q_proj", linear(c.dim, q_dim, c.qkv_bias, init));
+  register_module("k_proj", linear(c.dim, kv_dim, c.qkv_bias, init));
+  register_module("v_proj", linear(c.dim, kv_dim, c.qkv_bias, init));
+  register_module("o_proj", linear(q_dim, c.dim, c.o_bias, init));
   bind();
 }
 
@@ -192,10 +210,10 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
   return o_proj.forward(attn.transpose(1, 2).reshape({B, T, H * hd}));
 }
 
-LlamaMLPImpl::LlamaMLPImpl(const LlamaConfig& c) : hidden_act(c.hidden_act) {
-  register_module("gate_proj", linear(c.dim, c.hidden_dim, c.mlp_bias));
-  register_module("up_proj", linear(c.dim, c.hidden_dim, c.mlp_bias));
-  register_module("down_proj", linear(c.hidden_dim, c.dim, c.mlp_bias));
+LlamaMLPImpl::LlamaMLPImpl(const LlamaConfig& c, const ParameterInit& init) : hidden_act(c.hidden_act) {
+  register_module("gate_proj", linear(c.dim, c.hidden_dim, c.mlp_bias, init));
+  register_module("up_proj", linear(c.dim, c.hidden_dim, c.mlp_bias, init));
+  register_module("down_proj", linear(c.hidden_dim, c.dim, c.mlp_bias, init));
   bind();
 }
 
@@ -211,11 +229,12 @@ at::Tensor LlamaMLPImpl::forward(const at::Tensor& x) {
   return down_proj.forward(act * up_proj.forward(x));
 }
 
-LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c, int64_t layer) {
-  input_layernorm = register_module("input_layernorm", RMSNorm(c.dim, c.norm_eps, c.norm_plus_one));
-  self_attn = register_module("self_attn", LlamaAttention(c, layer));
-  post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(c.dim, c.norm_eps, c.norm_plus_one));
-  mlp = register_module("mlp", LlamaMLP(c));
+LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c, int64_t layer, const ParameterInit& init) {
+  input_layernorm = register_module("input_layernorm", RMSNorm(c.dim, c.norm_eps, c.norm_plus_one, init));
+  self_attn = register_module("self_attn", LlamaAttention(c, layer, init));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RMSNorm(c.dim, c.norm_eps, c.norm_plus_one, init));
+  mlp = register_module("mlp", LlamaMLP(c, init));
 }
 
 at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
@@ -224,17 +243,17 @@ at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor&
   return h + mlp->forward(post_attention_layernorm->forward(h));
 }
 
-LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c) {
-  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.dim));
+LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c, const ParameterInit& init) {
+  embed_tokens = register_module("embed_tokens", embedding(c.vocab_size, c.dim, init));
   layers = register_module("layers", torch::nn::ModuleList());
-  for (int64_t i = 0; i < c.n_layers; ++i) layers->push_back(LlamaDecoderLayer(c, i));
-  norm = register_module("norm", RMSNorm(c.dim, c.norm_eps, c.norm_plus_one));
+  for (int64_t i = 0; i < c.n_layers; ++i) layers->push_back(LlamaDecoderLayer(c, i, init));
+  norm = register_module("norm", RMSNorm(c.dim, c.norm_eps, c.norm_plus_one, init));
 }
 
-LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& c) : config(c) {
+LlamaForCausalLMImpl::LlamaForCausalLMImpl(const LlamaConfig& c, const ParameterInit& init) : config(c) {
   config.validate();
-  model = register_module("model", LlamaModel(config));
-  if (!config.tie_embeddings) register_module("lm_head", linear(config.dim, config.vocab_size, false));
+  model = register_module("model", LlamaModel(config, init));
+  if (!config.tie_embeddings) register_module("lm_head", linear(config.dim, config.vocab_size, false, init));
   bind();
 }
 

@@ -19,7 +19,9 @@ namespace llmint8::models {
 // What a family makes of config.json, before anything is allocated.
 struct ModelSpec {
   int64_t parameter_count = 0;  // bounds what the checkpoint must hold before the model is built
-  std::function<std::shared_ptr<CausalLM>()> build;
+  std::function<std::shared_ptr<CausalLM>()> build;  // initialized at random, fp32
+  // Parameters uninitialized in a dtype, for load_model(path, options) to fill (llama.h).
+  std::function<std::shared_ptr<CausalLM>(const ParameterInit&)> build_uninitialized;
   // Tied parameters, (alias, source): the model holds one tensor; a checkpoint may hold the alias
   // too, and then it must equal the source.
   std::vector<std::pair<std::string, std::string>> tied;

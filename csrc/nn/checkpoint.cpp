@@ -7,6 +7,7 @@
 
 #include <torch/types.h>
 
+#include <algorithm>
 #include <set>
 
 namespace llmint8 {
@@ -36,6 +37,12 @@ struct LayerPlan {
   at::Tensor float_weight;   // a float weight (quantized on load when the layer already is)
 };
 
+// What check_state_dict found to do: one plan per Linear8bitLt, (target, source) for the rest.
+struct CheckedStateDict {
+  std::vector<LayerPlan> plans;
+  std::vector<std::pair<at::Tensor, at::Tensor>> copies;
+};
+
 }  // namespace
 
 TensorMap state_dict(const torch::nn::Module& module) {
@@ -53,14 +60,47 @@ TensorMap state_dict(const torch::nn::Module& module) {
   return out;
 }
 
-void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool strict) {
+namespace {
+
+// A new tensor of dtype on device from source (often a view of a mapped file): moved in its own
+// dtype and converted where it lands, since a CPU-to-GPU copy that converts does so on the CPU.
+at::Tensor copy_to(const at::Tensor& source, torch::Device device, at::ScalarType dtype) {
+  if (source.device() == device || source.scalar_type() == dtype) return source.to(device, dtype, false, /*copy=*/true);
+  return source.to(device, source.scalar_type(), false, /*copy=*/true).to(dtype);
+}
+
+// destination.copy_(source), some rows at a time, each slice of source handed to `done` once
+// copied: a big tensor (an embedding) then keeps few of a mapped file's pages resident at once.
+void copy_in_slices(at::Tensor& destination, const at::Tensor& source, const TensorReleased& done) {
+  constexpr int64_t kSliceBytes = int64_t{16} << 20;
+  const int64_t rows = source.dim() > 0 ? source.size(0) : 0;
+  const int64_t row_bytes = rows > 0 ? static_cast<int64_t>(source.nbytes()) / rows : 0;
+  if (rows == 0 || row_bytes == 0 || !source.is_contiguous()) {
+    destination.copy_(source);
+    done(source);
+    return;
+  }
+  const int64_t step = std::max<int64_t>(1, kSliceBytes / row_bytes);
+  for (int64_t row = 0; row < rows; row += step) {
+    const int64_t count = std::min(step, rows - row);
+    const auto slice = source.narrow(0, row, count);
+    destination.narrow(0, row, count).copy_(slice);
+    done(slice);
+  }
+}
+
+// Every check of load_state_dict, before anything changes; `read(source)` is called once each
+// tensor's values have been checked.
+CheckedStateDict check_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool strict,
+                                  const TensorReleased& read) {
   for (const auto& p : module.parameters(true)) {
     TORCH_CHECK_VALUE(p.device().type() != c10::kMeta, "llmint8::load_state_dict: the module has parameters on the ",
                       "meta device; LibTorch cannot load into those: build it on the CPU");
   }
   std::vector<std::string> errors;
   std::set<std::string> used;
-  std::vector<LayerPlan> plans;
+  CheckedStateDict checked;
+  auto& plans = checked.plans;
   std::set<std::string> layer_keys;  // weight/SCB of Linear8bitLt layers: handled by their plans
 
   for (const auto& [prefix, layer] : int8_layers(module)) {
@@ -105,6 +145,10 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
       } else if ((weight == -128).any().item<bool>()) {  // codes are [-127, 127]: the int32 K limit relies on it
         problem = u::entry_problem(wkey, u::kInt8Codes, "-128");
       }
+      if (read) {
+        read(weight);
+        read(scales);
+      }
       if (!problem.empty()) {
         errors.push_back(problem);
         continue;
@@ -117,6 +161,7 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
         continue;
       }
       const auto bad = u::non_finite(weight);
+      if (read) read(weight);
       if (!bad.empty()) {
         errors.push_back(u::entry_problem(wkey, u::kFiniteValues, bad));
         continue;
@@ -131,7 +176,7 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
 
   // Every other parameter and buffer: same shape, copied (with dtype conversion). Parameters
   // must be finite; buffers are not checked (a mask may hold -inf on purpose).
-  std::vector<std::pair<at::Tensor, at::Tensor>> copies;
+  auto& copies = checked.copies;
   auto plan_copy = [&](const std::string& key, const at::Tensor& target, bool parameter) {
     if (layer_keys.count(key)) return;
     const auto it = tensors.find(key);
@@ -149,6 +194,7 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
       return;
     }
     const auto bad = parameter ? u::non_finite(it->second) : std::string();
+    if (read && parameter) read(it->second);
     if (!bad.empty()) {
       errors.push_back(u::entry_problem(key, u::kFiniteValues, bad));
       return;
@@ -170,6 +216,15 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
     if (errors.size() > kShown) message += "; and " + std::to_string(errors.size() - kShown) + " more";
     TORCH_CHECK_VALUE(false, message);
   }
+  return checked;
+}
+
+}  // namespace
+
+void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool strict) {
+  const auto checked = check_state_dict(module, tensors, strict, {});
+  const auto& copies = checked.copies;
+  const auto& plans = checked.plans;
 
   // Everything that can fail (conversions, device copies, quantization: allocations) happens
   // before the first change, so that a failure leaves the module as it was.
@@ -187,7 +242,8 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
     if (plan.codes.defined()) {
       installs.push_back({layer, plan.codes.to(device), plan.scales.to(device, at::kFloat)});
     } else if (layer->is_quantized()) {  // a quantized layer takes a float checkpoint by quantizing it
-      auto [codes, scales, cols] = int8_vectorwise_quant(plan.float_weight.to(device, at::kFloat));
+      // From fp32, whatever the file's dtype: the codes and scales of quantizing the fp32 weight.
+      auto [codes, scales, cols] = int8_vectorwise_quant(copy_to(plan.float_weight, device, at::kFloat));
       installs.push_back({layer, codes, scales});
     } else {
       installs.push_back({layer, plan.float_weight.to(layer->weight.options()), {}});
@@ -200,6 +256,43 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
       install.layer->set_quantized(install.weight, install.scales);
     } else {
       install.layer->weight.copy_(install.weight);
+    }
+  }
+}
+
+void load_state_dict_into_new(torch::nn::Module& module, const TensorMap& tensors, torch::Device device,
+                              at::ScalarType float_dtype, const TensorReleased& released) {
+  const auto checked = check_state_dict(module, tensors, /*strict=*/true, released);
+  torch::NoGradGuard no_grad;
+  auto done = [&](const at::Tensor& source) {
+    if (released) released(source);
+  };
+  // One tensor at a time, each straight into its final dtype and device: at most one converted
+  // tensor (or one layer's fp32 weight, while it is quantized) exists beside the model.
+  for (const auto& [target, source] : checked.copies) {
+    const auto dtype = target.is_floating_point() ? float_dtype : target.scalar_type();
+    auto destination = target;  // the module's own handle: set_data below changes the module
+    if (destination.device() == device && destination.scalar_type() == dtype) {
+      copy_in_slices(destination, source, done);  // into the storage the module already has
+    } else {
+      destination.set_data(copy_to(source, device, dtype));
+    }
+    done(source);
+  }
+  for (const auto& plan : checked.plans) {
+    auto* layer = plan.layer;
+    if (plan.codes.defined()) {
+      layer->set_quantized(copy_to(plan.codes, device, at::kChar), copy_to(plan.scales, device, at::kFloat));
+      done(plan.codes);
+      done(plan.scales);
+    } else if (!layer->options.has_fp16_weights()) {  // an inference layer: quantized where it will run
+      // From fp32, whatever the file's dtype: the codes and scales of quantizing the fp32 weight.
+      auto [codes, scales, cols] = int8_vectorwise_quant(copy_to(plan.float_weight, device, at::kFloat));
+      layer->set_quantized(codes, scales);
+      done(plan.float_weight);
+    } else {
+      layer->weight.set_data(copy_to(plan.float_weight, device, float_dtype));
+      done(plan.float_weight);
     }
   }
 }

@@ -72,7 +72,7 @@ void Linear8bitLtImpl::reset() {
   state = MatmulLtState{};
   state.threshold = options.threshold();
   state.has_fp16_weights = options.has_fp16_weights();
-  if (options.device().type() == c10::kMeta) return;
+  if (options.device().type() == c10::kMeta || !options.initialize()) return;
   // The initialization of torch::nn::Linear.
   torch::NoGradGuard no_grad;
   torch::nn::init::kaiming_uniform_(weight, std::sqrt(5.0));
@@ -202,11 +202,13 @@ at::Tensor Linear8bitLtImpl::forward_pooled(const at::Tensor& x) {
 
 Linear8bitLt from_linear(const torch::nn::LinearImpl& linear, double threshold, bool has_fp16_weights) {
   const auto& o = linear.options;
+  // Not initialized: its weight is replaced at once (initializing it cost as much as the load).
   Linear8bitLt layer(Linear8bitLtOptions(o.in_features(), o.out_features())
                          .bias(o.bias())
                          .threshold(threshold)
                          .has_fp16_weights(has_fp16_weights)
-                         .device(linear.weight.device()));
+                         .device(linear.weight.device())
+                         .initialize(false));
   // The new layer shares the weight's storage (the Linear is being replaced).
   torch::NoGradGuard no_grad;
   layer->weight.set_data(linear.weight.detach());

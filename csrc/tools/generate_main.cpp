@@ -18,12 +18,13 @@
 #include <c10/cuda/CUDAFunctions.h>
 #endif
 
-#include <sys/resource.h>
+#include <malloc.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <set>
 #include <sstream>
@@ -151,7 +152,21 @@ int64_t tensor_bytes(const torch::nn::Module& m) {
   return bytes;
 }
 
-int64_t peak_memory_bytes(const torch::Device& device) {
+// The model's weights had no layer been quantized: float parameters in dtype, each 8-bit weight
+// [out, in] as a float one (its int8 codes and fp32 scales counted instead by tensor_bytes).
+int64_t float_bytes(torch::nn::Module& model, at::ScalarType dtype) {
+  int64_t bytes = tensor_bytes(model);
+  const int64_t item = static_cast<int64_t>(c10::elementSize(dtype));
+  for (const auto& module : model.modules()) {
+    const auto* layer = dynamic_cast<const llmint8::Linear8bitLtImpl*>(module.get());
+    if (layer == nullptr || !layer->is_quantized()) continue;
+    bytes += layer->weight.numel() * (item - 1) - layer->SCB.numel() * 4;
+  }
+  return bytes;
+}
+
+// Peak bytes of the device's caching allocator (0 off CUDA).
+int64_t peak_device_bytes(const torch::Device& device) {
 #ifdef LLMINT8_WITH_CUDA
   if (device.is_cuda()) {
     // "cuda" names no index: the allocator's statistics need the one in use.
@@ -160,18 +175,62 @@ int64_t peak_memory_bytes(const torch::Device& device) {
     return stats.allocated_bytes[0].peak;  // aggregate over pools
   }
 #endif
-  struct rusage usage {};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<int64_t>(usage.ru_maxrss) * 1024;  // resident set peak (Linux: KiB)
+  (void)device;
+  return 0;
+}
+
+// The process's resident set, from /proc/self/status (VmHWM: its peak; VmRSS: now). Not
+// getrusage's ru_maxrss: Linux carries that across exec, so a child of a big process (pytest)
+// starts with its parent's peak.
+int64_t status_bytes(const std::string& field) {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1)) * 1024;  // "  123 kB"
+  }
+  return 0;
+}
+
+int64_t peak_rss_bytes() { return status_bytes("VmHWM"); }
+int64_t current_rss_bytes() { return status_bytes("VmRSS"); }
+
+// The peak starts again from the current resident set (Linux's clear_refs; else it stays).
+void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+
+// Waits for the device's queued work, so that a timer stopped next measures it.
+void synchronize(const torch::Device& device) {
+#ifdef LLMINT8_WITH_CUDA
+  if (device.is_cuda()) c10::cuda::device_synchronize();
+#endif
+  (void)device;
 }
 
 double since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
+// One forward of the prompt's shape and one of a single token, into a cache of their own;
+// returns its seconds.
+double warm_up(llmint8::models::CausalLM& model, const std::vector<int64_t>& prompt, const torch::Device& device) {
+  const auto start = std::chrono::steady_clock::now();
+  torch::NoGradGuard no_grad;
+  const auto length = static_cast<int64_t>(prompt.size());
+  auto cache = model.new_cache(1, length + 1);
+  const auto tokens = torch::tensor(prompt, torch::kLong).view({1, length});
+  model.forward(tokens, cache);
+  model.forward(tokens.narrow(1, 0, 1), cache);
+  synchronize(device);
+  return since(start);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Blocks of 1 MiB and more come from mmap and go back when freed. glibc otherwise raises that
+  // threshold after each free of a big block, up to 32 MiB, and then keeps the layer-sized
+  // temporaries of the load (a weight's fp32 copy while it is quantized) in a heap it cannot
+  // shrink: resident memory above the model's weights.
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
   const Args args = parse(argc, argv);
   try {
     namespace m = llmint8::models;
@@ -180,13 +239,39 @@ int main(int argc, char** argv) {
     if (device.is_cuda() && !at::hasCUDA()) fail("--device " + args.device + ": no CUDA device here");
     const auto dtype = args.dtype == "fp16" ? torch::kHalf : args.dtype == "bf16" ? torch::kBFloat16 : torch::kFloat;
 
+    // Straight into the asked-for form: dtype, device and 8-bit layers (load_model's LoadOptions).
+    m::LoadOptions load_options;
+    load_options.device = device;
+    load_options.dtype = dtype;
+    if (args.int8) {
+      llmint8::Int8Config cfg;
+      cfg.llm_int8_threshold = args.threshold;
+      cfg.llm_int8_skip_modules = split(args.skip);
+      load_options.int8 = cfg;
+    }
+    // The device's context (CUDA: driver and allocator start-up) is made before the load and
+    // timed apart: it is paid once per process, whatever is loaded.
+    const auto t_device = std::chrono::steady_clock::now();
+    at::empty({1}, at::TensorOptions().device(device));
+    synchronize(device);
+    const double device_init_seconds = since(t_device);
+    if (tty) std::cerr << "loading " << args.model << "..." << std::flush;
+    reset_peak_rss();
+    const int64_t rss_before_load = current_rss_bytes();
     const auto t_load = std::chrono::steady_clock::now();
-    auto loaded = m::load_model(args.model);
+    const auto loaded = m::load_model(args.model, load_options);
+    synchronize(device);
+    const double load_seconds = since(t_load);
+    const int64_t load_peak_rss = peak_rss_bytes();
+    const int64_t load_peak_device = peak_device_bytes(device);
+    if (tty) std::cerr << " " << load_seconds << " s\n";
     const auto model = loaded.model;
     const bool hf = loaded.format == "hf";
-    std::vector<std::string> replaced = loaded.int8_layers;  // an 8-bit checkpoint is 8-bit whatever --no-int8 says
+    // An 8-bit checkpoint is 8-bit whatever --no-int8 says.
+    const std::vector<std::string>& replaced = loaded.int8_layers;
     const auto sizes = model->sizes();
-    const int64_t bytes_before = tensor_bytes(*model);
+    const int64_t bytes_after = tensor_bytes(*model);
+    const int64_t bytes_before = float_bytes(*model, dtype);
     std::unique_ptr<m::Tokenizer> tokenizer;
     if (!args.tokenizer.empty()) {
       tokenizer = m::load_tokenizer(args.tokenizer);
@@ -195,24 +280,6 @@ int main(int argc, char** argv) {
              " tokens, the model's vocabulary has " + std::to_string(sizes.vocab_size));
       }
     }
-    if (args.int8 && replaced.empty()) {
-      llmint8::Int8Config cfg;
-      cfg.llm_int8_threshold = args.threshold;
-      cfg.llm_int8_skip_modules = split(args.skip);
-      replaced = llmint8::replace_linear(*model, cfg);
-      model->bind();
-      // Quantize layer by layer on the way to the device, with progress on a terminal.
-      const auto modules = model->named_modules();
-      for (size_t i = 0; i < replaced.size(); ++i) {
-        modules[replaced[i]]->to(device);
-        if (tty) std::cerr << "\rquantizing: " << std::to_string(i + 1) + "/" + std::to_string(replaced.size()) << std::flush;
-      }
-      if (tty) std::cerr << "\n";
-    }
-    model->to(device);
-    model->to(dtype);
-    const int64_t bytes_after = tensor_bytes(*model);
-    const double load_seconds = since(t_load);
 
     std::vector<int64_t> prompt;
     if (!args.tokens.empty()) {
@@ -236,7 +303,12 @@ int main(int argc, char** argv) {
     out["layers_quantized"] = replaced.size();
     out["weight_bytes_before"] = bytes_before;
     out["weight_bytes_after"] = bytes_after;
+    out["device_init_s"] = device_init_seconds;
     out["load_seconds"] = load_seconds;
+    out["load_gb_per_s"] = load_seconds > 0 ? static_cast<double>(bytes_before) / load_seconds / 1e9 : 0.0;
+    out["host_rss_before_load_bytes"] = rss_before_load;
+    out["load_peak_host_rss_bytes"] = load_peak_rss;
+    if (device.is_cuda()) out["load_peak_cuda_bytes"] = load_peak_device;
     if (args.score) {
       const auto logits = m::score(*model, prompt);
       const auto logp = at::log_softmax(logits.to(at::kDouble), -1);
@@ -248,6 +320,11 @@ int main(int argc, char** argv) {
       std::cout << (args.json ? json_text(out) : "mean negative log-likelihood: " + std::to_string(out["mean_nll"].get<double>())) << "\n";
       return 0;
     }
+
+    // The first forward's one-time costs (kernel and GEMM-library set-up, allocator growth) are
+    // paid by a warm-up of the prompt's shape, timed apart, so that time to first token is the
+    // steady-state cost of a prompt.
+    out["first_call_setup_s"] = warm_up(*model, prompt, device);
 
     m::SamplingOptions sampling{args.temperature, args.top_p, args.seed};
     // llama2.c models end a text with BOS; Llama ones with EOS.
@@ -275,7 +352,9 @@ int main(int argc, char** argv) {
     out["decode_tokens_per_s"] = n > 1 && result.decode_seconds > 0 ? static_cast<double>(n - 1) / result.decode_seconds : 0.0;
     out["cuda_graph"] = result.cuda_graph;
     out["cuda_graph_capture_s"] = result.graph_capture_seconds;  // one-time, counted in neither of the above
-    out["peak_memory_bytes"] = peak_memory_bytes(device);
+    out["peak_memory_bytes"] = device.is_cuda() ? peak_device_bytes(device) : peak_rss_bytes();
+    out["peak_host_rss_bytes"] = peak_rss_bytes();
+    if (device.is_cuda()) out["peak_cuda_bytes"] = peak_device_bytes(device);
     out["device"] = device.str();
     out["dtype"] = args.dtype;
     if (args.json) {
@@ -283,7 +362,8 @@ int main(int argc, char** argv) {
     } else {
       std::cout << "\n\nload " << out["load_seconds"].dump() << " s, layers quantized "
                 << std::to_string(replaced.size()) << ", weight bytes " << std::to_string(bytes_before) << " -> "
-                << std::to_string(bytes_after) << ", time to first token " << out["time_to_first_token_s"].dump()
+                << std::to_string(bytes_after) << " (" << out["load_gb_per_s"].dump() << " GB/s), first-call setup "
+                << out["first_call_setup_s"].dump() << " s, time to first token " << out["time_to_first_token_s"].dump()
                 << " s, prompt " << out["prompt_tokens_per_s"].dump() << " tok/s, decode "
                 << out["decode_tokens_per_s"].dump() << " tok/s"
                 << (result.cuda_graph ? " (CUDA graph, captured in " + out["cuda_graph_capture_s"].dump() + " s)" : "")

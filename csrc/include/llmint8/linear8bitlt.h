@@ -37,6 +37,9 @@ struct Linear8bitLtOptions {
   TORCH_ARG(double, threshold) = 0.0;
   // Where reset() allocates the float weight; on meta nothing is allocated or initialized.
   TORCH_ARG(torch::Device, device) = torch::kCPU;
+  // false: the float weight and bias are allocated but never written, for a caller that replaces
+  // them (from_linear): memory never written costs no resident pages and no time.
+  TORCH_ARG(bool, initialize) = true;
 };
 
 class Linear8bitLtImpl : public torch::nn::Cloneable<Linear8bitLtImpl> {

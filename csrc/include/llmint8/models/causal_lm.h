@@ -3,11 +3,15 @@
 // Every model family implements it (llama.h); load_model() reads any supported file.
 #pragma once
 
+#include <llmint8/config.h>
+
 #include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
 #include <torch/nn/module.h>
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,5 +61,21 @@ struct LoadedModel {
 // A Hugging Face folder (hf.h: config.json's model_type picks the family) or a llama2.c
 // checkpoint (llama2c.h), into a float32 CPU model; errors name the file and field.
 LoadedModel load_model(const std::string& path);
+
+// The form a model is loaded into.
+struct LoadOptions {
+  c10::Device device = c10::kCPU;
+  at::ScalarType dtype = at::kFloat;  // of every floating-point parameter (not of 8-bit codes or scales)
+  // Linear layers swapped for Linear8bitLt (replace_linear's rules: lm_head and skip modules kept)
+  // and quantized on `device`; an 8-bit checkpoint's own settings win over these.
+  std::optional<Int8Config> int8;
+};
+
+// The same files, straight into `options`' form: a Hugging Face folder's tensors go one at a
+// time from the mapped safetensors files to `device` in `dtype` (Linear weights quantized there
+// as they arrive), into a model built without initializing its parameters, so that neither a
+// float copy of the whole model nor any fp32 staging exists. The checks and errors are
+// load_model(path)'s. llama2.c files are read as load_model(path) reads them, then converted.
+LoadedModel load_model(const std::string& path, const LoadOptions& options);
 
 }  // namespace llmint8::models

@@ -26,5 +26,7 @@ struct HfModel {
 // a silent default. Tied embeddings are one tensor: a checkpoint's lm_head.weight, if any,
 // must equal the embedding.
 HfModel load_hf_model(const std::string& folder);
+// The same, straight into options' form (load_model(path, options), causal_lm.h).
+HfModel load_hf_model(const std::string& folder, const LoadOptions& options);
 
 }  // namespace llmint8::models

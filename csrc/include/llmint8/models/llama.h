@@ -86,9 +86,17 @@ struct CachePosition {
   bool on_device() const { return positions.defined(); }
 };
 
+// How the constructors allocate parameters: initialized at random in fp32, as torch::nn does, or
+// (uninitialized) left unwritten in `dtype` on the CPU for a loader to fill or replace; memory
+// never written costs no resident pages, so a model built that way costs nothing until loaded.
+struct ParameterInit {
+  bool uninitialized = false;
+  at::ScalarType dtype = at::kFloat;
+};
+
 class RMSNormImpl : public torch::nn::Module {
  public:
-  RMSNormImpl(int64_t dim, double eps, bool plus_one = false);
+  RMSNormImpl(int64_t dim, double eps, bool plus_one = false, const ParameterInit& init = {});
   at::Tensor forward(const at::Tensor& x);  // computed in fp32, returned in x's dtype
   at::Tensor weight;
   double eps;
@@ -98,7 +106,7 @@ TORCH_MODULE(RMSNorm);
 
 class LlamaAttentionImpl : public torch::nn::Module {
  public:
-  LlamaAttentionImpl(const LlamaConfig& config, int64_t layer);
+  LlamaAttentionImpl(const LlamaConfig& config, int64_t layer, const ParameterInit& init = {});
   void bind();
   // x [batch, T, dim] at positions `where`; cos/sin [T, head_dim]; caches [batch, kv_heads, positions, head_dim].
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& k_cache,
@@ -111,7 +119,7 @@ TORCH_MODULE(LlamaAttention);
 
 class LlamaMLPImpl : public torch::nn::Module {
  public:
-  explicit LlamaMLPImpl(const LlamaConfig& config);
+  explicit LlamaMLPImpl(const LlamaConfig& config, const ParameterInit& init = {});
   void bind();
   at::Tensor forward(const at::Tensor& x);  // down(act(gate(x)) * up(x))
   std::string hidden_act;
@@ -121,7 +129,7 @@ TORCH_MODULE(LlamaMLP);
 
 class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
-  LlamaDecoderLayerImpl(const LlamaConfig& config, int64_t layer);
+  LlamaDecoderLayerImpl(const LlamaConfig& config, int64_t layer, const ParameterInit& init = {});
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& k_cache,
                      at::Tensor& v_cache, const CachePosition& where);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
@@ -132,7 +140,7 @@ TORCH_MODULE(LlamaDecoderLayer);
 
 class LlamaModelImpl : public torch::nn::Module {
  public:
-  explicit LlamaModelImpl(const LlamaConfig& config);
+  explicit LlamaModelImpl(const LlamaConfig& config, const ParameterInit& init = {});
   torch::nn::Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
   RMSNorm norm{nullptr};
@@ -141,7 +149,7 @@ TORCH_MODULE(LlamaModel);
 
 class LlamaForCausalLMImpl : public CausalLM {
  public:
-  explicit LlamaForCausalLMImpl(const LlamaConfig& config);
+  explicit LlamaForCausalLMImpl(const LlamaConfig& config, const ParameterInit& init = {});
   void bind() override;
   KVCache new_cache(int64_t batch, int64_t positions = 0) const override;
   at::Tensor forward(const at::Tensor& tokens, KVCache& cache) override;
