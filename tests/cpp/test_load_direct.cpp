@@ -4,6 +4,7 @@
 // Peak memory: tests/python/test_load_memory.py.
 #include "catch_compat.h"
 #include "reference.h"
+#include "temp_dir.h"
 
 #include <llmint8/llmint8.h>
 #include <llmint8/models/causal_lm.h>
@@ -23,23 +24,10 @@
 #include <string>
 
 using llmint8::testing::error_message;
+using llmint8::testing::TempDir;
 namespace m = llmint8::models;
 
 namespace {
-
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string pattern = "/tmp/llmint8_load_direct_XXXXXX";
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path = pattern;
-  }
-  ~TempDir() {
-    ::nftw(path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
-           FTW_DEPTH | FTW_PHYS);
-  }
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
-};
 
 // Biases on q/k/v (Qwen2) so that every kind of parameter is loaded.
 const std::string kConfig =

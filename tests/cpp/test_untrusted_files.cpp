@@ -2,6 +2,7 @@
 // file and the field, never crashes, hangs or aborts, and leaves nothing half loaded.
 #include "catch_compat.h"
 #include "reference.h"
+#include "temp_dir.h"
 
 #include <llmint8/models/hf.h>
 #include <llmint8/models/llama2c.h>
@@ -29,25 +30,10 @@
 
 using llmint8::testing::contains_all;
 using llmint8::testing::error_message;
+using llmint8::testing::TempDir;
 namespace m = llmint8::models;
 
 namespace {
-
-// A fresh folder for one test case, removed afterwards. POSIX calls rather than
-// std::filesystem: libtorch.so exports its own copy of it, which the program may bind to.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    std::string pattern = "/tmp/llmint8_untrusted_XXXXXX";
-    REQUIRE(::mkdtemp(pattern.data()) != nullptr);
-    path = pattern;
-  }
-  ~TempDir() {
-    ::nftw(path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
-           FTW_DEPTH | FTW_PHYS);
-  }
-  std::string operator/(const std::string& name) const { return path + "/" + name; }
-};
 
 void write(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
