@@ -186,28 +186,38 @@ at::Tensor listed_columns(const QuantizedRows& q, const at::Device& device) {
   return cols.to(at::kLong);
 }
 
+// The backend table's arguments for the codes q (codes null: the layer op's activations, set
+// by the caller in ScaledProduct::x) and the weight. The contiguous weight, scales and bias they
+// point into are kept in `held` until the launch.
+ScaledProduct product_arguments(const QuantizedRows& q, int64_t M, int64_t K, const at::Tensor& CB,
+                                const at::Tensor& SCB, const std::optional<at::Tensor>& bias,
+                                const OutlierTerm* outliers, at::Tensor& out, std::vector<at::Tensor>& held) {
+  const auto cb = CB.contiguous(), scb = SCB.contiguous();
+  const auto b = bias.has_value() ? bias->contiguous() : at::Tensor();
+  held.insert(held.end(), {cb, scb, b});
+  return ScaledProduct{q.codes,
+                       q.stats,
+                       cb.const_data_ptr<int8_t>(),
+                       scb.const_data_ptr<float>(),
+                       b.defined() ? b.const_data_ptr() : nullptr,
+                       b.defined() ? float_kind(b.scalar_type()) : FloatKind::f32,
+                       outliers,
+                       M,
+                       CB.size(0),
+                       K,
+                       float_kind(out.scalar_type()),
+                       out.data_ptr(),
+                       out.device().index()};
+}
+
 // out [M, N] = the LLM.int8() product of q and (CB, SCB) with its epilogue, through the
 // backend table (scaled_product.cpp).
 void scaled_product(const QuantizedRows& q, int64_t M, int64_t K, const at::Tensor& CB, const at::Tensor& SCB,
                     const std::optional<at::Tensor>& bias, const OutlierTerm* outliers, at::Tensor& out,
                     TensorScratch& scratch) {
-  const int64_t N = CB.size(0);
-  if (M == 0 || N == 0) return;
-  const auto cb = CB.contiguous(), scb = SCB.contiguous();
-  const auto b = bias.has_value() ? bias->contiguous() : at::Tensor();
-  const ScaledProduct p{q.codes,
-                        q.stats,
-                        cb.const_data_ptr<int8_t>(),
-                        scb.const_data_ptr<float>(),
-                        b.defined() ? b.const_data_ptr() : nullptr,
-                        b.defined() ? float_kind(b.scalar_type()) : FloatKind::f32,
-                        outliers,
-                        M,
-                        N,
-                        K,
-                        float_kind(out.scalar_type()),
-                        out.data_ptr(),
-                        out.device().index()};
+  if (M == 0 || CB.size(0) == 0) return;
+  std::vector<at::Tensor> held;
+  const auto p = product_arguments(q, M, K, CB, SCB, bias, outliers, out, held);
   C10_CUDA_CHECK(launch_scaled_product(p, scratch.view(), stream()));
 }
 
@@ -215,21 +225,8 @@ void scaled_product(const QuantizedRows& q, int64_t M, int64_t K, const at::Tens
 // kernel); false where none applies.
 bool fused_layer_product(const at::Tensor& A2, double threshold, const at::Tensor& CB, const at::Tensor& SCB,
                          const std::optional<at::Tensor>& bias, at::Tensor& out, TensorScratch& scratch) {
-  const auto cb = CB.contiguous(), scb = SCB.contiguous();
-  const auto b = bias.has_value() ? bias->contiguous() : at::Tensor();
-  ScaledProduct p{nullptr,
-                  nullptr,
-                  cb.const_data_ptr<int8_t>(),
-                  scb.const_data_ptr<float>(),
-                  b.defined() ? b.const_data_ptr() : nullptr,
-                  b.defined() ? float_kind(b.scalar_type()) : FloatKind::f32,
-                  nullptr,
-                  A2.size(0),
-                  CB.size(0),
-                  A2.size(1),
-                  float_kind(out.scalar_type()),
-                  out.data_ptr(),
-                  out.device().index()};
+  std::vector<at::Tensor> held;
+  auto p = product_arguments(QuantizedRows{}, A2.size(0), A2.size(1), CB, SCB, bias, nullptr, out, held);
   p.x = A2.const_data_ptr();
   p.x_kind = float_kind(A2.scalar_type());
   p.threshold = static_cast<float>(threshold);
