@@ -71,6 +71,16 @@ __device__ __forceinline__ void store_float(void* p, FloatKind kind, int64_t i, 
   }
 }
 
+// out[m, n] of the decode kernels from the exact int32 product `total`: row and column scales,
+// the outlier term and the bias in fp32, rounded once to the output dtype.
+__device__ __forceinline__ void store_scaled_product(void* out, FloatKind out_kind, int64_t N, int m, int64_t n,
+                                                     int32_t total, float row_m, float col_n, float outlier_term,
+                                                     const void* bias, FloatKind bias_kind) {
+  const float bias_n = bias != nullptr ? load_float(bias, bias_kind, n) : 0.f;
+  const float v = static_cast<float>(total) * (row_m * col_n * kInv127Squared) + outlier_term + bias_n;
+  store_float(out, out_kind, m * N + n, v);
+}
+
 // Elements of T per 16-byte load.
 template <typename T>
 constexpr int kPerVector = 16 / static_cast<int>(sizeof(T));

@@ -237,9 +237,7 @@ __global__ void __launch_bounds__(kFusedGemvThreads) gemv_fused_kernel(FusedGemv
     total = r == lane ? acc[r] : total;
     term = r == lane ? outlier_sum[r] : term;
   }
-  const float bias_n = p.bias != nullptr ? load_float(p.bias, p.bias_kind, n) : 0.f;
-  const float v = static_cast<float>(total) * (row_stat[lane] * col_n * kInv127Squared) + term + bias_n;
-  store_float(p.out, p.out_kind, lane * N + n, v);
+  store_scaled_product(p.out, p.out_kind, N, lane, n, total, row_stat[lane], col_n, term, p.bias, p.bias_kind);
 }
 
 }  // namespace llmint8::cuda

@@ -90,9 +90,7 @@ __device__ __forceinline__ void finish_output(const SmallMParams& p, int m, int6
       sum += load_float(p.a_float, p.a_kind, m * p.K + c) * (static_cast<float>(wrow[c]) * w_scale);
     }
   }
-  const float bias_n = p.bias != nullptr ? load_float(p.bias, p.bias_kind, n) : 0.f;
-  const float v = static_cast<float>(total) * (p.row[m] * col_n * kInv127Squared) + sum + bias_n;
-  store_float(p.out, p.out_kind, m * p.N + n, v);
+  store_scaled_product(p.out, p.out_kind, p.N, m, n, total, p.row[m], col_n, sum, p.bias, p.bias_kind);
 }
 
 // d += a (16 x 32, row-major fragments) * b (32 x 8, column-major fragments), exact in int32.
