@@ -1,24 +1,21 @@
 #!/usr/bin/env bash
 # The GPU machine's one call: build against its torch (no network there, so
-# nothing is installed), run the Catch2 and pytest suites on CUDA,
-# compute-sanitizer (memcheck, racecheck) over the Catch2 suite, the benchmark,
-# and print a short summary. Logs go to $OUT (or ./gpu-out) when set.
-#   bash tests/fetch_gpu_deps.sh                     (here, once: packages the GPU machine lacks)
-#   bash tests/run_gpu.sh [--quick-bench|--no-bench]  (there, through the device tool, carrying .debs and .models)
-#   SKIP_CPP=1 PYTEST_ARGS="test_placement.py" bash tests/run_gpu.sh --no-bench   (a subset)
-#   SKIP_SANITIZERS=1 ...                            (Catch2 without compute-sanitizer)
-#   BENCH_FIRST=1 ...                                (the benchmark right after the build)
-#   E2E_ARGS="--layers 8" ...                         (benchmarks/bench_e2e.py instead of bench_linear.py)
-#   LLMINT8_ALL_ARCHITECTURES=1 ...                  (every release architecture, not only this card's)
+# nothing is installed), then the steps in order, each logged to $OUT (or
+# ./gpu-out), and a short summary. Steps: catch2 (ctest), pytest (on CUDA),
+# sanitizers (compute-sanitizer memcheck and racecheck over the "[cuda]"
+# Catch2 cases), profile and bench (benchmarks/bench_linear.py), e2e
+# (benchmarks/bench_e2e.py $E2E_ARGS).
+#   bash tests/fetch_gpu_deps.sh          (here, once: packages the GPU machine lacks)
+#   bash tests/run_gpu.sh                 (there, through the device tool, carrying .debs and .models):
+#                                           catch2 pytest sanitizers profile bench
+#   STEPS="bench e2e" E2E_ARGS="--layers 8 --batches 1" bash tests/run_gpu.sh   (chosen steps, in this order)
+#   PYTEST_ARGS="test_placement.py" BENCH_ARGS="--quick" ...   (arguments of the pytest and bench steps)
+#   LLMINT8_ALL_ARCHITECTURES=1 ...       (every release architecture, not only this card's)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu-out}"
 mkdir -p "$out"
-bench_args=()
-case "${1:-}" in
-  --quick-bench) bench_args=(--quick) ;;
-  --no-bench) bench_args=(none) ;;
-esac
+steps="${STEPS:-catch2 pytest sanitizers profile bench}"
 declare -A status
 
 step() {  # step NAME COMMAND...: runs it, logs to $out/NAME.log, records pass/fail
@@ -56,28 +53,24 @@ fi
 pytest_parallel="" pytest_threads=""
 if python3 -c "import xdist" 2> /dev/null; then pytest_parallel="-n 4 --dist loadfile" pytest_threads="OMP_NUM_THREADS=4"; fi
 step build python3 -m pip install --no-build-isolation --no-deps -v .
-if [ "${status[build]}" = pass ] && [ -n "${BENCH_FIRST:-}" ] && [ "${bench_args[0]:-}" != none ]; then
-  step bench python3 benchmarks/bench_linear.py "${bench_args[@]}" --json "$out/bench.json"
-  bench_args=(none)  # done
-fi
-if [ "${status[build]}" = pass ]; then
-  [ -n "${SKIP_CPP:-}" ] || step catch2 ctest --test-dir build-gpu --output-on-failure
-  step pytest bash -c "cd tests/python && env $pytest_threads LLMINT8_REQUIRE_CPP_TOOL=1 python3 -m pytest -q -rsx -p no:cacheprovider $pytest_parallel ${PYTEST_ARGS:-.}"
-  if [ -z "${SKIP_CPP:-}" ] && [ -z "${SKIP_SANITIZERS:-}" ]; then
-    # The CUDA paths suite reaches every kernel and product backend (tests/cpp/test_cuda_paths.cpp).
-    step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[cuda]"
-    step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[cuda]"
-  fi
-  if [ -n "${E2E_ARGS+set}" ]; then  # the end-to-end benchmark in place of the layer one
-    step e2e bash -c "python3 benchmarks/bench_e2e.py $E2E_ARGS --json $out/e2e.json"
-  elif [ "${bench_args[0]:-}" != none ]; then
-    step profile python3 benchmarks/bench_linear.py --profile
-    step bench python3 benchmarks/bench_linear.py "${bench_args[@]}" --json "$out/bench.json"
-  fi
-fi
+for name in $steps; do
+  [ "${status[build]}" = pass ] || break
+  case $name in
+    catch2) step catch2 build-gpu/tests/cpp/llmint8_tests ;;  # its summary counts the cases run
+    pytest) step pytest bash -c "cd tests/python && env $pytest_threads LLMINT8_REQUIRE_CPP_TOOL=1 python3 -m pytest -q -rsx -p no:cacheprovider $pytest_parallel ${PYTEST_ARGS:-.}" ;;
+    sanitizers)  # the CUDA paths suite reaches every kernel and product backend (tests/cpp/test_cuda_paths.cpp)
+      step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[cuda]"
+      step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[cuda]" ;;
+    profile) step profile python3 benchmarks/bench_linear.py --profile ;;
+    bench) step bench bash -c "python3 benchmarks/bench_linear.py ${BENCH_ARGS:-} --json $out/bench.json" ;;
+    e2e) step e2e bash -c "python3 benchmarks/bench_e2e.py ${E2E_ARGS:-} --json $out/e2e.json" ;;
+    *) echo "unknown step $name"; unknown_step=1 ;;
+  esac
+done
 
 echo "== summary ($gpu_info)"
 failed=0
+[ -z "${unknown_step:-}" ] || failed=1
 for name in build catch2 pytest memcheck racecheck profile bench e2e; do
   [ -n "${status[$name]:-}" ] || continue
   echo "$name: ${status[$name]}"
