@@ -17,6 +17,7 @@ Ratios are against fp16 in the same run. Results go in benchmarks/RESULTS.md.
 """
 
 import argparse
+import gc
 import json
 import subprocess
 import sys
@@ -65,6 +66,33 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def release(device: str) -> None:
+    """Frees what the last model left: compiled graphs (they hold its weights) and cached blocks."""
+    torch._dynamo.reset()
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+def profile_decode(model, args, name: str) -> None:
+    """Top host and device entries of a few eager decode steps (torch.profiler): where a token goes."""
+    prompt = torch.randint(3, args.vocab, (1, args.prompt_tokens), device=args.device)
+    options = dict(max_new_tokens=8, min_new_tokens=8, do_sample=False, attention_mask=torch.ones_like(prompt))
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if args.device.startswith("cuda"):
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.no_grad():
+        model.generate(prompt, **options)
+        with torch.profiler.profile(activities=activities) as prof:
+            model.generate(prompt, **options)
+            sync(args.device)
+    averages = prof.key_averages()
+    for key in ("self_cpu_time_total", "self_device_time_total"):
+        print(f"profile {name}, eager, 8 new tokens, by {key}:\n"
+              f"{averages.table(sort_by=key, row_limit=12, max_name_column_width=60)}", flush=True)
+
+
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -73,6 +101,8 @@ def sync(device: str) -> None:
 def python_rows(args, folder: Path):
     rows = []
     for name, threshold in VARIANTS.items():
+        release(args.device)
+        resident = torch.cuda.memory_allocated() if args.device.startswith("cuda") else 0
         reset_peak(args.device)
         start = time.perf_counter()
         kwargs = {} if threshold is None else {"quantization_config": llmint8.Int8Config(llm_int8_threshold=threshold)}
@@ -83,7 +113,7 @@ def python_rows(args, folder: Path):
         weight_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
         for mode in args.modes:
             for batch in args.batches:
-                torch._dynamo.reset()
+                release(args.device)
                 prompt = torch.randint(3, args.vocab, (batch, args.prompt_tokens), device=args.device)
                 options = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
                 if mode == "compiled":
@@ -100,12 +130,16 @@ def python_rows(args, folder: Path):
                     sync(args.device)
                 seconds = time.perf_counter() - start
                 generated = (out.shape[1] - args.prompt_tokens) * batch
+                # On CUDA the peak counts what this model allocated (whatever the process held before is left out).
                 row = {"variant": name, "mode": mode, "batch": batch, "tokens_per_s": generated / seconds,
-                       "peak_bytes": peak_bytes(args.device), "load_s": load_s, "weight_bytes": weight_bytes}
+                       "peak_bytes": peak_bytes(args.device) - resident, "load_s": load_s, "weight_bytes": weight_bytes}
                 rows.append(row)
                 print(f"python {name:9s} {mode:8s} batch {batch}: {row['tokens_per_s']:.1f} tok/s, "
                       f"peak {row['peak_bytes'] / 2**30:.2f} GiB, load {load_s:.1f} s", flush=True)
+        if args.profile:
+            profile_decode(model, args, name)
         del model
+    release(args.device)
     return rows
 
 
@@ -171,6 +205,7 @@ def main():
     parser.add_argument("--modes", default="eager,compiled")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--skip-cpp", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top entries of eager decode")
     parser.add_argument("--json", help="write the rows and the environment to this file")
     args = parser.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]

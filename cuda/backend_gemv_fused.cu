@@ -3,11 +3,45 @@
 #include "cuda/kernels/gemv_fused.cuh"
 #include "cuda/scaled_product.h"
 
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <tuple>
+
 namespace llmint8::cuda {
 
 namespace {
 
 constexpr size_t kDefaultDynamicSmem = 48 * 1024;  // no opt-in attribute needed below it
+
+// Blocks of `kernel` resident at once on the current device with `smem` bytes each: the grid
+// is never larger (the kernel loops over rows past it). Queried once per device, kernel and size.
+template <typename Kernel>
+int64_t resident_blocks(Kernel kernel, size_t smem) {
+  static std::mutex mutex;
+  static std::map<std::tuple<int, const void*, size_t>, int64_t> known;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return 1;
+  const auto key = std::make_tuple(device, reinterpret_cast<const void*>(kernel), smem);
+  std::lock_guard<std::mutex> lock(mutex);
+  auto found = known.find(key);
+  if (found != known.end()) return found->second;
+  int per_sm = 0, sms = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFusedGemvThreads, smem) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    return 1;  // the launch that follows reports the error
+  }
+  return known[key] = std::max<int64_t>(1, static_cast<int64_t>(per_sm) * sms);
+}
+
+template <typename T, int ROWS>
+cudaError_t launch(const FusedGemvParams& params, size_t smem, cudaStream_t stream) {
+  const auto kernel = gemv_fused_kernel<T, ROWS>;
+  const int64_t row_groups = (params.N + kFusedGemvWarps - 1) / kFusedGemvWarps;
+  const auto grid = static_cast<unsigned>(std::min(row_groups, resident_blocks(kernel, smem)));
+  kernel<<<grid, kFusedGemvThreads, smem, stream>>>(params);
+  return cudaGetLastError();
+}
 
 }  // namespace
 
@@ -19,16 +53,10 @@ bool gemv_fused_applies(const ScaledProduct& p) {
 
 cudaError_t gemv_fused_launch(const ScaledProduct& p, const Scratch& /*scratch*/, cudaStream_t stream) {
   const FusedGemvParams params{p.x, p.threshold, p.b, p.col, p.bias, p.bias_kind, p.out, p.out_kind, p.N, p.K};
-  const unsigned grid = static_cast<unsigned>((p.N + kFusedGemvWarps - 1) / kFusedGemvWarps);
   const size_t smem = fused_gemv_smem_bytes(static_cast<int>(p.M), p.K);
   return with_float_type(p.x_kind, [&](auto tag) {
     using T = decltype(tag);
-    if (p.M == 1) {
-      gemv_fused_kernel<T, 1><<<grid, kFusedGemvThreads, smem, stream>>>(params);
-    } else {
-      gemv_fused_kernel<T, 2><<<grid, kFusedGemvThreads, smem, stream>>>(params);
-    }
-    return cudaGetLastError();
+    return p.M == 1 ? launch<T, 1>(params, smem, stream) : launch<T, 2>(params, smem, stream);
   });
 }
 

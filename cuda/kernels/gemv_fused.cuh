@@ -1,8 +1,10 @@
 // The whole decode-size layer op (one or two rows) in one kernel: every block quantizes the
 // activations itself (a few KB, read from L2), finds and lists the outlier columns, then
-// streams its weight rows with dp4a like gemv_dp4a. No quantizer launch to wait for; the first
+// streams weight rows with dp4a like gemv_dp4a. No quantizer launch to wait for; the first
 // weight loads, and the weight bytes of the outlier columns, are in flight while the block
-// quantizes.
+// quantizes. The grid is one resident wave at most and each warp loops over rows n, n + 8 *
+// gridDim.x, ...: a block past the first wave would repeat that prologue with nothing to hide
+// it behind.
 #pragma once
 
 #include "cuda/kernels/common.cuh"
@@ -14,6 +16,7 @@ namespace llmint8::cuda {
 constexpr int kFusedGemvWarps = 8;  // weight rows per block, one per warp
 constexpr int kFusedGemvThreads = kFusedGemvWarps * 32;
 constexpr int kFusedGemvMaxRows = 2;
+constexpr int kFusedGemvMinBlocks = 4;  // per SM: 64 registers a thread, 1024 threads streaming
 constexpr int kFusedGemvUnroll = 4;        // 16-byte weight loads in flight per lane
 constexpr int kFusedListCapacity = 128;    // outlier columns listed; past it, read through the bitmask
 constexpr int kFusedListPerLane = kFusedListCapacity / 32;
@@ -48,7 +51,7 @@ __device__ __forceinline__ void load_weight_chunks(const int4* w4, int64_t c0, i
 }
 
 template <typename T, int ROWS>
-__global__ void __launch_bounds__(kFusedGemvThreads) gemv_fused_kernel(FusedGemvParams p) {
+__global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_fused_kernel(FusedGemvParams p) {
   static_assert(ROWS >= 1 && ROWS <= kFusedGemvMaxRows, "one or two rows");
   constexpr int V = kPerVector<T>;  // elements per 16-byte activation load
   extern __shared__ __align__(16) uint8_t dynamic_smem[];
@@ -63,16 +66,14 @@ __global__ void __launch_bounds__(kFusedGemvThreads) gemv_fused_kernel(FusedGemv
   int8_t* codes = reinterpret_cast<int8_t*>(dynamic_smem);                 // [ROWS][K]
   uint32_t* bits = reinterpret_cast<uint32_t*>(dynamic_smem + ROWS * K);   // one bit per column
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int64_t n = static_cast<int64_t>(blockIdx.x) * kFusedGemvWarps + warp;
-  const bool row_valid = n < N;
-  const int8_t* w = p.b + (row_valid ? n : 0) * K;
-  const int4* w4 = reinterpret_cast<const int4*>(w);
+  const int64_t row_stride = static_cast<int64_t>(gridDim.x) * kFusedGemvWarps;
+  const int64_t first_row = static_cast<int64_t>(blockIdx.x) * kFusedGemvWarps + warp;
   const T* x = static_cast<const T*>(p.x);
   const bool find_outliers = p.threshold > 0.f;
 
   // The first weight chunks depend on nothing below: start them now.
   int4 wv[kFusedGemvUnroll];
-  load_weight_chunks(w4, lane, vectors, wv);
+  load_weight_chunks(reinterpret_cast<const int4*>(p.b + (first_row < N ? first_row : 0) * K), lane, vectors, wv);
 
   // 1. Outlier columns (any row at or above the threshold, as quantize_small_m decides) into the
   //    bitmask, and each row's absmax over the other columns.
@@ -136,13 +137,6 @@ __global__ void __launch_bounds__(kFusedGemvThreads) gemv_fused_kernel(FusedGemv
   }
   __syncthreads();  // row_stat (and the list) visible
   const bool listed = count <= kFusedListCapacity;
-  // The weight bytes of the listed columns for this warp's row, in flight during the stream.
-  int8_t listed_w[kFusedListPerLane];
-#pragma unroll
-  for (int i = 0; i < kFusedListPerLane; ++i) {
-    const int j = lane + 32 * i;
-    listed_w[i] = listed && j < count ? w[list[j]] : int8_t{0};
-  }
   if (listed) {
     for (int i = tid; i < ROWS * count; i += kFusedGemvThreads) {
       const int m = i / count, j = i % count;
@@ -169,75 +163,90 @@ __global__ void __launch_bounds__(kFusedGemvThreads) gemv_fused_kernel(FusedGemv
       store_codes<V>(codes + m * K + k, c);
     }
   }
-  __syncthreads();  // codes and listed_x complete
-  if (!row_valid) return;
+  __syncthreads();  // codes and listed_x complete: from here on each warp works alone
 
-  // 4. The exact int32 product of the codes with the weight row, streamed once.
   const int4* a4 = reinterpret_cast<const int4*>(codes);
-  int32_t acc[ROWS] = {};
-  for (int64_t c0 = lane; c0 < vectors; c0 += 32 * kFusedGemvUnroll) {
-    int4 current[kFusedGemvUnroll];
-#pragma unroll
-    for (int u = 0; u < kFusedGemvUnroll; ++u) current[u] = wv[u];
-    if (c0 + 32 * kFusedGemvUnroll < vectors) load_weight_chunks(w4, c0 + 32 * kFusedGemvUnroll, vectors, wv);
-#pragma unroll
-    for (int u = 0; u < kFusedGemvUnroll; ++u) {
-      const int64_t c = c0 + u * 32;
-      if (c >= vectors) break;
-#pragma unroll
-      for (int r = 0; r < ROWS; ++r) {
-        const int4 av = a4[r * vectors + c];
-        acc[r] = __dp4a(av.x, current[u].x, acc[r]);
-        acc[r] = __dp4a(av.y, current[u].y, acc[r]);
-        acc[r] = __dp4a(av.z, current[u].z, acc[r]);
-        acc[r] = __dp4a(av.w, current[u].w, acc[r]);
-      }
-    }
-  }
-
-  // 5. The outlier term: the int8 codes of those columns times SCB / 127 are the dequantized
-  //    weight. Listed columns from registers; past the list, every set bit read in place.
-  const float col_n = p.col[n];
-  const float w_scale = col_n / 127.f;
-  float outlier_sum[ROWS];
-#pragma unroll
-  for (int r = 0; r < ROWS; ++r) outlier_sum[r] = 0.f;
-  if (listed) {
+  for (int64_t n = first_row; n < N; n += row_stride) {
+    const int8_t* w = p.b + n * K;
+    const int4* w4 = reinterpret_cast<const int4*>(w);
+    // The weight bytes of the listed columns for this row, in flight during the stream.
+    int8_t listed_w[kFusedListPerLane];
 #pragma unroll
     for (int i = 0; i < kFusedListPerLane; ++i) {
       const int j = lane + 32 * i;
-      if (j < count) {
+      listed_w[i] = listed && j < count ? w[list[j]] : int8_t{0};
+    }
+
+    // 4. The exact int32 product of the codes with the weight row, streamed once.
+    int32_t acc[ROWS] = {};
+    for (int64_t c0 = lane; c0 < vectors; c0 += 32 * kFusedGemvUnroll) {
+      int4 current[kFusedGemvUnroll];
 #pragma unroll
-        for (int r = 0; r < ROWS; ++r) outlier_sum[r] += listed_x[r][j] * (static_cast<float>(listed_w[i]) * w_scale);
+      for (int u = 0; u < kFusedGemvUnroll; ++u) current[u] = wv[u];
+      if (c0 + 32 * kFusedGemvUnroll < vectors) load_weight_chunks(w4, c0 + 32 * kFusedGemvUnroll, vectors, wv);
+#pragma unroll
+      for (int u = 0; u < kFusedGemvUnroll; ++u) {
+        const int64_t c = c0 + u * 32;
+        if (c >= vectors) break;
+#pragma unroll
+        for (int r = 0; r < ROWS; ++r) {
+          const int4 av = a4[r * vectors + c];
+          acc[r] = __dp4a(av.x, current[u].x, acc[r]);
+          acc[r] = __dp4a(av.y, current[u].y, acc[r]);
+          acc[r] = __dp4a(av.z, current[u].z, acc[r]);
+          acc[r] = __dp4a(av.w, current[u].w, acc[r]);
+        }
       }
     }
-  } else {
-    for (int64_t i = lane; i < words; i += 32) {
-      for (uint32_t word = bits[i]; word != 0u; word &= word - 1u) {
-        const int64_t k = i * 32 + (__ffs(static_cast<int>(word)) - 1);
-        const float wk = static_cast<float>(w[k]) * w_scale;
+
+    // The next row's first chunks, in flight during this row's outlier term and reductions.
+    if (n + row_stride < N) load_weight_chunks(reinterpret_cast<const int4*>(w + row_stride * K), lane, vectors, wv);
+
+    // 5. The outlier term: the int8 codes of those columns times SCB / 127 are the dequantized
+    //    weight. Listed columns from registers; past the list, every set bit read in place.
+    const float col_n = p.col[n];
+    const float w_scale = col_n / 127.f;
+    float outlier_sum[ROWS];
 #pragma unroll
-        for (int r = 0; r < ROWS; ++r) outlier_sum[r] += to_float(x[r * K + k]) * wk;
+    for (int r = 0; r < ROWS; ++r) outlier_sum[r] = 0.f;
+    if (listed) {
+#pragma unroll
+      for (int i = 0; i < kFusedListPerLane; ++i) {
+        const int j = lane + 32 * i;
+        if (j < count) {
+#pragma unroll
+          for (int r = 0; r < ROWS; ++r) outlier_sum[r] += listed_x[r][j] * (static_cast<float>(listed_w[i]) * w_scale);
+        }
+      }
+    } else {
+      for (int64_t i = lane; i < words; i += 32) {
+        for (uint32_t word = bits[i]; word != 0u; word &= word - 1u) {
+          const int64_t k = i * 32 + (__ffs(static_cast<int>(word)) - 1);
+          const float wk = static_cast<float>(w[k]) * w_scale;
+#pragma unroll
+          for (int r = 0; r < ROWS; ++r) outlier_sum[r] += to_float(x[r * K + k]) * wk;
+        }
       }
     }
-  }
 #pragma unroll
-  for (int r = 0; r < ROWS; ++r) {
-    for (int offset = 16; offset > 0; offset /= 2) {
-      acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], offset);
-      outlier_sum[r] += __shfl_xor_sync(0xffffffffu, outlier_sum[r], offset);
+    for (int r = 0; r < ROWS; ++r) {
+      for (int offset = 16; offset > 0; offset /= 2) {
+        acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], offset);
+        outlier_sum[r] += __shfl_xor_sync(0xffffffffu, outlier_sum[r], offset);
+      }
     }
-  }
-  // Lane r writes row r: scales, outlier term and bias in fp32, rounded once.
-  if (lane >= ROWS) return;
-  int32_t total = 0;
-  float term = 0.f;
+    // Lane r writes row r: scales, outlier term and bias in fp32, rounded once.
+    if (lane < ROWS) {
+      int32_t total = 0;
+      float term = 0.f;
 #pragma unroll
-  for (int r = 0; r < ROWS; ++r) {
-    total = r == lane ? acc[r] : total;
-    term = r == lane ? outlier_sum[r] : term;
-  }
-  store_scaled_product(p.out, p.out_kind, N, lane, n, total, row_stat[lane], col_n, term, p.bias, p.bias_kind);
+      for (int r = 0; r < ROWS; ++r) {
+        total = r == lane ? acc[r] : total;
+        term = r == lane ? outlier_sum[r] : term;
+      }
+      store_scaled_product(p.out, p.out_kind, N, lane, n, total, row_stat[lane], col_n, term, p.bias, p.bias_kind);
+    }
+  }  // rows of this warp
 }
 
 }  // namespace llmint8::cuda

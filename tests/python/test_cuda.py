@@ -158,6 +158,20 @@ def test_one_or_two_row_decode_is_one_kernel(threshold, M):
     assert_matches_reference(out, reference_linear(A, CB, SCB, bias, threshold))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("M", [1, 2])
+def test_fused_decode_loops_over_rows_past_one_resident_wave(dtype, M):
+    # gemv_fused launches at most the blocks that fit on the card at once (8 rows each); with
+    # 40003 rows each warp takes several, the last stride partly past the end.
+    N, K = 40003, 256
+    _, CB, SCB = make_weight(N, K, "cuda", seed=3)
+    bias = torch.randn(N, device="cuda", dtype=dtype)
+    for count, threshold in ((0, 0.0), (3, 6.0), (200, 6.0)):
+        A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, count), seed=count)
+        out = ops.int8_linear(A, CB, SCB, bias, threshold)
+        assert_matches_reference(out, reference_linear(A, CB, SCB, bias, threshold))
+
+
 @pytest.mark.parametrize("case", ["too_wide", "misaligned"])
 def test_decode_the_fused_kernel_does_not_take(case):
     # 2 x 24576 codes do not fit gemv_fused's 48 KB of shared memory; a row starting 8 bytes into
