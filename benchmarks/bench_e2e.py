@@ -75,6 +75,35 @@ def release(device: str) -> None:
         torch.cuda.empty_cache()
 
 
+def report_outlier_columns(model, args, threshold: float) -> dict:
+    """Mean count of outlier columns (any row at or above the threshold) entering each kind of
+    8-bit layer, for the prompt (prefill) and for one token: what the t=6 kernels face."""
+    counts = {}
+
+    def hook(kind):
+        def count(module, inputs):
+            x = inputs[0].reshape(-1, inputs[0].shape[-1])
+            counts.setdefault(kind, []).append(int((x.abs() >= threshold).any(0).sum()))
+        return count
+
+    handles = [module.register_forward_pre_hook(hook(name.rsplit(".", 1)[-1]))
+               for name, module in model.named_modules() if isinstance(module, llmint8.nn.Linear8bitLt)]
+    report = {}
+    try:
+        for stage, tokens in (("prefill", args.prompt_tokens), ("decode", 1)):
+            counts.clear()
+            with torch.no_grad():
+                model(torch.randint(3, args.vocab, (1, tokens), device=args.device))
+            report[stage] = {kind: sum(c) / len(c) for kind, c in counts.items()}
+    finally:
+        for handle in handles:
+            handle.remove()
+    for stage, kinds in report.items():
+        print(f"outlier columns at t={threshold:g}, {stage}: " +
+              ", ".join(f"{kind} {mean:.0f}" for kind, mean in kinds.items()), flush=True)
+    return report
+
+
 def profile_decode(model, args, name: str) -> None:
     """Top host and device entries of a few eager decode steps (torch.profiler): where a token goes."""
     prompt = torch.randint(3, args.vocab, (1, args.prompt_tokens), device=args.device)
@@ -136,6 +165,10 @@ def python_rows(args, folder: Path):
                 rows.append(row)
                 print(f"python {name:9s} {mode:8s} batch {batch}: {row['tokens_per_s']:.1f} tok/s, "
                       f"peak {row['peak_bytes'] / 2**30:.2f} GiB, load {load_s:.1f} s", flush=True)
+        if threshold:
+            outlier_report = report_outlier_columns(model, args, threshold)
+            for row in rows[-len(args.modes) * len(args.batches):]:
+                row["outlier_columns"] = outlier_report
         if args.profile:
             profile_decode(model, args, name)
         del model

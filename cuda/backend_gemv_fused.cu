@@ -38,6 +38,7 @@ template <typename T, int ROWS>
 cudaError_t launch(const FusedGemvParams& params, size_t smem, cudaStream_t stream) {
   const auto kernel = gemv_fused_kernel<T, ROWS>;
   const int64_t row_groups = (params.N + kFusedGemvWarps - 1) / kFusedGemvWarps;
+  if (row_groups == 0) return cudaSuccess;
   const auto grid = static_cast<unsigned>(std::min(row_groups, resident_blocks(kernel, smem)));
   kernel<<<grid, kFusedGemvThreads, smem, stream>>>(params);
   return cudaGetLastError();

@@ -1,15 +1,15 @@
 // The whole decode-size layer op (one or two rows) in one kernel: every block quantizes the
-// activations itself (a few KB, read from L2), finds and lists the outlier columns, then
-// streams weight rows with dp4a like gemv_dp4a. No quantizer launch to wait for; the first
-// weight loads, and the weight bytes of the outlier columns, are in flight while the block
-// quantizes. The grid is one resident wave at most and each warp loops over rows n, n + 8 *
-// gridDim.x, ...: a block past the first wave would repeat that prologue with nothing to hide
-// it behind.
+// activations itself (a few KB, read from L2) and marks the outlier columns in a bitmask, then
+// streams weight rows with dp4a like gemv_dp4a. No quantizer launch to wait for: the first
+// weight loads are in flight while the block quantizes. The outlier columns' codes are zero;
+// their float term comes from the weight bytes the stream has just loaded (a 16-byte chunk
+// with a marked column adds those few products), so any number of outliers costs no extra
+// weight reads. The grid is one resident wave at most and each warp loops over rows n,
+// n + 8 * gridDim.x, ...: a block past the first wave would repeat the prologue with nothing
+// to hide it behind.
 #pragma once
 
 #include "cuda/kernels/common.cuh"
-
-#include <cub/block/block_scan.cuh>
 
 namespace llmint8::cuda {
 
@@ -17,9 +17,7 @@ constexpr int kFusedGemvWarps = 8;  // weight rows per block, one per warp
 constexpr int kFusedGemvThreads = kFusedGemvWarps * 32;
 constexpr int kFusedGemvMaxRows = 2;
 constexpr int kFusedGemvMinBlocks = 4;  // per SM: 64 registers a thread, 1024 threads streaming
-constexpr int kFusedGemvUnroll = 4;        // 16-byte weight loads in flight per lane
-constexpr int kFusedListCapacity = 128;    // outlier columns listed; past it, read through the bitmask
-constexpr int kFusedListPerLane = kFusedListCapacity / 32;
+constexpr int kFusedGemvUnroll = 4;  // 16-byte weight loads in flight per lane
 
 struct FusedGemvParams {
   const void* x;  // [M, K] activations (the kernel's T), 16-byte aligned rows
@@ -50,17 +48,29 @@ __device__ __forceinline__ void load_weight_chunks(const int4* w4, int64_t c0, i
   }
 }
 
+// Adds x[r][e] * weight byte e, for each marked column e of a 16-byte weight chunk, to sum[r]
+// (x points at the chunk's first column of row 0; rows are K apart).
+template <typename T, int ROWS>
+__device__ __forceinline__ void add_outlier_products(const int4& chunk, uint32_t marked, const T* x, int64_t K,
+                                                     float (&sum)[ROWS]) {
+  const int32_t words[4] = {chunk.x, chunk.y, chunk.z, chunk.w};
+#pragma unroll
+  for (int e = 0; e < 16; ++e) {  // static indices keep the chunk in registers
+    if ((marked >> e) & 1u) {
+      const float wk = static_cast<float>(static_cast<int8_t>(words[e / 4] >> (8 * (e % 4))));
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) sum[r] += to_float(x[r * K + e]) * wk;
+    }
+  }
+}
+
 template <typename T, int ROWS>
 __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_fused_kernel(FusedGemvParams p) {
   static_assert(ROWS >= 1 && ROWS <= kFusedGemvMaxRows, "one or two rows");
   constexpr int V = kPerVector<T>;  // elements per 16-byte activation load
   extern __shared__ __align__(16) uint8_t dynamic_smem[];
-  __shared__ int32_t list[kFusedListCapacity];
-  __shared__ float listed_x[ROWS][kFusedListCapacity];
   __shared__ float warp_max[kFusedGemvWarps][ROWS];
   __shared__ float row_stat[ROWS];
-  using Scan = cub::BlockScan<int32_t, kFusedGemvThreads>;
-  __shared__ typename Scan::TempStorage scan_storage;
 
   const int64_t K = p.K, N = p.N, words = (K + 31) / 32, vectors = K / 16;
   int8_t* codes = reinterpret_cast<int8_t*>(dynamic_smem);                 // [ROWS][K]
@@ -74,6 +84,7 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
   // The first weight chunks depend on nothing below: start them now.
   int4 wv[kFusedGemvUnroll];
   load_weight_chunks(reinterpret_cast<const int4*>(p.b + (first_row < N ? first_row : 0) * K), lane, vectors, wv);
+  float col_n = p.col[first_row < N ? first_row : 0];
 
   // 1. Outlier columns (any row at or above the threshold, as quantize_small_m decides) into the
   //    bitmask, and each row's absmax over the other columns.
@@ -115,36 +126,9 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
     for (int i = 0; i < kFusedGemvWarps; ++i) v = absmax_combine(v, warp_max[i][tid]);
     row_stat[tid] = v;
   }
+  __syncthreads();  // row_stat visible
 
-  // 2. The outlier count, and the first kFusedListCapacity columns in ascending order.
-  int32_t count = 0;  // the same in every thread (the scan's block total)
-  if (find_outliers) {
-    for (int64_t base = 0; base < words; base += kFusedGemvThreads) {
-      const int64_t i = base + tid;
-      const uint32_t word = i < words ? bits[i] : 0u;
-      int32_t offset = 0, round_total = 0;
-      Scan(scan_storage).ExclusiveSum(__popc(word), offset, round_total);
-      int32_t j = count + offset;
-      for (int e = 0; e < 32; ++e) {
-        if ((word >> e) & 1u) {
-          if (j < kFusedListCapacity) list[j] = static_cast<int32_t>(i * 32 + e);
-          ++j;
-        }
-      }
-      count += round_total;
-      __syncthreads();  // scan_storage reused; list entries visible
-    }
-  }
-  __syncthreads();  // row_stat (and the list) visible
-  const bool listed = count <= kFusedListCapacity;
-  if (listed) {
-    for (int i = tid; i < ROWS * count; i += kFusedGemvThreads) {
-      const int m = i / count, j = i % count;
-      listed_x[m][j] = to_float(x[m * K + list[j]]);
-    }
-  }
-
-  // 3. The codes of every row into shared memory (outlier columns zero: their term is in float).
+  // 2. The codes of every row into shared memory (outlier columns zero: their term is in float).
   float scale[ROWS];
 #pragma unroll
   for (int m = 0; m < ROWS; ++m) scale[m] = code_scale(row_stat[m]);
@@ -163,22 +147,17 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
       store_codes<V>(codes + m * K + k, c);
     }
   }
-  __syncthreads();  // codes and listed_x complete: from here on each warp works alone
+  __syncthreads();  // codes complete: from here on each warp works alone
 
   const int4* a4 = reinterpret_cast<const int4*>(codes);
   for (int64_t n = first_row; n < N; n += row_stride) {
     const int8_t* w = p.b + n * K;
     const int4* w4 = reinterpret_cast<const int4*>(w);
-    // The weight bytes of the listed columns for this row, in flight during the stream.
-    int8_t listed_w[kFusedListPerLane];
-#pragma unroll
-    for (int i = 0; i < kFusedListPerLane; ++i) {
-      const int j = lane + 32 * i;
-      listed_w[i] = listed && j < count ? w[list[j]] : int8_t{0};
-    }
 
-    // 4. The exact int32 product of the codes with the weight row, streamed once.
+    // 3. The exact int32 product of the codes with the weight row, streamed once, and the
+    //    outlier columns' products from the same weight bytes (before the row's scale).
     int32_t acc[ROWS] = {};
+    float outlier_sum[ROWS] = {};
     for (int64_t c0 = lane; c0 < vectors; c0 += 32 * kFusedGemvUnroll) {
       int4 current[kFusedGemvUnroll];
 #pragma unroll
@@ -196,37 +175,20 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
           acc[r] = __dp4a(av.z, current[u].z, acc[r]);
           acc[r] = __dp4a(av.w, current[u].w, acc[r]);
         }
+        if (find_outliers) {
+          const int64_t k0 = c * 16;  // the chunk's 16 columns share one bitmask word
+          const uint32_t marked = (bits[k0 >> 5] >> (k0 & 31)) & 0xffffu;
+          if (marked != 0u) add_outlier_products<T, ROWS>(current[u], marked, x + k0, K, outlier_sum);
+        }
       }
     }
 
-    // The next row's first chunks, in flight during this row's outlier term and reductions.
-    if (n + row_stride < N) load_weight_chunks(reinterpret_cast<const int4*>(w + row_stride * K), lane, vectors, wv);
-
-    // 5. The outlier term: the int8 codes of those columns times SCB / 127 are the dequantized
-    //    weight. Listed columns from registers; past the list, every set bit read in place.
-    const float col_n = p.col[n];
+    // The next row's first chunks and column scale, in flight during this row's reductions.
     const float w_scale = col_n / 127.f;
-    float outlier_sum[ROWS];
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r) outlier_sum[r] = 0.f;
-    if (listed) {
-#pragma unroll
-      for (int i = 0; i < kFusedListPerLane; ++i) {
-        const int j = lane + 32 * i;
-        if (j < count) {
-#pragma unroll
-          for (int r = 0; r < ROWS; ++r) outlier_sum[r] += listed_x[r][j] * (static_cast<float>(listed_w[i]) * w_scale);
-        }
-      }
-    } else {
-      for (int64_t i = lane; i < words; i += 32) {
-        for (uint32_t word = bits[i]; word != 0u; word &= word - 1u) {
-          const int64_t k = i * 32 + (__ffs(static_cast<int>(word)) - 1);
-          const float wk = static_cast<float>(w[k]) * w_scale;
-#pragma unroll
-          for (int r = 0; r < ROWS; ++r) outlier_sum[r] += to_float(x[r * K + k]) * wk;
-        }
-      }
+    const float row_col = col_n;
+    if (n + row_stride < N) {
+      load_weight_chunks(reinterpret_cast<const int4*>(w + row_stride * K), lane, vectors, wv);
+      col_n = p.col[n + row_stride];
     }
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
@@ -242,9 +204,9 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
 #pragma unroll
       for (int r = 0; r < ROWS; ++r) {
         total = r == lane ? acc[r] : total;
-        term = r == lane ? outlier_sum[r] : term;
+        term = r == lane ? outlier_sum[r] * w_scale : term;
       }
-      store_scaled_product(p.out, p.out_kind, N, lane, n, total, row_stat[lane], col_n, term, p.bias, p.bias_kind);
+      store_scaled_product(p.out, p.out_kind, N, lane, n, total, row_stat[lane], row_col, term, p.bias, p.bias_kind);
     }
   }  // rows of this warp
 }
