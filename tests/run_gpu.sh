@@ -21,8 +21,13 @@ declare -A status
 step() {  # step NAME COMMAND...: runs it, logs to $out/NAME.log, records pass/fail
   local name=$1; shift
   echo "== $name"
-  if "$@" > "$out/$name.log" 2>&1; then status[$name]=pass; else status[$name]="FAIL (see $name.log)"; fi
-  tail -n 5 "$out/$name.log"
+  if "$@" > "$out/$name.log" 2>&1; then
+    status[$name]=pass
+    tail -n 5 "$out/$name.log"
+  else  # more of a failed step's log: $out keeps 8 files at most, so the log itself may not come back
+    status[$name]="FAIL (see $name.log)"
+    tail -n 40 "$out/$name.log"
+  fi
 }
 
 gpu_info=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -n 1)  # $out holds 8 files at most
