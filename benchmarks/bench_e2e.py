@@ -5,8 +5,9 @@ layers) whose RMSNorm weights carry a few large features, so that the activation
 the Linear layers have outlier columns as in LLMs past 6.7B parameters. Saves it as a Hugging
 Face folder, then measures, for fp16 and for llmint8 at thresholds 6 and 0:
 - Python: transformers `from_pretrained` (load time, weight bytes), `generate` with greedy
-  decoding, eager (dynamic cache) and compiled (static cache: transformers compiles the forward
-  itself, with CUDA graphs), at each batch size: tokens/s and peak memory;
+  decoding (the median of --repeats timed runs), eager (dynamic cache) and compiled (static
+  cache: transformers compiles the forward itself, with CUDA graphs), at each batch size:
+  tokens/s and peak memory, and the outlier columns entering each kind of layer;
 - C++: `llmint8-generate --json` on the same folder: load time and GB/s, the load's peak memory
   against the weights, first-call setup (a warm-up) apart from time to first token, decode
   tokens/s (on CUDA a replayed CUDA graph, its one-time capture timed apart), peak memory.
@@ -154,10 +155,13 @@ def python_rows(args, folder: Path):
                 with torch.no_grad():
                     model.generate(prompt, **options)  # warm-up (and compilation)
                     reset_peak(args.device)
-                    start = time.perf_counter()
-                    out = model.generate(prompt, **options)
-                    sync(args.device)
-                seconds = time.perf_counter() - start
+                    times = []  # the median of a few runs: eager generation waits on the host, which varies
+                    for _ in range(args.repeats):
+                        start = time.perf_counter()
+                        out = model.generate(prompt, **options)
+                        sync(args.device)
+                        times.append(time.perf_counter() - start)
+                seconds = sorted(times)[len(times) // 2]
                 generated = (out.shape[1] - args.prompt_tokens) * batch
                 # On CUDA the peak counts what this model allocated (whatever the process held before is left out).
                 row = {"variant": name, "mode": mode, "batch": batch, "tokens_per_s": generated / seconds,
@@ -236,6 +240,7 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--modes", default="eager,compiled")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (the median is reported)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--skip-cpp", action="store_true")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top entries of eager decode")

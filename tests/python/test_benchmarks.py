@@ -26,6 +26,8 @@ def test_bench_e2e_runs_on_a_tiny_model(tmp_path):
     int8 = next(r for r in data["python"] if r["variant"] == "int8 t=6")
     fp16 = next(r for r in data["python"] if r["variant"] == "fp16")
     assert int8["weight_bytes"] < fp16["weight_bytes"]
+    # The planted features reach every q_proj: at least one outlier column there, at most K.
+    assert 1 <= int8["outlier_columns"]["prefill"]["q_proj"] <= 64 and "outlier_columns" not in fp16
     if data["cpp"]:  # the llmint8-generate installed with the package
         assert {r["variant"] for r in data["cpp"]} == {"fp16", "int8 t=6", "int8 t=0"}
         assert all(r["decode_tokens_per_s"] > 0 for r in data["cpp"])
