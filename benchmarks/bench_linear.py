@@ -8,7 +8,7 @@ region; --graph times CUDA graph replays instead (what compiled models see). Rat
 float_ms / ms (above 1 = faster than F.linear), measured in the same run on the same card.
 Relative error is against an fp32 reference. The last lines check PERF.md's per-layer targets.
 
-    python benchmarks/bench_linear.py [--quick] [--graph] [--dtypes fp16,bf16] [--json results.json]
+    python benchmarks/bench_linear.py [--quick] [--tokens 1,2,4,8,16] [--graph] [--dtypes fp16,bf16] [--json results.json]
     python benchmarks/bench_linear.py --profile      # kernel times of one call per shape and M
 """
 
@@ -162,7 +162,8 @@ def driver_version() -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="two shapes and four token counts")
+    parser.add_argument("--quick", action="store_true", help="three shapes and five token counts")
+    parser.add_argument("--tokens", help="comma-separated token counts M in place of the default ones")
     parser.add_argument("--graph", action="store_true", help="time CUDA graph replays instead of eager calls")
     parser.add_argument("--dtypes", default="fp16,bf16", help="activation dtypes (fp16, bf16)")
     parser.add_argument("--profile", action="store_true", help="print kernel times per call instead")
@@ -172,6 +173,8 @@ def main():
         sys.exit("bench_linear.py needs a CUDA GPU")
     shapes = SHAPES[:2] + SHAPES[5:6] if args.quick else SHAPES
     tokens = [1, 16, 128, 1024, 4096] if args.quick else TOKENS
+    if args.tokens:
+        tokens = [int(m) for m in args.tokens.split(",") if m]
     if args.profile:
         profile(shapes[:2], [1, 16, 128, 1024, 4096])
         return
