@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <set>
+#include <utility>
 
 namespace llmint8 {
 
@@ -67,6 +68,13 @@ namespace {
 at::Tensor copy_to(const at::Tensor& source, torch::Device device, at::ScalarType dtype) {
   if (source.device() == device || source.scalar_type() == dtype) return source.to(device, dtype, false, /*copy=*/true);
   return source.to(device, source.scalar_type(), false, /*copy=*/true).to(dtype);
+}
+
+// The codes and scales of a float checkpoint weight, quantized on `device` from fp32 whatever the
+// file's dtype: the codes and scales of quantizing the fp32 weight.
+std::pair<at::Tensor, at::Tensor> quantize_on(const at::Tensor& float_weight, torch::Device device) {
+  auto [codes, scales, cols] = int8_vectorwise_quant(copy_to(float_weight, device, at::kFloat));
+  return {codes, scales};
 }
 
 // destination.copy_(source), some rows at a time, each slice of source handed to `done` once
@@ -242,8 +250,7 @@ void load_state_dict(torch::nn::Module& module, const TensorMap& tensors, bool s
     if (plan.codes.defined()) {
       installs.push_back({layer, plan.codes.to(device), plan.scales.to(device, at::kFloat)});
     } else if (layer->is_quantized()) {  // a quantized layer takes a float checkpoint by quantizing it
-      // From fp32, whatever the file's dtype: the codes and scales of quantizing the fp32 weight.
-      auto [codes, scales, cols] = int8_vectorwise_quant(copy_to(plan.float_weight, device, at::kFloat));
+      auto [codes, scales] = quantize_on(plan.float_weight, device);
       installs.push_back({layer, codes, scales});
     } else {
       installs.push_back({layer, plan.float_weight.to(layer->weight.options()), {}});
@@ -273,11 +280,11 @@ void load_state_dict_into_new(torch::nn::Module& module, const TensorMap& tensor
     const auto dtype = target.is_floating_point() ? float_dtype : target.scalar_type();
     auto destination = target;  // the module's own handle: set_data below changes the module
     if (destination.device() == device && destination.scalar_type() == dtype) {
-      copy_in_slices(destination, source, done);  // into the storage the module already has
+      copy_in_slices(destination, source, done);  // into the storage the module already has; releases as it goes
     } else {
       destination.set_data(copy_to(source, device, dtype));
+      done(source);
     }
-    done(source);
   }
   for (const auto& plan : checked.plans) {
     auto* layer = plan.layer;
@@ -286,8 +293,7 @@ void load_state_dict_into_new(torch::nn::Module& module, const TensorMap& tensor
       done(plan.codes);
       done(plan.scales);
     } else if (!layer->options.has_fp16_weights()) {  // an inference layer: quantized where it will run
-      // From fp32, whatever the file's dtype: the codes and scales of quantizing the fp32 weight.
-      auto [codes, scales, cols] = int8_vectorwise_quant(copy_to(plan.float_weight, device, at::kFloat));
+      auto [codes, scales] = quantize_on(plan.float_weight, device);
       layer->set_quantized(codes, scales);
       done(plan.float_weight);
     } else {
