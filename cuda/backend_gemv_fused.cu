@@ -12,10 +12,9 @@ namespace llmint8::cuda {
 
 namespace {
 
-constexpr size_t kDefaultDynamicSmem = 48 * 1024;  // no opt-in attribute needed below it
-
 // Blocks of `kernel` resident at once on the current device with `smem` bytes each: the grid
-// is never larger (the kernel loops over rows past it). Queried once per device, kernel and size.
+// is never larger (the kernel loops over rows past it). Queried once per device, kernel and
+// size, after allowing the kernel up to kFusedGemvMaxSmem there (past the 48 KB default).
 template <typename Kernel>
 int64_t resident_blocks(Kernel kernel, size_t smem) {
   static std::mutex mutex;
@@ -27,7 +26,9 @@ int64_t resident_blocks(Kernel kernel, size_t smem) {
   auto found = known.find(key);
   if (found != known.end()) return found->second;
   int per_sm = 0, sms = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFusedGemvThreads, smem) != cudaSuccess ||
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(kFusedGemvMaxSmem)) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFusedGemvThreads, smem) != cudaSuccess ||
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
     return 1;  // the launch that follows reports the error
   }
@@ -44,17 +45,22 @@ cudaError_t launch(const FusedGemvParams& params, size_t smem, cudaStream_t stre
   return cudaGetLastError();
 }
 
+size_t smem_bytes(const ScaledProduct& p) {
+  const size_t element_bytes = p.x_kind == FloatKind::f32 ? 4 : 2;
+  return fused_gemv_smem_bytes(static_cast<int>(p.M), p.K, element_bytes, p.threshold > 0.f);
+}
+
 }  // namespace
 
 bool gemv_fused_applies(const ScaledProduct& p) {
   return p.x != nullptr && p.M >= 1 && p.M <= kFusedGemvMaxRows && p.K > 0 && p.K % 16 == 0 &&
          reinterpret_cast<uintptr_t>(p.x) % 16 == 0 && reinterpret_cast<uintptr_t>(p.b) % 16 == 0 &&
-         fused_gemv_smem_bytes(static_cast<int>(p.M), p.K) <= kDefaultDynamicSmem;
+         smem_bytes(p) <= kFusedGemvMaxSmem;
 }
 
 cudaError_t gemv_fused_launch(const ScaledProduct& p, const Scratch& /*scratch*/, cudaStream_t stream) {
   const FusedGemvParams params{p.x, p.threshold, p.b, p.col, p.bias, p.bias_kind, p.out, p.out_kind, p.N, p.K};
-  const size_t smem = fused_gemv_smem_bytes(static_cast<int>(p.M), p.K);
+  const size_t smem = smem_bytes(p);
   return with_float_type(p.x_kind, [&](auto tag) {
     using T = decltype(tag);
     return p.M == 1 ? launch<T, 1>(params, smem, stream) : launch<T, 2>(params, smem, stream);

@@ -3,8 +3,8 @@
 // streams weight rows with dp4a like gemv_dp4a. No quantizer launch to wait for: the first
 // weight loads are in flight while the block quantizes. The outlier columns' codes are zero;
 // their float term comes from the weight bytes the stream has just loaded (a 16-byte chunk
-// with a marked column adds those few products), so any number of outliers costs no extra
-// weight reads. The grid is one resident wave at most and each warp loops over rows n,
+// with a marked column adds those few products, the activations read from a copy in shared
+// memory), so any number of outliers costs no extra weight reads. The grid is one resident wave at most and each warp loops over rows n,
 // n + 8 * gridDim.x, ...: a block past the first wave would repeat the prologue with nothing
 // to hide it behind.
 #pragma once
@@ -31,9 +31,14 @@ struct FusedGemvParams {
   int64_t N, K;  // K % 16 == 0
 };
 
-// Dynamic shared memory of a block: the codes of every row, then the outlier bitmask.
-inline size_t fused_gemv_smem_bytes(int rows, int64_t K) {
-  return static_cast<size_t>(rows * K) + static_cast<size_t>((K + 31) / 32) * sizeof(uint32_t);
+// Dynamic shared memory of a block: the outlier bitmask, the codes of every row, then (with a
+// threshold) the activations themselves, read at the marked columns. Past 48 KB the launch
+// opts in to more (kFusedGemvMaxSmem).
+constexpr size_t kFusedGemvMaxSmem = 96 * 1024;
+__host__ __device__ inline size_t fused_gemv_bitmask_bytes(int64_t K) { return static_cast<size_t>((K + 127) / 128) * 16; }
+inline size_t fused_gemv_smem_bytes(int rows, int64_t K, size_t element_bytes, bool outliers) {
+  const size_t codes = static_cast<size_t>(rows * K);
+  return fused_gemv_bitmask_bytes(K) + codes + (outliers ? codes * element_bytes : 0);
 }
 
 // 16-byte chunks c0, c0 + 32, ... (kFusedGemvUnroll of them) of a weight row; zeros past the end.
@@ -49,7 +54,7 @@ __device__ __forceinline__ void load_weight_chunks(const int4* w4, int64_t c0, i
 }
 
 // Adds x[r][e] * weight byte e, for each marked column e of a 16-byte weight chunk, to sum[r]
-// (x points at the chunk's first column of row 0; rows are K apart).
+// (x points at the chunk's first column of row 0, in shared memory; rows are K apart).
 template <typename T, int ROWS>
 __device__ __forceinline__ void add_outlier_products(const int4& chunk, uint32_t marked, const T* x, int64_t K,
                                                      float (&sum)[ROWS]) {
@@ -73,8 +78,9 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
   __shared__ float row_stat[ROWS];
 
   const int64_t K = p.K, N = p.N, words = (K + 31) / 32, vectors = K / 16;
-  int8_t* codes = reinterpret_cast<int8_t*>(dynamic_smem);                 // [ROWS][K]
-  uint32_t* bits = reinterpret_cast<uint32_t*>(dynamic_smem + ROWS * K);   // one bit per column
+  uint32_t* bits = reinterpret_cast<uint32_t*>(dynamic_smem);  // one bit per column
+  int8_t* codes = reinterpret_cast<int8_t*>(dynamic_smem + fused_gemv_bitmask_bytes(K));  // [ROWS][K]
+  T* x_copy = reinterpret_cast<T*>(codes + ROWS * K);  // [ROWS][K], with a threshold only
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int64_t row_stride = static_cast<int64_t>(gridDim.x) * kFusedGemvWarps;
   const int64_t first_row = static_cast<int64_t>(blockIdx.x) * kFusedGemvWarps + warp;
@@ -99,6 +105,10 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
     for (int m = 0; m < ROWS; ++m) load_floats<T, V, true>(x + m * K + k, v[m]);
     uint32_t flags = 0;  // bit e: column k + e is an outlier (V <= 8 and k % V == 0: one word)
     if (find_outliers) {
+#pragma unroll
+      for (int m = 0; m < ROWS; ++m) {  // 16 bytes a row, as read (K % 16 == 0, rows 16-byte aligned)
+        *reinterpret_cast<int4*>(x_copy + m * K + k) = *reinterpret_cast<const int4*>(x + m * K + k);
+      }
 #pragma unroll
       for (int m = 0; m < ROWS; ++m) {
 #pragma unroll
@@ -178,7 +188,7 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
         if (find_outliers) {
           const int64_t k0 = c * 16;  // the chunk's 16 columns share one bitmask word
           const uint32_t marked = (bits[k0 >> 5] >> (k0 & 31)) & 0xffffu;
-          if (marked != 0u) add_outlier_products<T, ROWS>(current[u], marked, x + k0, K, outlier_sum);
+          if (marked != 0u) add_outlier_products<T, ROWS>(current[u], marked, x_copy + k0, K, outlier_sum);
         }
       }
     }

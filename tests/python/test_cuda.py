@@ -141,10 +141,12 @@ def test_decode_allocates_only_the_output_and_runs_two_kernels(threshold):
 
 @pytest.mark.parametrize("threshold", [0.0, 6.0])
 @pytest.mark.parametrize("M", [1, 2])
-def test_one_or_two_row_decode_is_one_kernel(threshold, M):
-    # gemv_fused quantizes the activations, finds their outlier columns and streams the weight.
-    A = make_activations((M, 4096), torch.float16, "cuda", outlier_cols=[5, 900])
-    _, CB, SCB = make_weight(1024, 4096, "cuda")
+@pytest.mark.parametrize("K", [4096, 11008])
+def test_one_or_two_row_decode_is_one_kernel(threshold, M, K):
+    # gemv_fused quantizes the activations, finds their outlier columns and streams the weight;
+    # two rows of 11008 at t=6 take 67 KB of shared memory (past the 48 KB default).
+    A = make_activations((M, K), torch.float16, "cuda", outlier_cols=[5, 900])
+    _, CB, SCB = make_weight(1024, K, "cuda")
     bias = torch.randn(1024, device="cuda", dtype=torch.float16)
     ops.int8_linear(A, CB, SCB, bias, threshold)
     torch.cuda.synchronize()
@@ -174,9 +176,9 @@ def test_fused_decode_loops_over_rows_past_one_resident_wave(dtype, M):
 
 @pytest.mark.parametrize("case", ["too_wide", "misaligned"])
 def test_decode_the_fused_kernel_does_not_take(case):
-    # 2 x 24576 codes do not fit gemv_fused's 48 KB of shared memory; a row starting 8 bytes into
+    # 2 x 49152 codes do not fit gemv_fused's 96 KB of shared memory; a row starting 8 bytes into
     # its storage is not 16-byte aligned. Both go through the quantizer, then gemv_dp4a.
-    K = 24576 if case == "too_wide" else 2048
+    K = 49152 if case == "too_wide" else 2048
     _, CB, SCB = make_weight(264, K, "cuda")
     if case == "too_wide":
         A = make_activations((2, K), torch.float16, "cuda", outlier_cols=[0, 7, 1000])
@@ -184,7 +186,11 @@ def test_decode_the_fused_kernel_does_not_take(case):
         A = make_activations((1, K + 8), torch.float16, "cuda", outlier_cols=[4, 11, 1004])[:, 4:4 + K]
         assert A.data_ptr() % 16 == 8
     for threshold in (0.0, 6.0):
-        out = ops.int8_linear(A, CB, SCB, None, threshold)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            out = ops.int8_linear(A, CB, SCB, None, threshold)
+            torch.cuda.synchronize()
+        kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        assert not any("gemv_fused" in k for k in kernels) and any("gemv_dp4a" in k for k in kernels), kernels
         assert_matches_reference(out, reference_linear(A, CB, SCB, None, threshold))
 
 
