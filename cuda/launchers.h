@@ -111,6 +111,26 @@ struct EpilogueArgs {
 };
 cudaError_t launch_dequantize_product(const EpilogueArgs& args, cudaStream_t stream);
 
+// The outlier columns j in [first, *count) that a GEMM epilogue left over, on tensor cores
+// (kernels/outlier_mma.cuh): out[m, n] += col[n] / 127 * sum_j a[m, cols[j]] * cb[n, cols[j]],
+// for fp16 and bf16 activations. With splits > 1, partials holds splits * M * N floats.
+struct OutlierMmaArgs {
+  const void* a;         // [M, K] activations (the kernel's T)
+  const int32_t* cols;   // sorted outlier columns
+  const int32_t* count;  // [1] on the device
+  int first;             // list entries before this one are done
+  const int8_t* cb;      // [N, K] weight codes
+  const float* col;      // [N] weight row scales
+  int64_t M, N, K;
+  int splits;            // outlier_mma_splits()
+  float* partials;       // [splits, M, N] when splits > 1
+  void* out;             // [M, N], added to
+};
+bool outlier_mma_applies(FloatKind activation_kind, int64_t M, int64_t N, int64_t K);
+int outlier_mma_splits(int64_t M, int64_t N, int sm_count);
+cudaError_t launch_outlier_mma(const OutlierMmaArgs& args, FloatKind activation_kind, FloatKind out_kind,
+                               cudaStream_t stream);
+
 // out[i] = float(in[i]) for n elements of kind.
 cudaError_t launch_to_float(FloatKind kind, const void* in, int64_t n, float* out, cudaStream_t stream);
 

@@ -1,7 +1,8 @@
 // Product backend "sm90_cutlass": prefill sizes on Hopper. One CUTLASS warpgroup GEMM whose
 // epilogue applies the scales, adds the bias and the first 8 outlier columns (gathered into
-// vectors first), writing the output once; a second pass adds further outlier columns and
-// returns at once when there are none (the count lives on the device).
+// vectors first), writing the output once; a second pass adds further outlier columns (on
+// tensor cores for fp16 and bf16 activations) and returns at once when there are none (the
+// count lives on the device).
 #include "cuda/scaled_product.h"
 #include "cuda/sm90/gemm_sm90.h"
 
@@ -67,6 +68,22 @@ cudaError_t sm90_gemm_launch(const ScaledProduct& p, const Scratch& scratch, cud
     case FloatKind::f32: e = sm90::run_gemm_f32(args, stream); break;
   }
   if (e != cudaSuccess || p.outliers == nullptr) return e;
+  if (outlier_mma_applies(p.outliers->kind, p.M, p.N, p.K)) {  // fp16 and bf16 activations: tensor cores
+    OutlierMmaArgs rest{};
+    rest.a = p.outliers->a;
+    rest.cols = p.outliers->cols;
+    rest.count = p.outliers->count;
+    rest.first = sm90::kEpilogueOutliers;
+    rest.cb = p.b;
+    rest.col = p.col;
+    rest.M = p.M;
+    rest.N = p.N;
+    rest.K = p.K;
+    rest.splits = outlier_mma_splits(p.M, p.N, traits(p.device).sm_count);
+    if (rest.splits > 1) rest.partials = static_cast<float*>(scratch.get(sizeof(float) * rest.splits * p.M * p.N));
+    rest.out = p.out;
+    return launch_outlier_mma(rest, p.outliers->kind, p.out_kind, stream);
+  }
   EpilogueArgs leftover{};
   leftover.M = p.M;
   leftover.N = p.N;

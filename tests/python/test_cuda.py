@@ -174,6 +174,20 @@ def test_fused_decode_loops_over_rows_past_one_resident_wave(dtype, M):
         assert_matches_reference(out, reference_linear(A, CB, SCB, bias, threshold))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("M", [17, 64, 300, 2048])
+def test_prefill_with_most_columns_outliers(dtype, M):
+    # 700 of 1024 columns past the threshold (as in a random model's down_proj): on Hopper the
+    # GEMM epilogue takes 8, the tensor-core leftover pass the rest (fp16, bf16; split in
+    # partial sums at small M), the float pass fp32's.
+    K, N = 1024, 1000
+    _, CB, SCB = make_weight(N, K, "cuda", seed=5)
+    bias = torch.randn(N, device="cuda", dtype=dtype)
+    A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, 700), seed=M)
+    out = ops.int8_linear(A, CB, SCB, bias, 6.0)
+    assert_matches_reference(out, reference_linear(A, CB, SCB, bias, 6.0))
+
+
 @pytest.mark.parametrize("case", ["too_wide", "misaligned"])
 def test_decode_the_fused_kernel_does_not_take(case):
     # 2 x 49152 codes do not fit gemv_fused's 96 KB of shared memory; a row starting 8 bytes into
