@@ -143,11 +143,22 @@ RMSNormImpl::RMSNormImpl(int64_t dim, double eps_, bool plus_one_, const Paramet
   weight = register_parameter("weight", plus_one ? torch::zeros({dim}, on) : torch::ones({dim}, on));
 }
 
+const at::Tensor& RMSNormImpl::fp32_scale() {
+  if (!scale_.defined() || scale_of_ != weight.data_ptr() || scale_version_ != weight._version() ||
+      scale_.device() != weight.device()) {
+    const auto w = weight.detach().to(at::kFloat);
+    scale_ = plus_one ? 1.0 + w : w.clone();  // (a copy: the cached scale never aliases the weight)
+    scale_of_ = weight.data_ptr();
+    scale_version_ = weight._version();
+  }
+  return scale_;
+}
+
 at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
-  const auto xf = x.to(at::kFloat);
-  const auto normed = xf * at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
-  const auto scale = plus_one ? 1.0 + weight.to(at::kFloat) : weight.to(at::kFloat);
-  return (normed * scale).to(x.scalar_type());
+  // x * rsqrt(mean(x^2) + eps) * scale in fp32: at::rms_norm is that expression on the CPU and
+  // one fused kernel on CUDA.
+  const int64_t dim = x.size(-1);
+  return at::rms_norm(x.to(at::kFloat), {dim}, fp32_scale(), eps).to(x.scalar_type());
 }
 
 LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c, int64_t layer, const ParameterInit& init)
@@ -176,7 +187,7 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
   auto v = v_proj.forward(x).view({B, T, KV, hd}).transpose(1, 2);
   q = apply_rotary(q, cos, sin);
   k = apply_rotary(k, cos, sin);
-  at::Tensor keys, values, hidden;
+  at::Tensor keys, values, hidden, visible;
   if (where.on_device()) {
     // Positions only the device knows: written in place there, and every position of the cache
     // attended, the mask hiding those the queries may not see (unwritten ones included).
@@ -184,7 +195,10 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
     v_cache.index_copy_(2, where.positions, v);
     keys = k_cache;
     values = v_cache;
-    hidden = hidden_keys(where.positions, at::arange(k_cache.size(2), where.positions.options()), window);
+    hidden = where.hidden.defined()
+                 ? where.hidden
+                 : hidden_keys(where.positions, at::arange(k_cache.size(2), where.positions.options()), window);
+    visible = where.visible;
   } else {
     const int64_t start = where.start;
     k_cache.narrow(2, start, T).copy_(k);
@@ -204,9 +218,17 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
     values = expand_kv_heads(values, H);
   }
   // Scaled by head_dim^-0.5 as transformers does (a division rounds differently when it is not a power of 2).
-  auto scores = at::matmul(q.to(at::kFloat), keys.to(at::kFloat).transpose(-2, -1)) * std::pow(static_cast<double>(hd), -0.5);
-  if (hidden.defined()) scores = scores.masked_fill(hidden, -std::numeric_limits<float>::infinity());
-  const auto attn = at::matmul(at::softmax(scores, -1), values.to(at::kFloat)).to(x.scalar_type());
+  const double scale = std::pow(static_cast<double>(hd), -0.5);
+  at::Tensor attn;
+  if (x.is_cuda()) {  // one fused kernel (fp32 sums inside), as transformers' default "sdpa" attention
+    if (hidden.defined() && !visible.defined()) visible = hidden.logical_not();
+    const auto mask = visible.defined() ? std::optional<at::Tensor>(visible) : std::nullopt;
+    attn = at::scaled_dot_product_attention(q, keys, values, mask, 0.0, false, scale);
+  } else {  // transformers' "eager" attention step by step, in fp32: the CPU tests compare logits to fp32 rounding
+    auto scores = at::matmul(q.to(at::kFloat), keys.to(at::kFloat).transpose(-2, -1)) * scale;
+    if (hidden.defined()) scores = scores.masked_fill(hidden, -std::numeric_limits<float>::infinity());
+    attn = at::matmul(at::softmax(scores, -1), values.to(at::kFloat)).to(x.scalar_type());
+  }
   return o_proj.forward(attn.transpose(1, 2).reshape({B, T, H * hd}));
 }
 
@@ -340,9 +362,24 @@ at::Tensor LlamaForCausalLMImpl::run(const at::Tensor& tokens, const CachePositi
   const auto angles = at::outer(positions.to(at::kFloat), inv_freq_);
   const auto emb = at::cat({angles, angles}, -1);  // [T, head_dim]
   const auto cos = emb.cos().to(x.scalar_type()), sin = emb.sin().to(x.scalar_type());
+  // A decode step's masks depend on the positions and a layer's window only: made once per window.
+  std::vector<std::pair<int64_t, CachePosition>> step_masks;
+  const auto layer_position = [&](const LlamaAttentionImpl& attention, const at::Tensor& k_cache) -> CachePosition {
+    if (!where.on_device()) return where;
+    for (const auto& [window, made] : step_masks) {
+      if (window == attention.window) return made;
+    }
+    CachePosition made = where;
+    made.hidden = hidden_keys(where.positions, at::arange(k_cache.size(2), where.positions.options()), attention.window);
+    if (x.is_cuda()) made.visible = made.hidden.logical_not();
+    step_masks.emplace_back(attention.window, made);
+    return made;
+  };
   int64_t i = 0;
   for (const auto& layer : *model->layers) {
-    x = layer->as<LlamaDecoderLayerImpl>()->forward(x, cos, sin, cache.keys[i], cache.values[i], where);
+    auto* decoder = layer->as<LlamaDecoderLayerImpl>();
+    const CachePosition here = layer_position(*decoder->self_attn, cache.keys[i]);
+    x = decoder->forward(x, cos, sin, cache.keys[i], cache.values[i], here);
     ++i;
   }
   const auto h = model->norm->forward(x);

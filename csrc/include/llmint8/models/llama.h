@@ -83,6 +83,9 @@ struct LlamaConfig {
 struct CachePosition {
   int64_t start = 0;
   at::Tensor positions;
+  // With device positions, the keys the queries may not see [T, cache positions] (bool), and the
+  // others: made once per step for a layer's window by the caller; undefined, by each layer.
+  at::Tensor hidden, visible;
   bool on_device() const { return positions.defined(); }
 };
 
@@ -101,6 +104,12 @@ class RMSNormImpl : public torch::nn::Module {
   at::Tensor weight;
   double eps;
   bool plus_one;  // scale by 1 + weight (weight starts at 0)
+
+ private:
+  const at::Tensor& fp32_scale();  // (1 +) weight in fp32, made again only when the weight changes
+  at::Tensor scale_;
+  const void* scale_of_ = nullptr;
+  int64_t scale_version_ = -1;
 };
 TORCH_MODULE(RMSNorm);
 
