@@ -324,7 +324,9 @@ at::Tensor LlamaForCausalLMImpl::forward(const at::Tensor& tokens, KVCache& cach
                     "LlamaForCausalLM: ", std::to_string(start + T), " positions do not fit the cache (",
                     std::to_string(room), " positions, ", std::to_string(cache.keys.size()), " of ",
                     std::to_string(config.n_layers), " layers)");
-  const auto logits = run(tokens, CachePosition{start, {}}, cache);
+  CachePosition where;
+  where.start = start;
+  const auto logits = run(tokens, where, cache);
   cache.length = start + T;
   return logits;
 }
@@ -343,7 +345,9 @@ at::Tensor LlamaForCausalLMImpl::decode_step(const at::Tensor& tokens, const at:
                         cache.values.size() == cache.keys.size(),
                     "LlamaForCausalLM::decode_step: the cache holds ", std::to_string(cache.keys.size()), " of ",
                     std::to_string(config.n_layers), " layers");
-  return run(tokens, CachePosition{0, position}, cache);
+  CachePosition where;
+  where.positions = position;
+  return run(tokens, where, cache);
 }
 
 at::Tensor LlamaForCausalLMImpl::run(const at::Tensor& tokens, const CachePosition& where, KVCache& cache) {
