@@ -59,11 +59,14 @@ bool gemv_fused_applies(const ScaledProduct& p) {
 }
 
 cudaError_t gemv_fused_launch(const ScaledProduct& p, const Scratch& /*scratch*/, cudaStream_t stream) {
-  const FusedGemvParams params{p.x, p.threshold, p.b, p.col, p.bias, p.bias_kind, p.out, p.out_kind, p.N, p.K};
+  const FusedGemvParams params{p.x,   p.threshold, p.b, p.col, p.bias, p.bias_kind,
+                               p.out, p.out_kind,  p.N, p.K,   static_cast<int>(p.M)};
   const size_t smem = smem_bytes(p);
-  return with_float_type(p.x_kind, [&](auto tag) {
+  return with_float_type(p.x_kind, [&](auto tag) {  // kernels for 1, 2, 4 and 8 rows
     using T = decltype(tag);
-    return p.M == 1 ? launch<T, 1>(params, smem, stream) : launch<T, 2>(params, smem, stream);
+    if (p.M == 1) return launch<T, 1>(params, smem, stream);
+    if (p.M == 2) return launch<T, 2>(params, smem, stream);
+    return p.M <= 4 ? launch<T, 4>(params, smem, stream) : launch<T, 8>(params, smem, stream);
   });
 }
 

@@ -1,4 +1,4 @@
-// The whole decode-size layer op (one or two rows) in one kernel: every block quantizes the
+// The whole decode-size layer op (up to 8 rows) in one kernel: every block quantizes the
 // activations itself (a few KB, read from L2) and marks the outlier columns in a bitmask, then
 // streams weight rows with dp4a like gemv_dp4a. No quantizer launch to wait for: the first
 // weight loads are in flight while the block quantizes. The outlier columns' codes are zero;
@@ -15,8 +15,10 @@ namespace llmint8::cuda {
 
 constexpr int kFusedGemvWarps = 8;  // weight rows per block, one per warp
 constexpr int kFusedGemvThreads = kFusedGemvWarps * 32;
-constexpr int kFusedGemvMaxRows = 2;
-constexpr int kFusedGemvMinBlocks = 4;  // per SM: 64 registers a thread, 1024 threads streaming
+constexpr int kFusedGemvMaxRows = 8;
+// Blocks per SM the compiler must allow (registers): 4 (64 registers a thread) for one or two
+// rows, 2 for more (their accumulators).
+constexpr int fused_gemv_min_blocks(int rows) { return rows <= 2 ? 4 : 2; }
 constexpr int kFusedGemvUnroll = 4;  // 16-byte weight loads in flight per lane
 
 struct FusedGemvParams {
@@ -29,6 +31,7 @@ struct FusedGemvParams {
   void* out;  // [M, N]
   FloatKind out_kind;
   int64_t N, K;  // K % 16 == 0
+  int rows;      // M, at most the kernel's ROWS
 };
 
 // Dynamic shared memory of a block: the outlier bitmask, the codes of every row, then (with a
@@ -53,26 +56,37 @@ __device__ __forceinline__ void load_weight_chunks(const int4* w4, int64_t c0, i
   }
 }
 
-// Adds x[r][e] * weight byte e, for each marked column e of a 16-byte weight chunk, to sum[r]
-// (x points at the chunk's first column of row 0, in shared memory; rows are K apart). Visits
+// The V = 16 / sizeof(T) elements at p (shared memory, 16-byte aligned) as floats.
+template <typename T, int V>
+__device__ __forceinline__ void shared_floats(const T* p, float (&v)[V]) {
+  const int4 raw = *reinterpret_cast<const int4*>(p);
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int i = 0; i < V; ++i) v[i] = to_float(e[i]);
+}
+
+// Adds x[r][e] * weight byte e, for each marked column e of a 16-byte weight chunk, to sum[r],
+// r < rows (x points at the chunk's first column of row 0, in shared memory; rows are K apart). Visits
 // the set bits only: a warp runs as many iterations as its busiest lane has marks (an unrolled
 // test of all 16 bits cost every warp step that held one mark about 80 instructions).
 template <typename T, int ROWS>
 __device__ __forceinline__ void add_outlier_products(const int4& chunk, uint32_t marked, const T* x, int64_t K,
-                                                     float (&sum)[ROWS]) {
+                                                     int rows, float (&sum)[ROWS]) {
   for (; marked != 0u; marked &= marked - 1u) {
     const int e = __ffs(static_cast<int>(marked)) - 1;
     // The 32-bit word holding byte e, picked by selects (an indexed array would go to local memory).
     const int32_t word = e < 8 ? (e < 4 ? chunk.x : chunk.y) : (e < 12 ? chunk.z : chunk.w);
     const float wk = static_cast<float>(static_cast<int8_t>(word >> (8 * (e % 4))));
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) sum[r] += to_float(x[r * K + e]) * wk;
+    for (int r = 0; r < ROWS; ++r) {
+      if (r < rows) sum[r] += to_float(x[r * K + e]) * wk;
+    }
   }
 }
 
 template <typename T, int ROWS>
-__global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_fused_kernel(FusedGemvParams p) {
-  static_assert(ROWS >= 1 && ROWS <= kFusedGemvMaxRows, "one or two rows");
+__global__ void __launch_bounds__(kFusedGemvThreads, fused_gemv_min_blocks(ROWS)) gemv_fused_kernel(FusedGemvParams p) {
+  static_assert(ROWS >= 1 && ROWS <= kFusedGemvMaxRows, "1 to 8 rows");
   constexpr int V = kPerVector<T>;  // elements per 16-byte activation load
   extern __shared__ __align__(16) uint8_t dynamic_smem[];
   __shared__ float warp_max[kFusedGemvWarps][ROWS];
@@ -80,8 +94,9 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
 
   const int64_t K = p.K, N = p.N, words = (K + 31) / 32, vectors = K / 16;
   uint32_t* bits = reinterpret_cast<uint32_t*>(dynamic_smem);  // one bit per column
-  int8_t* codes = reinterpret_cast<int8_t*>(dynamic_smem + fused_gemv_bitmask_bytes(K));  // [ROWS][K]
-  T* x_copy = reinterpret_cast<T*>(codes + ROWS * K);  // [ROWS][K], with a threshold only
+  const int rows = p.rows;  // <= ROWS; the loops below run to ROWS (unrolled) and skip the rest
+  int8_t* codes = reinterpret_cast<int8_t*>(dynamic_smem + fused_gemv_bitmask_bytes(K));  // [rows][K]
+  T* x_copy = reinterpret_cast<T*>(codes + rows * K);  // [rows][K], with a threshold only
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int64_t row_stride = static_cast<int64_t>(gridDim.x) * kFusedGemvWarps;
   const int64_t first_row = static_cast<int64_t>(blockIdx.x) * kFusedGemvWarps + warp;
@@ -101,27 +116,31 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
 #pragma unroll
   for (int m = 0; m < ROWS; ++m) row_max[m] = 0.f;
   for (int64_t k = static_cast<int64_t>(tid) * V; k < K; k += static_cast<int64_t>(kFusedGemvThreads) * V) {
-    float v[ROWS][V];
-#pragma unroll
-    for (int m = 0; m < ROWS; ++m) load_floats<T, V, true>(x + m * K + k, v[m]);
     uint32_t flags = 0;  // bit e: column k + e is an outlier (V <= 8 and k % V == 0: one word)
-    if (find_outliers) {
-#pragma unroll
-      for (int m = 0; m < ROWS; ++m) {  // 16 bytes a row, as read (K % 16 == 0, rows 16-byte aligned)
-        *reinterpret_cast<int4*>(x_copy + m * K + k) = *reinterpret_cast<const int4*>(x + m * K + k);
-      }
+    if (find_outliers) {  // copied to shared memory as read (16 bytes a row; rows 16-byte aligned)
 #pragma unroll
       for (int m = 0; m < ROWS; ++m) {
+        if (m >= rows) break;
+        const int4 raw = __ldg(reinterpret_cast<const int4*>(x + m * K + k));
+        *reinterpret_cast<int4*>(x_copy + m * K + k) = raw;
+        const T* e_raw = reinterpret_cast<const T*>(&raw);
 #pragma unroll
-        for (int e = 0; e < V; ++e) flags |= static_cast<uint32_t>(fabsf(v[m][e]) >= p.threshold) << e;
+        for (int e = 0; e < V; ++e) flags |= static_cast<uint32_t>(fabsf(to_float(e_raw[e])) >= p.threshold) << e;
       }
       if (flags != 0) atomicOr(&bits[k >> 5], flags << (k & 31));
     }
 #pragma unroll
-    for (int m = 0; m < ROWS; ++m) {
+    for (int m = 0; m < ROWS; ++m) {  // every row's absmax over its other columns (the copy, this thread's own)
+      if (m >= rows) break;
+      float v[V];
+      if (find_outliers) {
+        shared_floats<T, V>(x_copy + m * K + k, v);
+      } else {
+        load_floats<T, V, true>(x + m * K + k, v);
+      }
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        if (!((flags >> e) & 1u)) row_max[m] = absmax_combine(row_max[m], fabsf(v[m][e]));
+        if (!((flags >> e) & 1u)) row_max[m] = absmax_combine(row_max[m], fabsf(v[e]));
       }
     }
   }
@@ -132,7 +151,7 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
     if (lane == 0) warp_max[warp][m] = v;
   }
   __syncthreads();  // bits and warp maxima final
-  if (tid < ROWS) {
+  if (tid < rows) {
     float v = 0.f;
     for (int i = 0; i < kFusedGemvWarps; ++i) v = absmax_combine(v, warp_max[i][tid]);
     row_stat[tid] = v;
@@ -142,13 +161,18 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
   // 2. The codes of every row into shared memory (outlier columns zero: their term is in float).
   float scale[ROWS];
 #pragma unroll
-  for (int m = 0; m < ROWS; ++m) scale[m] = code_scale(row_stat[m]);
+  for (int m = 0; m < ROWS; ++m) scale[m] = m < rows ? code_scale(row_stat[m]) : 0.f;
   for (int64_t k = static_cast<int64_t>(tid) * V; k < K; k += static_cast<int64_t>(kFusedGemvThreads) * V) {
     const uint32_t flags = find_outliers ? bits[k >> 5] >> (k & 31) : 0u;
 #pragma unroll
     for (int m = 0; m < ROWS; ++m) {
+      if (m >= rows) break;
       float v[V];
-      load_floats<T, V, true>(x + m * K + k, v);
+      if (find_outliers) {
+        shared_floats<T, V>(x_copy + m * K + k, v);
+      } else {
+        load_floats<T, V, true>(x + m * K + k, v);
+      }
       int8_t c[V];
 #pragma unroll
       for (int e = 0; e < V; ++e) {
@@ -180,6 +204,7 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
         if (c >= vectors) break;
 #pragma unroll
         for (int r = 0; r < ROWS; ++r) {
+          if (r >= rows) break;
           const int4 av = a4[r * vectors + c];
           acc[r] = __dp4a(av.x, current[u].x, acc[r]);
           acc[r] = __dp4a(av.y, current[u].y, acc[r]);
@@ -189,7 +214,7 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
         if (find_outliers) {
           const int64_t k0 = c * 16;  // the chunk's 16 columns share one bitmask word
           const uint32_t marked = (bits[k0 >> 5] >> (k0 & 31)) & 0xffffu;
-          if (marked != 0u) add_outlier_products<T, ROWS>(current[u], marked, x_copy + k0, K, outlier_sum);
+          if (marked != 0u) add_outlier_products<T, ROWS>(current[u], marked, x_copy + k0, K, rows, outlier_sum);
         }
       }
     }
@@ -203,13 +228,14 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
     }
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
+      if (r >= rows) break;  // (rows is the same in every lane)
       for (int offset = 16; offset > 0; offset /= 2) {
         acc[r] += __shfl_xor_sync(0xffffffffu, acc[r], offset);
         outlier_sum[r] += __shfl_xor_sync(0xffffffffu, outlier_sum[r], offset);
       }
     }
     // Lane r writes row r: scales, outlier term and bias in fp32, rounded once.
-    if (lane < ROWS) {
+    if (lane < rows) {
       int32_t total = 0;
       float term = 0.f;
 #pragma unroll
