@@ -4,9 +4,9 @@
 // weight loads are in flight while the block quantizes. The outlier columns' codes are zero;
 // their float term comes from the weight bytes the stream has just loaded (a 16-byte chunk
 // with a marked column adds those few products, the activations read from a copy in shared
-// memory), so any number of outliers costs no extra weight reads. The grid is one resident wave at most and each warp loops over rows n,
-// n + 8 * gridDim.x, ...: a block past the first wave would repeat the prologue with nothing
-// to hide it behind.
+// memory), so any number of outliers costs no extra weight reads. The grid is one resident
+// wave at most and each warp loops over rows n, n + 8 * gridDim.x, ...: a block past the
+// first wave would repeat the prologue with nothing to hide it behind.
 #pragma once
 
 #include "cuda/kernels/common.cuh"
@@ -38,7 +38,9 @@ struct FusedGemvParams {
 // threshold) the activations themselves, read at the marked columns. Past 48 KB the launch
 // opts in to more (kFusedGemvMaxSmem).
 constexpr size_t kFusedGemvMaxSmem = 96 * 1024;
-__host__ __device__ inline size_t fused_gemv_bitmask_bytes(int64_t K) { return static_cast<size_t>((K + 127) / 128) * 16; }
+__host__ __device__ inline size_t fused_gemv_bitmask_bytes(int64_t K) {
+  return static_cast<size_t>((K + 127) / 128) * 16;  // whole 16-byte units: the codes after it stay aligned
+}
 inline size_t fused_gemv_smem_bytes(int rows, int64_t K, size_t element_bytes, bool outliers) {
   const size_t codes = static_cast<size_t>(rows * K);
   return fused_gemv_bitmask_bytes(K) + codes + (outliers ? codes * element_bytes : 0);

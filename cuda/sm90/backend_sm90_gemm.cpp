@@ -62,10 +62,17 @@ cudaError_t sm90_gemm_launch(const ScaledProduct& p, const Scratch& scratch, cud
   }
   const sm90::GemmArgs args{p.a,  p.b,   p.M,   p.N,   p.K,   p.row,
                             p.col, bias, sub_a, sub_w, p.out, traits(p.device).sm_count};
+  const bool small = sm90::use_small_tiles(p.M, p.N, traits(p.device).sm_count);
   switch (p.out_kind) {
-    case FloatKind::f16: e = sm90::run_gemm_f16(args, stream); break;
-    case FloatKind::bf16: e = sm90::run_gemm_bf16(args, stream); break;
-    case FloatKind::f32: e = sm90::run_gemm_f32(args, stream); break;
+    case FloatKind::f16:
+      e = small ? sm90::run_gemm_small_f16(args, stream) : sm90::run_gemm_f16(args, stream);
+      break;
+    case FloatKind::bf16:
+      e = small ? sm90::run_gemm_small_bf16(args, stream) : sm90::run_gemm_bf16(args, stream);
+      break;
+    case FloatKind::f32:
+      e = small ? sm90::run_gemm_small_f32(args, stream) : sm90::run_gemm_f32(args, stream);
+      break;
   }
   if (e != cudaSuccess || p.outliers == nullptr) return e;
   if (outlier_mma_applies(p.outliers->kind, p.M, p.N, p.K)) {  // fp16 and bf16 activations: tensor cores

@@ -30,4 +30,16 @@ cudaError_t run_gemm_f16(const GemmArgs& args, cudaStream_t stream);
 cudaError_t run_gemm_bf16(const GemmArgs& args, cudaStream_t stream);
 cudaError_t run_gemm_f32(const GemmArgs& args, cudaStream_t stream);
 
+// The same on 64 x 64 tiles (small M: more tiles than SMs where 128 x 128 gives fewer); one
+// translation unit each (gemm_sm90_small_*.cu), so that they compile in parallel.
+cudaError_t run_gemm_small_f16(const GemmArgs& args, cudaStream_t stream);
+cudaError_t run_gemm_small_bf16(const GemmArgs& args, cudaStream_t stream);
+cudaError_t run_gemm_small_f32(const GemmArgs& args, cudaStream_t stream);
+
+// Whether the 64 x 64 tiles serve M x N better: 128 x 128 tiles would leave SMs idle.
+inline bool use_small_tiles(int64_t M, int64_t N, int sm_count) {
+  const int64_t large_tiles = ((M + 127) / 128) * ((N + 127) / 128);
+  return M <= 512 && large_tiles < sm_count;
+}
+
 }  // namespace llmint8::cuda::sm90

@@ -12,9 +12,16 @@ using LargeTiles = ScaledGemm<ElementOut, PAIRS, Shape<_128, _128, _128>, Shape<
                               cutlass::gemm::KernelTmaWarpSpecializedCooperative,
                               cutlass::epilogue::TmaWarpSpecializedCooperative>;
 
+// 64 x 64 output tiles, two consumer warpgroups taking turns (ping-pong: one's epilogue runs
+// during the other's main loop), no cluster: for products too small to give 128 x 128 tiles to
+// every SM (M = 32 to 512 on 4096-wide layers left most SMs idle).
 template <typename ElementOut, int PAIRS>
+using SmallTiles = ScaledGemm<ElementOut, PAIRS, Shape<_64, _64, _128>, Shape<_1, _1, _1>,
+                              cutlass::gemm::KernelTmaWarpSpecializedPingpong,
+                              cutlass::epilogue::TmaWarpSpecialized>;
+
+template <typename Config>
 cudaError_t run_tiles(const GemmArgs& g, cudaStream_t stream) {
-  using Config = LargeTiles<ElementOut, PAIRS>;
   auto args = Config::arguments(g.a, g.b, static_cast<int>(g.M), static_cast<int>(g.N), static_cast<int>(g.K), g.row,
                                 g.col, g.bias, g.sub_a, g.sub_w, g.out, g.sm_count);
   typename Config::Gemm gemm;
@@ -30,7 +37,14 @@ cudaError_t run_tiles(const GemmArgs& g, cudaStream_t stream) {
 
 template <typename ElementOut>
 cudaError_t run_gemm(const GemmArgs& g, cudaStream_t stream) {
-  return g.sub_a != nullptr ? run_tiles<ElementOut, kEpilogueOutliers>(g, stream) : run_tiles<ElementOut, 0>(g, stream);
+  return g.sub_a != nullptr ? run_tiles<LargeTiles<ElementOut, kEpilogueOutliers>>(g, stream)
+                            : run_tiles<LargeTiles<ElementOut, 0>>(g, stream);
+}
+
+template <typename ElementOut>
+cudaError_t run_gemm_small(const GemmArgs& g, cudaStream_t stream) {
+  return g.sub_a != nullptr ? run_tiles<SmallTiles<ElementOut, kEpilogueOutliers>>(g, stream)
+                            : run_tiles<SmallTiles<ElementOut, 0>>(g, stream);
 }
 
 }  // namespace llmint8::cuda::sm90
