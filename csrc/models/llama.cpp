@@ -155,9 +155,14 @@ const at::Tensor& RMSNormImpl::fp32_scale() {
 }
 
 at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
-  // x * rsqrt(mean(x^2) + eps) * scale in fp32: at::rms_norm is that expression on the CPU and
-  // one fused kernel on CUDA.
+  // x * rsqrt(mean(x^2) + eps) * scale in fp32, rounded once to x's dtype. at::rms_norm is that
+  // expression on the CPU and one fused kernel on CUDA, which takes x and the weight in their
+  // own dtype and computes in fp32 inside: no conversions around it there (1 + weight excepted,
+  // which would round in half precision).
   const int64_t dim = x.size(-1);
+  if (x.is_cuda() && !plus_one && weight.scalar_type() == x.scalar_type()) {
+    return at::rms_norm(x, {dim}, weight.detach(), eps);
+  }
   return at::rms_norm(x.to(at::kFloat), {dim}, fp32_scale(), eps).to(x.scalar_type());
 }
 
@@ -185,8 +190,10 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
   auto q = q_proj.forward(x).view({B, T, H, hd}).transpose(1, 2);   // [B, H, T, hd]
   auto k = k_proj.forward(x).view({B, T, KV, hd}).transpose(1, 2);  // [B, KV, T, hd]
   auto v = v_proj.forward(x).view({B, T, KV, hd}).transpose(1, 2);
-  q = apply_rotary(q, cos, sin);
-  k = apply_rotary(k, cos, sin);
+  // Queries and keys rotated in one pass (elementwise: the same values as two), then split.
+  const auto rotated = apply_rotary(at::cat({q, k}, 1), cos, sin);  // [B, H + KV, T, hd]
+  q = rotated.narrow(1, 0, H);
+  k = rotated.narrow(1, H, KV);
   at::Tensor keys, values, hidden, visible;
   if (where.on_device()) {
     // Positions only the device knows: written in place there, and every position of the cache
