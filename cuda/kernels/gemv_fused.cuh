@@ -104,6 +104,14 @@ __global__ void __launch_bounds__(kFusedGemvThreads, fused_gemv_min_blocks(ROWS)
   const int64_t first_row = static_cast<int64_t>(blockIdx.x) * kFusedGemvWarps + warp;
   const T* x = static_cast<const T*>(p.x);
   const bool find_outliers = p.threshold > 0.f;
+  // Row m's V activations from column k: from the shared copy when there is one (t > 0).
+  const auto row_floats = [&](int m, int64_t k, float(&v)[V]) {
+    if (find_outliers) {
+      shared_floats<T, V>(x_copy + m * K + k, v);
+    } else {
+      load_floats<T, V, true>(x + m * K + k, v);
+    }
+  };
 
   // The first weight chunks depend on nothing below: start them now.
   int4 wv[kFusedGemvUnroll];
@@ -135,11 +143,7 @@ __global__ void __launch_bounds__(kFusedGemvThreads, fused_gemv_min_blocks(ROWS)
     for (int m = 0; m < ROWS; ++m) {  // every row's absmax over its other columns (the copy, this thread's own)
       if (m >= rows) break;
       float v[V];
-      if (find_outliers) {
-        shared_floats<T, V>(x_copy + m * K + k, v);
-      } else {
-        load_floats<T, V, true>(x + m * K + k, v);
-      }
+      row_floats(m, k, v);
 #pragma unroll
       for (int e = 0; e < V; ++e) {
         if (!((flags >> e) & 1u)) row_max[m] = absmax_combine(row_max[m], fabsf(v[e]));
@@ -170,11 +174,7 @@ __global__ void __launch_bounds__(kFusedGemvThreads, fused_gemv_min_blocks(ROWS)
     for (int m = 0; m < ROWS; ++m) {
       if (m >= rows) break;
       float v[V];
-      if (find_outliers) {
-        shared_floats<T, V>(x_copy + m * K + k, v);
-      } else {
-        load_floats<T, V, true>(x + m * K + k, v);
-      }
+      row_floats(m, k, v);
       int8_t c[V];
 #pragma unroll
       for (int e = 0; e < V; ++e) {
