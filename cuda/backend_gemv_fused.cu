@@ -62,11 +62,9 @@ cudaError_t gemv_fused_launch(const ScaledProduct& p, const Scratch& /*scratch*/
   const FusedGemvParams params{p.x,   p.threshold, p.b, p.col, p.bias, p.bias_kind,
                                p.out, p.out_kind,  p.N, p.K,   static_cast<int>(p.M)};
   const size_t smem = smem_bytes(p);
-  return with_float_type(p.x_kind, [&](auto tag) {  // kernels for 1, 2, 4 and 8 rows
+  return with_float_type(p.x_kind, [&](auto tag) {
     using T = decltype(tag);
-    if (p.M == 1) return launch<T, 1>(params, smem, stream);
-    if (p.M == 2) return launch<T, 2>(params, smem, stream);
-    return p.M <= 4 ? launch<T, 4>(params, smem, stream) : launch<T, 8>(params, smem, stream);
+    return p.M == 1 ? launch<T, 1>(params, smem, stream) : launch<T, 2>(params, smem, stream);
   });
 }
 

@@ -1,4 +1,4 @@
-// The whole decode-size layer op (up to 8 rows) in one kernel: every block quantizes the
+// The whole decode-size layer op (one or two rows) in one kernel: every block quantizes the
 // activations itself (a few KB, read from L2) and marks the outlier columns in a bitmask, then
 // streams weight rows with dp4a like gemv_dp4a. No quantizer launch to wait for: the first
 // weight loads are in flight while the block quantizes. The outlier columns' codes are zero;
@@ -15,10 +15,10 @@ namespace llmint8::cuda {
 
 constexpr int kFusedGemvWarps = 8;  // weight rows per block, one per warp
 constexpr int kFusedGemvThreads = kFusedGemvWarps * 32;
-constexpr int kFusedGemvMaxRows = 8;
-// Blocks per SM the compiler must allow (registers): 4 (64 registers a thread) for one or two
-// rows, 2 for more (their accumulators).
-constexpr int fused_gemv_min_blocks(int rows) { return rows <= 2 ? 4 : 2; }
+// Two rows at most: kernels for 4 and 8 rows ran slower on an H200 than small_m_mma does (M = 8,
+// 4096 x 4096: 34 us against 22; benchmarks/NOTES.md).
+constexpr int kFusedGemvMaxRows = 2;
+constexpr int kFusedGemvMinBlocks = 4;  // blocks per SM the registers must allow (64 a thread)
 constexpr int kFusedGemvUnroll = 4;  // 16-byte weight loads in flight per lane
 
 struct FusedGemvParams {
@@ -87,8 +87,8 @@ __device__ __forceinline__ void add_outlier_products(const int4& chunk, uint32_t
 }
 
 template <typename T, int ROWS>
-__global__ void __launch_bounds__(kFusedGemvThreads, fused_gemv_min_blocks(ROWS)) gemv_fused_kernel(FusedGemvParams p) {
-  static_assert(ROWS >= 1 && ROWS <= kFusedGemvMaxRows, "1 to 8 rows");
+__global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_fused_kernel(FusedGemvParams p) {
+  static_assert(ROWS >= 1 && ROWS <= kFusedGemvMaxRows, "1 or 2 rows");
   constexpr int V = kPerVector<T>;  // elements per 16-byte activation load
   extern __shared__ __align__(16) uint8_t dynamic_smem[];
   __shared__ float warp_max[kFusedGemvWarps][ROWS];

@@ -140,12 +140,11 @@ def test_decode_allocates_only_the_output_and_runs_two_kernels(threshold):
 
 
 @pytest.mark.parametrize("threshold", [0.0, 6.0])
-@pytest.mark.parametrize("M", [1, 2, 3, 8])
+@pytest.mark.parametrize("M", [1, 2])
 @pytest.mark.parametrize("K", [4096, 11008])
-def test_decode_up_to_8_rows_is_one_kernel(threshold, M, K):
-    # gemv_fused quantizes the activations, finds their outlier columns and streams the weight
-    # (kernels for 1, 2, 4 and 8 rows; 3 runs on the 4-row one); two rows of 11008 at t=6 take
-    # 67 KB of shared memory (past the 48 KB default).
+def test_one_or_two_row_decode_is_one_kernel(threshold, M, K):
+    # gemv_fused quantizes the activations, finds their outlier columns and streams the weight;
+    # two rows of 11008 at t=6 take 67 KB of shared memory (past the 48 KB default).
     A = make_activations((M, K), torch.float16, "cuda", outlier_cols=[5, 900])
     _, CB, SCB = make_weight(1024, K, "cuda")
     bias = torch.randn(1024, device="cuda", dtype=torch.float16)
@@ -162,7 +161,7 @@ def test_decode_up_to_8_rows_is_one_kernel(threshold, M, K):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
-@pytest.mark.parametrize("M", [1, 2, 5])
+@pytest.mark.parametrize("M", [1, 2])
 def test_fused_decode_loops_over_rows_past_one_resident_wave(dtype, M):
     # gemv_fused launches at most the blocks that fit on the card at once (8 rows each); with
     # 40003 rows each warp takes several, the last stride partly past the end.
