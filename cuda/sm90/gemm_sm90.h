@@ -36,10 +36,12 @@ cudaError_t run_gemm_small_f16(const GemmArgs& args, cudaStream_t stream);
 cudaError_t run_gemm_small_bf16(const GemmArgs& args, cudaStream_t stream);
 cudaError_t run_gemm_small_f32(const GemmArgs& args, cudaStream_t stream);
 
-// Whether the 64 x 64 tiles serve M x N better: 128 x 128 tiles would leave SMs idle.
+// Whether the 64 x 64 tiles serve M x N better: 128 x 128 tiles would leave SMs idle. On an
+// H200, 4096 x 4096 layer op at t=0: M = 32 and 128 took 20.8 and 21.5 us with them against
+// 23.7 and 26.1 without, but M = 512 took 32.0 against 28.9 (benchmarks/NOTES.md).
 inline bool use_small_tiles(int64_t M, int64_t N, int sm_count) {
   const int64_t large_tiles = ((M + 127) / 128) * ((N + 127) / 128);
-  return M <= 512 && large_tiles < sm_count;
+  return M <= 256 && large_tiles < sm_count;
 }
 
 }  // namespace llmint8::cuda::sm90
