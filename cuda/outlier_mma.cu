@@ -1,6 +1,7 @@
 // Launchers of the tensor-core leftover outlier pass (torch-free; see kernels/outlier_mma.cuh).
 #include "cuda/kernels/outlier_mma.cuh"
 #include "cuda/launchers.h"
+#include "cuda/scaled_product.h"
 
 #include <algorithm>
 
@@ -45,6 +46,24 @@ cudaError_t launch_outlier_mma(const OutlierMmaArgs& args, FloatKind activation_
     });
   };
   return activation_kind == FloatKind::f16 ? run(__half{}) : run(__nv_bfloat16{});
+}
+
+cudaError_t launch_outlier_rest(const ScaledProduct& p, int first, int sm_count, const Scratch& scratch,
+                                cudaStream_t stream) {
+  OutlierMmaArgs rest{};
+  rest.a = p.outliers->a;
+  rest.cols = p.outliers->cols;
+  rest.count = p.outliers->count;
+  rest.first = first;
+  rest.cb = p.b;
+  rest.col = p.col;
+  rest.M = p.M;
+  rest.N = p.N;
+  rest.K = p.K;
+  rest.splits = outlier_mma_splits(p.M, p.N, sm_count);
+  if (rest.splits > 1) rest.partials = static_cast<float*>(scratch.get(sizeof(float) * rest.splits * p.M * p.N));
+  rest.out = p.out;
+  return launch_outlier_mma(rest, p.outliers->kind, p.out_kind, stream);
 }
 
 }  // namespace llmint8::cuda

@@ -62,6 +62,12 @@ const ProductBackend* find_product_backend(const ScaledProduct& p);
 // Runs the first backend that applies to p, which holds codes (M > 0 and N > 0).
 cudaError_t launch_scaled_product(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
 
+// The outlier columns p's backend left over, from list entry `first` on, added to p.out on tensor
+// cores (outlier_mma; the count is read on the device, so nothing runs when it is <= first).
+// For fp16 and bf16 activations only: check outlier_mma_applies() first.
+cudaError_t launch_outlier_rest(const ScaledProduct& p, int first, int sm_count, const Scratch& scratch,
+                                cudaStream_t stream);
+
 // The backends (one file each).
 bool gemv_fused_applies(const ScaledProduct& p);
 cudaError_t gemv_fused_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);

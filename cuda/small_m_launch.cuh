@@ -50,7 +50,8 @@ inline SmallMParams small_m_params(const ScaledProduct& p) {
                       static_cast<int>(p.M),
                       p.N,
                       p.K,
-                      decode_overlap(p.device) ? kDecodePrefetchBytes : 0};
+                      decode_overlap(p.device) ? kDecodePrefetchBytes : 0,
+                      false};
 }
 
 template <typename Kernel>

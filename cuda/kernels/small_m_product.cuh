@@ -32,6 +32,7 @@ struct SmallMParams {
   int M;
   int64_t N, K;
   int prefetch_bytes;  // > 0: launched to overlap the quantizer (programmatic dependent launch)
+  bool rest_elsewhere;  // outlier columns past the staged ones are a later kernel's (outlier_mma)
 };
 
 // Programmatic dependent launch (sm_90): the quantizer lets this kernel start at once; it pulls
@@ -85,7 +86,7 @@ __device__ __forceinline__ void finish_output(const SmallMParams& p, int m, int6
     const int8_t* wrow = p.b + n * p.K;
     const int32_t staged = min(count, kOutlierCapacity);
     for (int32_t j = 0; j < staged; ++j) sum += s.a[m][j] * (static_cast<float>(wrow[s.cols[j]]) * w_scale);
-    for (int32_t j = staged; j < count; ++j) {
+    for (int32_t j = staged; j < (p.rest_elsewhere ? staged : count); ++j) {  // read in place
       const int32_t c = p.cols[j];
       sum += load_float(p.a_float, p.a_kind, m * p.K + c) * (static_cast<float>(wrow[c]) * w_scale);
     }

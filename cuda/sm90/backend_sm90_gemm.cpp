@@ -76,20 +76,7 @@ cudaError_t sm90_gemm_launch(const ScaledProduct& p, const Scratch& scratch, cud
   }
   if (e != cudaSuccess || p.outliers == nullptr) return e;
   if (outlier_mma_applies(p.outliers->kind, p.M, p.N, p.K)) {  // fp16 and bf16 activations: tensor cores
-    OutlierMmaArgs rest{};
-    rest.a = p.outliers->a;
-    rest.cols = p.outliers->cols;
-    rest.count = p.outliers->count;
-    rest.first = sm90::kEpilogueOutliers;
-    rest.cb = p.b;
-    rest.col = p.col;
-    rest.M = p.M;
-    rest.N = p.N;
-    rest.K = p.K;
-    rest.splits = outlier_mma_splits(p.M, p.N, traits(p.device).sm_count);
-    if (rest.splits > 1) rest.partials = static_cast<float*>(scratch.get(sizeof(float) * rest.splits * p.M * p.N));
-    rest.out = p.out;
-    return launch_outlier_mma(rest, p.outliers->kind, p.out_kind, stream);
+    return launch_outlier_rest(p, sm90::kEpilogueOutliers, traits(p.device).sm_count, scratch, stream);
   }
   EpilogueArgs leftover{};
   leftover.M = p.M;
