@@ -9,7 +9,7 @@ float_ms / ms (above 1 = faster than F.linear), measured in the same run on the 
 Relative error is against an fp32 reference. The last lines check PERF.md's per-layer targets.
 
     python benchmarks/bench_linear.py [--quick] [--tokens 1,2,4,8,16] [--graph] [--dtypes fp16,bf16] [--json results.json]
-    python benchmarks/bench_linear.py --profile      # kernel times of one call per shape and M
+    python benchmarks/bench_linear.py --profile [--tokens 1,8]   # kernel times of one call per shape and M
 """
 
 import argparse
@@ -176,7 +176,7 @@ def main():
     if args.tokens:
         tokens = [int(m) for m in args.tokens.split(",") if m]
     if args.profile:
-        profile(shapes[:2], [1, 16, 128, 1024, 4096])
+        profile(shapes[:2], tokens if args.tokens else [1, 16, 128, 1024, 4096])
         return
     dtypes = [d for d in args.dtypes.split(",") if d]
     env = {

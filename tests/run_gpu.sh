@@ -9,7 +9,7 @@
 #   bash tests/run_gpu.sh                 (there, through the device tool, carrying .debs and .models):
 #                                           catch2 pytest sanitizers profile bench
 #   STEPS="bench e2e" E2E_ARGS="--layers 8 --batches 1" bash tests/run_gpu.sh   (chosen steps, in this order)
-#   PYTEST_ARGS="test_placement.py" BENCH_ARGS="--quick" ...   (arguments of the pytest and bench steps)
+#   PYTEST_ARGS="test_placement.py" BENCH_ARGS="--quick" PROFILE_ARGS="--tokens 1,8" ...   (steps' arguments)
 #   LLMINT8_ALL_ARCHITECTURES=1 ...       (every release architecture, not only this card's)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -66,7 +66,7 @@ for name in $steps; do
     sanitizers)  # the CUDA paths suite reaches every kernel and product backend (tests/cpp/test_cuda_paths.cpp)
       step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[cuda]"
       step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[cuda]" ;;
-    profile) step profile python3 benchmarks/bench_linear.py --profile ;;
+    profile) step profile bash -c "python3 benchmarks/bench_linear.py --profile ${PROFILE_ARGS:-}" ;;
     bench) step bench bash -c "python3 benchmarks/bench_linear.py ${BENCH_ARGS:-} --json $out/bench.json" ;;
     e2e) step e2e bash -c "python3 benchmarks/bench_e2e.py ${E2E_ARGS:-} --json $out/e2e.json" ;;
     *) echo "unknown step $name"; unknown_step=1 ;;
