@@ -21,24 +21,17 @@ cudaError_t launch_tiles(const SmallMParams& params, bool vector, cudaStream_t s
 
 bool small_m_applies(const ScaledProduct& p) { return p.M >= 1 && p.M <= kSmallMRows; }
 
-cudaError_t small_m_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream) {
-  SmallMParams params = small_m_params(p);
-  // Outlier columns past the staged ones: read in place, each costs M x N scattered loads (787
-  // columns at M = 8 made a layer 3x slower than fp16); fp16 and bf16 activations give them
-  // to the tensor-core pass instead, one load per weight row and column.
-  const bool rest_on_tensor_cores = p.outliers != nullptr && outlier_mma_applies(p.outliers->kind, p.M, p.N, p.K);
-  params.rest_elsewhere = rest_on_tensor_cores;
+cudaError_t small_m_launch(const ScaledProduct& p, const Scratch& /*scratch*/, cudaStream_t stream) {
+  const SmallMParams params = small_m_params(p);
   const bool vector = p.K % 16 == 0 && reinterpret_cast<uintptr_t>(p.a) % 16 == 0 &&
                       reinterpret_cast<uintptr_t>(p.b) % 16 == 0;
   const int sms = decode_traits(p.device).sm_count;
   // Measured on an H200 (benchmarks/RESULTS.md): 16-row tiles with 4 chunks in flight fit most
   // shapes; 32-row tiles (fewer reads of the activations) win from 9 rows on wide layers;
   // 8-row tiles give every SM a block on narrow ones.
-  cudaError_t e = p.M > 8 && p.N >= 32LL * sms ? launch_tiles<4, 2>(params, vector, stream)
-                  : p.N >= 16LL * sms          ? launch_tiles<2, 4>(params, vector, stream)
-                                               : launch_tiles<1, 8>(params, vector, stream);
-  if (e != cudaSuccess || !rest_on_tensor_cores) return e;
-  return launch_outlier_rest(p, kOutlierCapacity, sms, scratch, stream);
+  if (p.M > 8 && p.N >= 32LL * sms) return launch_tiles<4, 2>(params, vector, stream);
+  if (p.N >= 16LL * sms) return launch_tiles<2, 4>(params, vector, stream);
+  return launch_tiles<1, 8>(params, vector, stream);
 }
 
 }  // namespace llmint8::cuda

@@ -50,8 +50,7 @@ inline SmallMParams small_m_params(const ScaledProduct& p) {
                       static_cast<int>(p.M),
                       p.N,
                       p.K,
-                      decode_overlap(p.device) ? kDecodePrefetchBytes : 0,
-                      false};
+                      decode_overlap(p.device) ? kDecodePrefetchBytes : 0};
 }
 
 template <typename Kernel>

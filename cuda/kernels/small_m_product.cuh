@@ -32,7 +32,6 @@ struct SmallMParams {
   int M;
   int64_t N, K;
   int prefetch_bytes;  // > 0: launched to overlap the quantizer (programmatic dependent launch)
-  bool rest_elsewhere;  // outlier columns past the staged ones are a later kernel's (outlier_mma)
 };
 
 // Programmatic dependent launch (sm_90): the quantizer lets this kernel start at once; it pulls
@@ -57,14 +56,14 @@ struct StagedOutliers {
   int32_t cols[kOutlierCapacity];
 };
 
-// Fills `s` for rows < `rows` and returns the outlier count (on the device; 0 without outliers).
-// Ends with a barrier on the column indices only: the activations are ready after the caller's
-// next barrier.
+// Fills `s` with list entries [first, first + kOutlierCapacity) for rows < `rows` and returns
+// the outlier count (on the device; 0 without outliers). Ends with a barrier on the column
+// indices only: the activations are ready after the caller's next barrier.
 template <int ROWS>
-__device__ int32_t stage_outliers(const SmallMParams& p, int rows, StagedOutliers<ROWS>& s) {
+__device__ int32_t stage_outliers(const SmallMParams& p, int rows, StagedOutliers<ROWS>& s, int32_t first = 0) {
   const int32_t count = p.a_float != nullptr ? *p.count : 0;
-  const int32_t staged = min(count, kOutlierCapacity);
-  for (int j = threadIdx.x; j < staged; j += blockDim.x) s.cols[j] = p.cols[j];
+  const int32_t staged = max(0, min(count - first, kOutlierCapacity));
+  for (int j = threadIdx.x; j < staged; j += blockDim.x) s.cols[j] = p.cols[first + j];
   __syncthreads();
   for (int i = threadIdx.x; i < rows * staged; i += blockDim.x) {
     const int m = i / staged, j = i % staged;
@@ -86,7 +85,7 @@ __device__ __forceinline__ void finish_output(const SmallMParams& p, int m, int6
     const int8_t* wrow = p.b + n * p.K;
     const int32_t staged = min(count, kOutlierCapacity);
     for (int32_t j = 0; j < staged; ++j) sum += s.a[m][j] * (static_cast<float>(wrow[s.cols[j]]) * w_scale);
-    for (int32_t j = staged; j < (p.rest_elsewhere ? staged : count); ++j) {  // read in place
+    for (int32_t j = staged; j < count; ++j) {
       const int32_t c = p.cols[j];
       sum += load_float(p.a_float, p.a_kind, m * p.K + c) * (static_cast<float>(wrow[c]) * w_scale);
     }
@@ -131,8 +130,11 @@ __device__ __forceinline__ int4 load16(const int8_t* p, int64_t k, int64_t K, bo
 template <int G, int U, bool UPPER, bool VECTOR>
 __global__ void __launch_bounds__(kSmallMWarps * 32, 1) small_m_product_kernel(SmallMParams p) {
   constexpr int BN = 8 * G;
+  constexpr int kThreads = kSmallMWarps * 32;
+  constexpr int kOutputsPerThread = (kSmallMRows * BN + kThreads - 1) / kThreads;
   __shared__ int32_t partial[kSmallMWarps][kSmallMRows][BN];
   __shared__ StagedOutliers<kSmallMRows> outliers;
+  __shared__ float w_staged[BN][kOutlierCapacity];  // this block's weight rows at the staged columns
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;  // MMA fragment coordinates: group (row) and thread in group
@@ -191,6 +193,31 @@ __global__ void __launch_bounds__(kSmallMWarps * 32, 1) small_m_product_kernel(S
     }
   }
 
+  // The outlier term, kOutlierCapacity listed columns at a time (the first were staged above):
+  // the block's weight rows at those columns are dequantized once into shared memory for all M
+  // rows (mostly L2 hits: just streamed), so a column costs BN loads, not M x BN.
+  float outlier_sum[kOutputsPerThread] = {};
+  for (int32_t first = 0; first < count; first += kOutlierCapacity) {
+    if (first > 0) {
+      __syncthreads();  // the previous columns are consumed
+      stage_outliers(p, M, outliers, first);
+    }
+    __syncthreads();  // the staged activations are in
+    const int32_t staged = min(count - first, kOutlierCapacity);
+    for (int i = tid; i < BN * staged; i += kThreads) {
+      const int nl = i / staged, j = i % staged;
+      const int64_t n = n0 + nl;
+      w_staged[nl][j] = n < N ? static_cast<float>(p.b[n * K + outliers.cols[j]]) * (p.col[n] / 127.f) : 0.f;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int s = 0; s < kOutputsPerThread; ++s) {
+      const int o = tid + s * kThreads, m = o / BN, nl = o % BN;
+      if (m >= M) continue;
+      for (int32_t j = 0; j < staged; ++j) outlier_sum[s] += outliers.a[m][j] * w_staged[nl][j];
+    }
+  }
+
   // C fragment: acc[i][0..1] = rows g, weight rows 8i + 2t (+1); acc[i][2..3] = row g + 8.
 #pragma unroll
   for (int i = 0; i < G; ++i) {
@@ -204,14 +231,16 @@ __global__ void __launch_bounds__(kSmallMWarps * 32, 1) small_m_product_kernel(S
   }
   __syncthreads();
 
-  for (int o = tid; o < M * BN; o += blockDim.x) {
-    const int m = o / BN, nl = o % BN;
+#pragma unroll
+  for (int s = 0; s < kOutputsPerThread; ++s) {
+    const int o = tid + s * kThreads, m = o / BN, nl = o % BN;
     const int64_t n = n0 + nl;
-    if (n >= N) continue;
+    if (m >= M || n >= N) continue;
     int32_t total = 0;
 #pragma unroll
     for (int v = 0; v < kSmallMWarps; ++v) total += partial[v][m][nl];
-    finish_output(p, m, n, total, count, outliers);
+    store_scaled_product(p.out, p.out_kind, p.N, m, n, total, p.row[m], p.col[n], outlier_sum[s], p.bias,
+                         p.bias_kind);
   }
 }
 
