@@ -127,11 +127,14 @@ class DeviceWorkspace {
   cudaEvent_t released_ = nullptr;
 };
 
-LayerWorkspace layer_workspace(const at::Device& device, int64_t K, std::vector<at::Tensor>& held) {
+// outlier_search: the caller runs the outlier search, which expects its mask and ticket zero.
+LayerWorkspace layer_workspace(const at::Device& device, int64_t K, bool outlier_search, std::vector<at::Tensor>& held) {
   const cudaStream_t s = stream();
-  if (capturing(s)) {
-    held.push_back(at::zeros({workspace_bytes(K)}, at::TensorOptions().dtype(at::kByte).device(device)));
-    return carve(held.back().data_ptr<uint8_t>(), K);
+  if (capturing(s)) {  // only what must start zero is cleared: every replay runs the clearing again
+    held.push_back(at::empty({workspace_bytes(K)}, at::TensorOptions().dtype(at::kByte).device(device)));
+    const LayerWorkspace w = carve(held.back().data_ptr<uint8_t>(), K);
+    if (outlier_search) C10_CUDA_CHECK(cudaMemsetAsync(w.mask, 0, round16(K) + 16, s));  // mask, then ticket
+    return w;
   }
   static std::array<DeviceWorkspace, 64> workspaces;  // one per device, for the process' lifetime
   TORCH_CHECK(device.index() >= 0 && device.index() < 64, "llmint8: CUDA device index ", device.index(),
@@ -154,7 +157,8 @@ QuantizedRows quantize(const at::Tensor& A2, double threshold, int8_t* codes, fl
   const int64_t rows = A2.size(0), K = A2.size(1);
   const auto kind = float_kind(A2.scalar_type());
   const float t = static_cast<float>(threshold);
-  const LayerWorkspace w = layer_workspace(A2.device(), K, held);
+  const bool outlier_search = threshold > 0.0 && rows > kSmallMRows;  // (the decode quantizer needs none)
+  const LayerWorkspace w = layer_workspace(A2.device(), K, outlier_search, held);
   int32_t* cols = threshold > 0.0 ? w.cols : nullptr;
   int32_t* count = threshold > 0.0 ? w.count : nullptr;
   if (rows >= 1 && rows <= kSmallMRows) {
