@@ -105,21 +105,18 @@ def report_outlier_columns(model, args, threshold: float) -> dict:
     return report
 
 
-def profile_decode(model, args, name: str) -> None:
-    """Top host and device entries of a few eager decode steps (torch.profiler): where a token goes."""
-    prompt = torch.randint(3, args.vocab, (1, args.prompt_tokens), device=args.device)
-    options = dict(max_new_tokens=8, min_new_tokens=8, do_sample=False, attention_mask=torch.ones_like(prompt))
+def profile_generation(model, args, name: str, mode: str, batch: int, prompt, options) -> None:
+    """Top host and device entries of one timed-row generation (torch.profiler): where a token
+    goes; in compiled mode, cudaGraphLaunch among the host entries shows the CUDA graphs ran."""
     activities = [torch.profiler.ProfilerActivity.CPU]
     if args.device.startswith("cuda"):
         activities.append(torch.profiler.ProfilerActivity.CUDA)
-    with torch.no_grad():
+    with torch.no_grad(), torch.profiler.profile(activities=activities) as prof:
         model.generate(prompt, **options)
-        with torch.profiler.profile(activities=activities) as prof:
-            model.generate(prompt, **options)
-            sync(args.device)
+        sync(args.device)
     averages = prof.key_averages()
     for key in ("self_cpu_time_total", "self_device_time_total"):
-        print(f"profile {name}, eager, 8 new tokens, by {key}:\n"
+        print(f"profile {name}, {mode}, batch {batch}, {args.new_tokens} new tokens, by {key}:\n"
               f"{averages.table(sort_by=key, row_limit=12, max_name_column_width=60)}", flush=True)
 
 
@@ -169,12 +166,12 @@ def python_rows(args, folder: Path):
                 rows.append(row)
                 print(f"python {name:9s} {mode:8s} batch {batch}: {row['tokens_per_s']:.1f} tok/s, "
                       f"peak {row['peak_bytes'] / 2**30:.2f} GiB, load {load_s:.1f} s", flush=True)
+                if args.profile:
+                    profile_generation(model, args, name, mode, batch, prompt, options)
         if threshold:
             outlier_report = report_outlier_columns(model, args, threshold)
             for row in rows[-len(args.modes) * len(args.batches):]:
                 row["outlier_columns"] = outlier_report
-        if args.profile:
-            profile_decode(model, args, name)
         del model
     release(args.device)
     return rows
@@ -243,7 +240,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (the median is reported)")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--skip-cpp", action="store_true")
-    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top entries of eager decode")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top entries of each row's generation")
     parser.add_argument("--json", help="write the rows and the environment to this file")
     args = parser.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
