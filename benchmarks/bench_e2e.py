@@ -5,9 +5,10 @@ layers) whose RMSNorm weights carry a few large features, so that the activation
 the Linear layers have outlier columns as in LLMs past 6.7B parameters. Saves it as a Hugging
 Face folder, then measures, for fp16 and for llmint8 at thresholds 6 and 0:
 - Python: transformers `from_pretrained` (load time, weight bytes), `generate` with greedy
-  decoding (the median of --repeats timed runs), eager (dynamic cache) and compiled (static
-  cache: transformers compiles the forward itself, with CUDA graphs), at each batch size:
-  tokens/s and peak memory, and the outlier columns entering each kind of layer;
+  decoding (the median of --repeats timed runs, the variants taking turns run after run),
+  eager (dynamic cache) and compiled (static cache: transformers compiles the forward itself,
+  with CUDA graphs), at each batch size: tokens/s and peak memory, and the outlier columns
+  entering each kind of layer;
 - C++: `llmint8-generate --json` on the same folder: load time and GB/s, the load's peak memory
   against the weights, first-call setup (a warm-up) apart from time to first token, decode
   tokens/s (on CUDA a replayed CUDA graph, its one-time capture timed apart), peak memory.
@@ -125,54 +126,81 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def allocated(device: str) -> int:
+    return torch.cuda.memory_allocated() if device.startswith("cuda") else 0
+
+
+def load_variant(args, folder: Path, name: str, threshold):
+    """One precision of the model through transformers, with its load time and what it holds."""
+    sync(args.device)
+    before = allocated(args.device)
+    start = time.perf_counter()
+    kwargs = {} if threshold is None else {"quantization_config": llmint8.Int8Config(llm_int8_threshold=threshold)}
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float16,
+                                                              device_map=args.device, **kwargs).eval()
+    sync(args.device)
+    return {"name": name, "threshold": threshold, "model": model, "load_s": time.perf_counter() - start,
+            "weight_bytes": sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()]),
+            "resident_bytes": allocated(args.device) - before}
+
+
+def generate_options(args, mode: str, prompt) -> dict:
+    options = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
+    if mode == "compiled":
+        options["cache_implementation"] = "static"
+        config = transformers.CompileConfig(fullgraph=True)
+        config._compile_all_devices = not args.device.startswith("cuda")  # on the CPU only when asked
+        options["compile_config"] = config
+    options["attention_mask"] = torch.ones_like(prompt)
+    return options
+
+
 def python_rows(args, folder: Path):
+    """Every variant loaded at once and timed in turn, run after run (rotating which goes first),
+    so that a drift of the card's clocks or of the host's load during the benchmark falls on all
+    of them alike: the ratios compare runs minutes apart otherwise, and moved by 2x between calls."""
+    release(args.device)
+    variants = [load_variant(args, folder, name, threshold) for name, threshold in VARIANTS.items()]
     rows = []
-    for name, threshold in VARIANTS.items():
-        release(args.device)
-        resident = torch.cuda.memory_allocated() if args.device.startswith("cuda") else 0
-        reset_peak(args.device)
-        start = time.perf_counter()
-        kwargs = {} if threshold is None else {"quantization_config": llmint8.Int8Config(llm_int8_threshold=threshold)}
-        model = transformers.AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float16,
-                                                                  device_map=args.device, **kwargs).eval()
-        sync(args.device)
-        load_s = time.perf_counter() - start
-        weight_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
-        for mode in args.modes:
-            for batch in args.batches:
-                release(args.device)
-                prompt = torch.randint(3, args.vocab, (batch, args.prompt_tokens), device=args.device)
-                options = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
-                if mode == "compiled":
-                    options["cache_implementation"] = "static"
-                    config = transformers.CompileConfig(fullgraph=True)
-                    config._compile_all_devices = not args.device.startswith("cuda")  # on the CPU only when asked
-                    options["compile_config"] = config
-                options["attention_mask"] = torch.ones_like(prompt)
-                with torch.no_grad():
-                    model.generate(prompt, **options)  # warm-up (and compilation)
+    for mode in args.modes:
+        for batch in args.batches:
+            release(args.device)  # the previous row's compiled graphs (the models stay)
+            prompt = torch.randint(3, args.vocab, (batch, args.prompt_tokens), device=args.device)
+            options = generate_options(args, mode, prompt)
+            peaks, times = {}, {v["name"]: [] for v in variants}
+            with torch.no_grad():
+                for v in variants:  # warm-up (and compilation), then one run for the peak
+                    before = allocated(args.device)
+                    v["model"].generate(prompt, **options)
                     reset_peak(args.device)
-                    times = []  # the median of a few runs: eager generation waits on the host, which varies
-                    for _ in range(args.repeats):
+                    out = v["model"].generate(prompt, **options)
+                    sync(args.device)
+                    # What this model holds and allocates to generate (the other models' memory left out).
+                    peaks[v["name"]] = v["resident_bytes"] + peak_bytes(args.device) - before
+                for repeat in range(args.repeats):
+                    shift = repeat % len(variants)
+                    for v in variants[shift:] + variants[:shift]:
                         start = time.perf_counter()
-                        out = model.generate(prompt, **options)
+                        out = v["model"].generate(prompt, **options)
                         sync(args.device)
-                        times.append(time.perf_counter() - start)
-                seconds = sorted(times)[len(times) // 2]
-                generated = (out.shape[1] - args.prompt_tokens) * batch
-                # On CUDA the peak counts what this model allocated (whatever the process held before is left out).
-                row = {"variant": name, "mode": mode, "batch": batch, "tokens_per_s": generated / seconds,
-                       "peak_bytes": peak_bytes(args.device) - resident, "load_s": load_s, "weight_bytes": weight_bytes}
+                        times[v["name"]].append(time.perf_counter() - start)
+            generated = (out.shape[1] - args.prompt_tokens) * batch
+            for v in variants:
+                seconds = sorted(times[v["name"]])[len(times[v["name"]]) // 2]  # the median
+                row = {"variant": v["name"], "mode": mode, "batch": batch, "tokens_per_s": generated / seconds,
+                       "peak_bytes": peaks[v["name"]], "load_s": v["load_s"], "weight_bytes": v["weight_bytes"]}
                 rows.append(row)
-                print(f"python {name:9s} {mode:8s} batch {batch}: {row['tokens_per_s']:.1f} tok/s, "
-                      f"peak {row['peak_bytes'] / 2**30:.2f} GiB, load {load_s:.1f} s", flush=True)
+                print(f"python {v['name']:9s} {mode:8s} batch {batch}: {row['tokens_per_s']:.1f} tok/s, "
+                      f"peak {row['peak_bytes'] / 2**30:.2f} GiB, load {v['load_s']:.1f} s", flush=True)
                 if args.profile:
-                    profile_generation(model, args, name, mode, batch, prompt, options)
-        if threshold:
-            outlier_report = report_outlier_columns(model, args, threshold)
-            for row in rows[-len(args.modes) * len(args.batches):]:
-                row["outlier_columns"] = outlier_report
-        del model
+                    profile_generation(v["model"], args, v["name"], mode, batch, prompt, options)
+    for v in variants:
+        if v["threshold"]:
+            outlier_report = report_outlier_columns(v["model"], args, v["threshold"])
+            for row in rows:
+                if row["variant"] == v["name"]:
+                    row["outlier_columns"] = outlier_report
+    del variants
     release(args.device)
     return rows
 
