@@ -2,8 +2,8 @@
 # The GPU machine's one call: build against its torch (no network there, so
 # nothing is installed), then the steps in order, each logged to $OUT (or
 # ./gpu-out), and a short summary. Steps: catch2 (ctest), pytest (on CUDA),
-# sanitizers (compute-sanitizer memcheck and racecheck over the "[cuda]"
-# Catch2 cases), profile and bench (benchmarks/bench_linear.py), e2e
+# sanitizers (compute-sanitizer memcheck over the "[cuda]" Catch2 cases,
+# racecheck over the kernel paths case), profile and bench (benchmarks/bench_linear.py), e2e
 # (benchmarks/bench_e2e.py $E2E_ARGS).
 #   bash tests/fetch_gpu_deps.sh          (here, once: packages the GPU machine lacks)
 #   bash tests/run_gpu.sh                 (there, through the device tool, carrying .debs and .models):
@@ -63,9 +63,10 @@ for name in $steps; do
   case $name in
     catch2) step catch2 build-gpu/tests/cpp/llmint8_tests ;;  # its summary counts the cases run
     pytest) step pytest bash -c "cd tests/python && env $pytest_threads LLMINT8_REQUIRE_CPP_TOOL=1 python3 -m pytest -q -rsx -p no:cacheprovider $pytest_parallel ${PYTEST_ARGS:-.}" ;;
-    sanitizers)  # the CUDA paths suite reaches every kernel and product backend (tests/cpp/test_cuda_paths.cpp)
+    sanitizers)  # the CUDA paths suite reaches every kernel and product backend (tests/cpp/test_cuda_paths.cpp);
+      # racecheck takes only it ("[kernels]"): over both "[cuda]" cases it had not ended after 5 minutes
       step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[cuda]"
-      step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[cuda]" ;;
+      step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[kernels]" ;;
     profile) step profile bash -c "python3 benchmarks/bench_linear.py --profile ${PROFILE_ARGS:-}" ;;
     bench) step bench bash -c "python3 benchmarks/bench_linear.py ${BENCH_ARGS:-} --json $out/bench.json" ;;
     e2e) step e2e bash -c "python3 benchmarks/bench_e2e.py ${E2E_ARGS:-} --json $out/e2e.json" ;;
