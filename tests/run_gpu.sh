@@ -64,9 +64,9 @@ for name in $steps; do
     catch2) step catch2 build-gpu/tests/cpp/llmint8_tests ;;  # its summary counts the cases run
     pytest) step pytest bash -c "cd tests/python && env $pytest_threads LLMINT8_REQUIRE_CPP_TOOL=1 python3 -m pytest -q -rsx -p no:cacheprovider $pytest_parallel ${PYTEST_ARGS:-.}" ;;
     sanitizers)  # the CUDA paths suite reaches every kernel and product backend (tests/cpp/test_cuda_paths.cpp);
-      # racecheck takes only it ("[kernels]"): over both "[cuda]" cases it had not ended after 5 minutes
+      # racecheck takes only it ("[cuda_paths]"): over both "[cuda]" cases it had not ended after 5 minutes
       step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[cuda]"
-      step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[kernels]" ;;
+      step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[cuda_paths]" ;;
     profile) step profile bash -c "python3 benchmarks/bench_linear.py --profile ${PROFILE_ARGS:-}" ;;
     bench) step bench bash -c "python3 benchmarks/bench_linear.py ${BENCH_ARGS:-} --json $out/bench.json" ;;
     e2e) step e2e bash -c "python3 benchmarks/bench_e2e.py ${E2E_ARGS:-} --json $out/e2e.json" ;;

@@ -24,7 +24,7 @@ std::vector<int64_t> columns(int64_t K, int count) {  // first and last column, 
 
 }  // namespace
 
-TEST_CASE("CUDA paths of int8_linear match the LLM.int8() reference", "[cuda][kernels]") {
+TEST_CASE("CUDA paths of int8_linear match the LLM.int8() reference", "[cuda][cuda_paths]") {
   if (!at::globalContext().hasCUDA()) {
     SUCCEED("no GPU");
     return;
