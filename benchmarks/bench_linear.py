@@ -26,6 +26,7 @@ import llmint8
 
 SHAPES = [(4096, 4096), (4096, 11008), (11008, 4096), (5120, 13824), (8192, 8192), (8192, 28672), (28672, 8192)]
 TOKENS = [1, 2, 4, 8, 16, 32, 128, 512, 1024, 4096]
+QUICK_TOKENS = [1, 16, 128, 1024, 4096]  # --quick, and --profile's default
 OUTLIER_COLUMNS = 8
 OUTLIER_MAGNITUDE = 30.0
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -172,11 +173,11 @@ def main():
     if not torch.cuda.is_available():
         sys.exit("bench_linear.py needs a CUDA GPU")
     shapes = SHAPES[:2] + SHAPES[5:6] if args.quick else SHAPES
-    tokens = [1, 16, 128, 1024, 4096] if args.quick else TOKENS
+    tokens = QUICK_TOKENS if args.quick else TOKENS
     if args.tokens:
         tokens = [int(m) for m in args.tokens.split(",") if m]
     if args.profile:
-        profile(shapes[:2], tokens if args.tokens else [1, 16, 128, 1024, 4096])
+        profile(shapes[:2], tokens if args.tokens else QUICK_TOKENS)
         return
     dtypes = [d for d in args.dtypes.split(",") if d]
     env = {
