@@ -132,9 +132,19 @@ __global__ void __launch_bounds__(kSmallMWarps * 32, 1) small_m_product_kernel(S
   constexpr int BN = 8 * G;
   constexpr int kThreads = kSmallMWarps * 32;
   constexpr int kOutputsPerThread = (kSmallMRows * BN + kThreads - 1) / kThreads;
-  __shared__ int32_t partial[kSmallMWarps][kSmallMRows][BN];
+  // The warps' partial sums and, before them, the block's weight rows at the staged outlier
+  // columns share their memory: the more shared memory a block takes, the less L1 is left for
+  // the activations every warp rereads.
+  union SharedSums {
+    int32_t partial[kSmallMWarps][kSmallMRows][BN];
+    float w_staged[BN][kOutlierCapacity];
+  };
+  static_assert(sizeof(float[BN][kOutlierCapacity]) <= sizeof(int32_t[kSmallMWarps][kSmallMRows][BN]),
+                "w_staged fits in partial's memory");
+  __shared__ SharedSums sums;
+  auto& partial = sums.partial;
+  auto& w_staged = sums.w_staged;
   __shared__ StagedOutliers<kSmallMRows> outliers;
-  __shared__ float w_staged[BN][kOutlierCapacity];  // this block's weight rows at the staged columns
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;  // MMA fragment coordinates: group (row) and thread in group
@@ -217,6 +227,7 @@ __global__ void __launch_bounds__(kSmallMWarps * 32, 1) small_m_product_kernel(S
       for (int32_t j = 0; j < staged; ++j) outlier_sum[s] += outliers.a[m][j] * w_staged[nl][j];
     }
   }
+  if (count > 0) __syncthreads();  // w_staged is read: partial (its memory) is written next
 
   // C fragment: acc[i][0..1] = rows g, weight rows 8i + 2t (+1); acc[i][2..3] = row g + 8.
 #pragma unroll
