@@ -1,7 +1,7 @@
 // Product backend "gemv_fused": the layer op for one or two rows in one kernel, the activations
 // quantized and their outlier columns found inside it (see kernels/gemv_fused.cuh).
 #include "cuda/kernels/gemv_fused.cuh"
-#include "cuda/scaled_product.h"
+#include "cuda/small_m_launch.cuh"  // decode_overlap, decode_prefetch_bytes, launch_may_overlap
 
 #include <algorithm>
 #include <map>
@@ -36,13 +36,15 @@ int64_t resident_blocks(Kernel kernel, size_t smem) {
 }
 
 template <typename T, int ROWS>
-cudaError_t launch(const FusedGemvParams& params, size_t smem, cudaStream_t stream) {
+cudaError_t launch(FusedGemvParams params, size_t smem, int device, cudaStream_t stream) {
   const auto kernel = gemv_fused_kernel<T, ROWS>;
   const int64_t row_groups = (params.N + kFusedGemvWarps - 1) / kFusedGemvWarps;
   if (row_groups == 0) return cudaSuccess;
   const auto grid = static_cast<unsigned>(std::min(row_groups, resident_blocks(kernel, smem)));
-  kernel<<<grid, kFusedGemvThreads, smem, stream>>>(params);
-  return cudaGetLastError();
+  // Each warp keeps two rows in L2 ahead of its loads.
+  const int64_t rows_ahead = std::min<int64_t>(params.N, 2 * static_cast<int64_t>(grid) * kFusedGemvWarps);
+  params.l2_ahead = decode_prefetch_bytes(device, rows_ahead, params.K);
+  return launch_may_overlap(kernel, grid, kFusedGemvThreads, smem, params, decode_overlap(device), stream);
 }
 
 size_t smem_bytes(const ScaledProduct& p) {
@@ -59,12 +61,13 @@ bool gemv_fused_applies(const ScaledProduct& p) {
 }
 
 cudaError_t gemv_fused_launch(const ScaledProduct& p, const Scratch& /*scratch*/, cudaStream_t stream) {
-  const FusedGemvParams params{p.x,   p.threshold, p.b, p.col, p.bias, p.bias_kind,
-                               p.out, p.out_kind,  p.N, p.K,   static_cast<int>(p.M)};
+  const FusedGemvParams params{p.x,        p.threshold, p.b, p.col, p.bias,
+                               p.bias_kind, p.out,       p.out_kind, p.N, p.K,
+                               static_cast<int>(p.M), 0};
   const size_t smem = smem_bytes(p);
   return with_float_type(p.x_kind, [&](auto tag) {
     using T = decltype(tag);
-    return p.M == 1 ? launch<T, 1>(params, smem, stream) : launch<T, 2>(params, smem, stream);
+    return p.M == 1 ? launch<T, 1>(params, smem, p.device, stream) : launch<T, 2>(params, smem, p.device, stream);
   });
 }
 

@@ -151,4 +151,20 @@ __device__ float block_absmax(float v) {
   return v;
 }
 
+// Programmatic dependent launch (sm_90): a kernel launched so may start before the one ahead of it
+// in the stream has ended (at once when that one allows it); it pulls its weights toward L2, then
+// waits for that grid before reading anything the grid may have written. Without such a launch
+// both are no-ops in effect.
+__device__ __forceinline__ void allow_dependent_launch() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void wait_for_prior_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
 }  // namespace llmint8::cuda

@@ -6,7 +6,9 @@
 // with a marked column adds those few products, the activations read from a copy in shared
 // memory), so any number of outliers costs no extra weight reads. The grid is one resident
 // wave at most and each warp loops over rows n, n + 8 * gridDim.x, ...: a block past the
-// first wave would repeat the prologue with nothing to hide it behind.
+// first wave would repeat the prologue with nothing to hide it behind. Each warp keeps its next
+// two rows on their way into L2 (its first two before the prologue): the row loads that
+// follow hit L2 rather than wait on DRAM behind every other SM's requests.
 #pragma once
 
 #include "cuda/kernels/common.cuh"
@@ -32,6 +34,7 @@ struct FusedGemvParams {
   FloatKind out_kind;
   int64_t N, K;  // K % 16 == 0
   int rows;      // M, at most the kernel's ROWS
+  int l2_ahead;  // bytes of each weight row pulled into L2 two rows ahead of its loads (0: none)
 };
 
 // Dynamic shared memory of a block: the outlier bitmask, the codes of every row, then (with a
@@ -55,6 +58,15 @@ __device__ __forceinline__ void load_weight_chunks(const int4* w4, int64_t c0, i
     const bool in = c < vectors;
     const int4 raw = __ldcs(w4 + (in ? c : 0));
     wv[u] = in ? raw : make_int4(0, 0, 0, 0);
+  }
+}
+
+// Pulls bytes [0, min(K, limit)) of a weight row into L2 (the warp's lanes 128 bytes apart): the
+// loads that follow hit L2 instead of queueing behind the whole card's requests to DRAM.
+__device__ __forceinline__ void prefetch_row_to_l2(const int8_t* w, int64_t K, int limit, int lane) {
+  const int64_t end = min(K, static_cast<int64_t>(limit));
+  for (int64_t off = static_cast<int64_t>(lane) * 128; off < end; off += 32 * 128) {
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(w + off));
   }
 }
 
@@ -112,6 +124,17 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
       load_floats<T, V, true>(x + m * K + k, v);
     }
   };
+
+  // Every warp asks for its first row now: the whole card's weight reads are under way while the
+  // blocks quantize. With a programmatic launch (sm_90) this runs before the kernel ahead has
+  // ended, so nothing it may have written is read before wait_for_prior_grid(): prefetches only.
+  // Its second row too: each row's loads go out with a row in L2 ahead of them.
+  for (int i = 0; i < 2; ++i) {
+    const int64_t n = first_row + i * row_stride;
+    if (n < N) prefetch_row_to_l2(p.b + n * K, K, p.l2_ahead, lane);
+  }
+  wait_for_prior_grid();
+  allow_dependent_launch();  // a programmatic launch after this one may start its prefetches
 
   // The first weight chunks depend on nothing below: start them now.
   int4 wv[kFusedGemvUnroll];
@@ -247,6 +270,8 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
       }
       store_scaled_product(p.out, p.out_kind, N, lane, n, total, row_stat[lane], row_col, term, p.bias, p.bias_kind);
     }
+    const int64_t ahead = n + 2 * row_stride;  // the row after next, into L2 (the next one went at the start)
+    if (ahead < N) prefetch_row_to_l2(p.b + ahead * K, K, p.l2_ahead, lane);
   }  // rows of this warp
 }
 

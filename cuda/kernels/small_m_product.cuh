@@ -34,20 +34,6 @@ struct SmallMParams {
   int prefetch_bytes;  // > 0: launched to overlap the quantizer (programmatic dependent launch)
 };
 
-// Programmatic dependent launch (sm_90): the quantizer lets this kernel start at once; it pulls
-// its weights toward L2 while the quantizer runs, then waits for the quantizer's results.
-__device__ __forceinline__ void allow_dependent_launch() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void wait_for_prior_grid() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
 // Outlier columns of the decode kernels, staged in shared memory: the first kOutlierCapacity
 // column indices and the activations of `rows` rows there; later columns are read in place.
 template <int ROWS>
