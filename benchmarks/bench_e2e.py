@@ -16,6 +16,7 @@ Ratios are against fp16 in the same run. Results go in benchmarks/RESULTS.md.
 
     python benchmarks/bench_e2e.py [--layers 8] [--new-tokens 64] [--batches 1,8] [--json out.json]
     python benchmarks/bench_e2e.py --layers 32 --batches 1          # the full 7B shape
+    python benchmarks/bench_e2e.py --layers 32 --batches 1 --modes compiled --thresholds 6 --skip-cpp --repeats 1
 """
 
 import argparse
@@ -33,7 +34,10 @@ import transformers
 import llmint8
 from llmint8._cli import native_env, tool_path
 
-VARIANTS = {"fp16": None, "int8 t=6": 6.0, "int8 t=0": 0.0}
+
+def variants_of(thresholds) -> dict:
+    """fp16 (every ratio's base) and llmint8 at each threshold: name -> threshold (None: fp16)."""
+    return {"fp16": None, **{f"int8 t={t:g}": t for t in thresholds}}
 
 
 def make_model_folder(args, folder: Path) -> None:
@@ -160,7 +164,7 @@ def python_rows(args, folder: Path):
     so that a drift of the card's clocks or of the host's load during the benchmark falls on all
     of them alike: the ratios compare runs minutes apart otherwise, and moved by 2x between calls."""
     release(args.device)
-    variants = [load_variant(args, folder, name, threshold) for name, threshold in VARIANTS.items()]
+    variants = [load_variant(args, folder, name, threshold) for name, threshold in args.variants.items()]
     rows = []
     for mode in args.modes:
         for batch in args.batches:
@@ -213,7 +217,7 @@ def cpp_rows(args, folder: Path):
         return []
     prompt = ",".join(str(3 + i % (args.vocab - 3)) for i in range(args.prompt_tokens))
     rows = []
-    for name, threshold in VARIANTS.items():
+    for name, threshold in args.variants.items():
         command = [cli, "-m", str(folder), "--tokens", prompt, "-n", str(args.new_tokens), "-t", "0",
                    "--device", args.device, "--dtype", "fp16", "--json"]
         command += ["--no-int8"] if threshold is None else ["--int8", "--threshold", str(threshold)]
@@ -264,6 +268,8 @@ def main():
     parser.add_argument("--prompt-tokens", type=int, default=32)
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--thresholds", default="6,0",
+                        help="llmint8 thresholds to run beside fp16 (fewer: less memory and time at 32 layers)")
     parser.add_argument("--modes", default="eager,compiled")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (the median is reported)")
     parser.add_argument("--device", default="cuda")
@@ -273,6 +279,7 @@ def main():
     args = parser.parse_args()
     args.batches = [int(b) for b in args.batches.split(",")]
     args.modes = [m for m in args.modes.split(",") if m]
+    args.variants = variants_of(float(t) for t in args.thresholds.split(",") if t)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         sys.exit("bench_e2e.py: no CUDA device (use --device cpu for a smoke run)")
     env = {"card": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",

@@ -4,12 +4,14 @@
 # ./gpu-out), and a short summary. Steps: catch2 (ctest), pytest (on CUDA),
 # sanitizers (compute-sanitizer memcheck over the "[cuda]" Catch2 cases,
 # racecheck over the kernel paths case), profile and bench (benchmarks/bench_linear.py), e2e
-# (benchmarks/bench_e2e.py $E2E_ARGS).
+# (benchmarks/bench_e2e.py $E2E_ARGS), ncu (Nsight Compute's counters over the profile step's
+# kernels that match $NCU_KERNEL, $NCU_ARGS its options; not in the default steps).
 #   bash tests/fetch_gpu_deps.sh          (here, once: packages the GPU machine lacks)
 #   bash tests/run_gpu.sh                 (there, through the device tool, carrying .debs and .models):
 #                                           catch2 pytest sanitizers profile bench
 #   STEPS="bench e2e" E2E_ARGS="--layers 8 --batches 1" bash tests/run_gpu.sh   (chosen steps, in this order)
 #   PYTEST_ARGS="test_placement.py" BENCH_ARGS="--quick" PROFILE_ARGS="--tokens 1,8" ...   (steps' arguments)
+#   STEPS=ncu PROFILE_ARGS="--tokens 1" NCU_KERNEL=gemv_fused ...   (counters: t=0 then t=6 calls, 8 each)
 #   LLMINT8_ALL_ARCHITECTURES=1 ...       (every release architecture, not only this card's)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -68,6 +70,8 @@ for name in $steps; do
       step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[cuda]"
       step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[cuda_paths]" ;;
     profile) step profile bash -c "python3 benchmarks/bench_linear.py --profile ${PROFILE_ARGS:-}" ;;
+    ncu)  # hardware counters of the kernels the profile step runs (matching NCU_KERNEL), clocks left alone
+      step ncu bash -c "ncu --clock-control none --kernel-name regex:'${NCU_KERNEL:-gemv_fused}' ${NCU_ARGS:---launch-count 16 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats} python3 benchmarks/bench_linear.py --profile ${PROFILE_ARGS:-}" ;;
     bench) step bench bash -c "python3 benchmarks/bench_linear.py ${BENCH_ARGS:-} --json $out/bench.json" ;;
     e2e) step e2e bash -c "python3 benchmarks/bench_e2e.py ${E2E_ARGS:-} --json $out/e2e.json" ;;
     *) echo "unknown step $name"; unknown_step=1 ;;
@@ -77,7 +81,7 @@ done
 echo "== summary ($gpu_info)"
 failed=0
 [ -z "${unknown_step:-}" ] || failed=1
-for name in build catch2 pytest memcheck racecheck profile bench e2e; do
+for name in build catch2 pytest memcheck racecheck profile ncu bench e2e; do
   [ -n "${status[$name]:-}" ] || continue
   echo "$name: ${status[$name]}"
   [ "${status[$name]}" = pass ] || failed=1

@@ -31,3 +31,17 @@ def test_bench_e2e_runs_on_a_tiny_model(tmp_path):
     if data["cpp"]:  # the llmint8-generate installed with the package
         assert {r["variant"] for r in data["cpp"]} == {"fp16", "int8 t=6", "int8 t=0"}
         assert all(r["decode_tokens_per_s"] > 0 for r in data["cpp"])
+
+
+def test_bench_e2e_runs_only_the_thresholds_asked(tmp_path):
+    out = tmp_path / "e2e.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_e2e.py"), "--device", "cpu", "--layers", "1", "--hidden", "64",
+         "--intermediate", "172", "--heads", "4", "--kv-heads", "4", "--vocab", "512", "--prompt-tokens", "4",
+         "--new-tokens", "2", "--batches", "1", "--modes", "eager", "--thresholds", "6", "--skip-cpp", "--repeats", "1",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert [r["variant"] for r in data["python"]] == ["fp16", "int8 t=6"] and data["cpp"] == []
+    assert data["summary"] == [line for line in data["summary"] if "t=6" in line] and len(data["summary"]) == 1
