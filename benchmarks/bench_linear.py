@@ -10,6 +10,7 @@ Relative error is against an fp32 reference. The last lines check PERF.md's per-
 
     python benchmarks/bench_linear.py [--quick] [--tokens 1,2,4,8,16] [--graph] [--dtypes fp16,bf16] [--json results.json]
     python benchmarks/bench_linear.py --profile [--tokens 1,8]   # kernel times of one call per shape and M
+    python benchmarks/bench_linear.py --graph --shapes 11008x4096 --outlier-columns 1080 --tokens 1,8   # chosen layers
 """
 
 import argparse
@@ -46,11 +47,12 @@ def timer(graph: bool):
     return lambda fn: triton.testing.do_bench(fn, warmup=25, rep=100, return_mode="median")
 
 
-def activations(M, K, gen, dtype):
+def activations(M, K, gen, dtype, outliers=OUTLIER_COLUMNS):
+    outliers = min(outliers, K)
     x = torch.randn(M, K, device="cuda", generator=gen)
-    cols = torch.randperm(K, device="cuda", generator=gen)[:OUTLIER_COLUMNS]
-    signs = torch.randint(0, 2, (M, OUTLIER_COLUMNS), device="cuda", generator=gen) * 2 - 1
-    x[:, cols] = OUTLIER_MAGNITUDE * signs + torch.randn(M, OUTLIER_COLUMNS, device="cuda", generator=gen)
+    cols = torch.randperm(K, device="cuda", generator=gen)[:outliers]
+    signs = torch.randint(0, 2, (M, outliers), device="cuda", generator=gen) * 2 - 1
+    x[:, cols] = OUTLIER_MAGNITUDE * signs + torch.randn(M, outliers, device="cuda", generator=gen)
     return x.to(dtype)
 
 
@@ -58,7 +60,7 @@ def rel_err(out, ref):
     return ((out.float() - ref).norm() / ref.norm()).item()
 
 
-def run(shapes, tokens, dtypes, graph):
+def run(shapes, tokens, dtypes, graph, outliers=OUTLIER_COLUMNS):
     bench = timer(graph)
     gen = torch.Generator(device="cuda").manual_seed(0)
     rows = []
@@ -70,7 +72,7 @@ def run(shapes, tokens, dtypes, graph):
             Wf = W.to(dtype)
             bias = torch.randn(N, device="cuda", generator=gen).to(dtype)
             for M in tokens:
-                x = activations(M, K, gen, dtype)
+                x = activations(M, K, gen, dtype, outliers)
                 ref = x.float() @ W.t() + bias.float()
                 row = {"K": K, "N": N, "M": M, "dtype": dname}
                 row["float_ms"] = bench(lambda: F.linear(x, Wf, bias))
@@ -127,7 +129,7 @@ def check_targets(rows):
     return misses
 
 
-def profile(shapes, tokens):
+def profile(shapes, tokens, outliers=OUTLIER_COLUMNS):
     """Kernel names and device times of one layer call at each size (t=6, fp16)."""
     gen = torch.Generator(device="cuda").manual_seed(0)
     for K, N in shapes:
@@ -135,7 +137,7 @@ def profile(shapes, tokens):
         CB, SCB, _ = torch.ops.llmint8.int8_vectorwise_quant(W)
         bias = torch.randn(N, device="cuda", generator=gen).half()
         for M in tokens:
-            x = activations(M, K, gen, torch.float16)
+            x = activations(M, K, gen, torch.float16, outliers)
             for t in (0.0, 6.0):
                 for _ in range(3):
                     torch.ops.llmint8.int8_linear(x, CB, SCB, bias, t)
@@ -168,16 +170,21 @@ def main():
     parser.add_argument("--graph", action="store_true", help="time CUDA graph replays instead of eager calls")
     parser.add_argument("--dtypes", default="fp16,bf16", help="activation dtypes (fp16, bf16)")
     parser.add_argument("--profile", action="store_true", help="print kernel times per call instead")
+    parser.add_argument("--shapes", help="comma-separated KxN layer shapes in place of the default ones (e.g. 11008x4096)")
+    parser.add_argument("--outlier-columns", type=int, default=OUTLIER_COLUMNS,
+                        help="planted outlier columns of the activations (the e2e model's down_proj sees ~1080)")
     parser.add_argument("--json", help="write the rows and the environment to this file")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("bench_linear.py needs a CUDA GPU")
     shapes = SHAPES[:2] + SHAPES[5:6] if args.quick else SHAPES
+    if args.shapes:
+        shapes = [tuple(int(d) for d in shape.split("x")) for shape in args.shapes.split(",") if shape]
     tokens = QUICK_TOKENS if args.quick else TOKENS
     if args.tokens:
         tokens = [int(m) for m in args.tokens.split(",") if m]
     if args.profile:
-        profile(shapes[:2], tokens if args.tokens else QUICK_TOKENS)
+        profile(shapes if args.shapes else shapes[:2], tokens if args.tokens else QUICK_TOKENS, args.outlier_columns)
         return
     dtypes = [d for d in args.dtypes.split(",") if d]
     env = {
@@ -187,11 +194,13 @@ def main():
         "date": time.strftime("%Y-%m-%d"),
         "driver": driver_version(),
         "timing": "CUDA graph replay" if args.graph else "eager (do_bench)",
+        "outlier_columns": args.outlier_columns,
     }
-    print(f"card: {env['card']}, driver {env['driver']}, torch {env['torch']}, {env['date']}, {env['timing']}")
+    print(f"card: {env['card']}, driver {env['driver']}, torch {env['torch']}, {env['date']}, {env['timing']}, "
+          f"{args.outlier_columns} planted outlier columns")
     print(HEADER)
     print("|---" * (HEADER.count("|") - 1) + "|")
-    rows = run(shapes, tokens, dtypes, args.graph)
+    rows = run(shapes, tokens, dtypes, args.graph, args.outlier_columns)
     misses = check_targets(rows)
     print(f"PERF.md targets: {len(misses)} misses" + "".join(f"\n  {m}" for m in misses))
     if args.json:
