@@ -129,8 +129,11 @@ def check_targets(rows):
     return misses
 
 
-def profile(shapes, tokens, outliers=OUTLIER_COLUMNS):
-    """Kernel names and device times of one layer call at each size (t=6, fp16)."""
+def profile(shapes, tokens, outliers=OUTLIER_COLUMNS, torch_profiler=True):
+    """Kernel names and device times of one layer call at each size (t=0 and t=6, fp16): 3 calls
+    to warm up, then 5 under torch.profiler. Without it (torch_profiler=False) the same 8 calls
+    run plain, for an outside profiler (ncu and torch.profiler both go through CUPTI: not
+    something to count on together)."""
     gen = torch.Generator(device="cuda").manual_seed(0)
     for K, N in shapes:
         W = torch.randn(N, K, device="cuda", generator=gen) / K**0.5
@@ -142,6 +145,12 @@ def profile(shapes, tokens, outliers=OUTLIER_COLUMNS):
                 for _ in range(3):
                     torch.ops.llmint8.int8_linear(x, CB, SCB, bias, t)
                 torch.cuda.synchronize()
+                if not torch_profiler:
+                    for _ in range(5):
+                        torch.ops.llmint8.int8_linear(x, CB, SCB, bias, t)
+                    torch.cuda.synchronize()
+                    print(f"{K} x {N} M={M} t={t:g}: 8 calls", flush=True)
+                    continue
                 with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
                     for _ in range(5):
                         torch.ops.llmint8.int8_linear(x, CB, SCB, bias, t)
@@ -170,6 +179,8 @@ def main():
     parser.add_argument("--graph", action="store_true", help="time CUDA graph replays instead of eager calls")
     parser.add_argument("--dtypes", default="fp16,bf16", help="activation dtypes (fp16, bf16)")
     parser.add_argument("--profile", action="store_true", help="print kernel times per call instead")
+    parser.add_argument("--no-torch-profiler", action="store_true",
+                        help="with --profile: make the calls without torch.profiler (under ncu)")
     parser.add_argument("--shapes", help="comma-separated KxN layer shapes in place of the default ones (e.g. 11008x4096)")
     parser.add_argument("--outlier-columns", type=int, default=OUTLIER_COLUMNS,
                         help="planted outlier columns of the activations (the e2e model's down_proj sees ~1080)")
@@ -184,7 +195,8 @@ def main():
     if args.tokens:
         tokens = [int(m) for m in args.tokens.split(",") if m]
     if args.profile:
-        profile(shapes if args.shapes else shapes[:2], tokens if args.tokens else QUICK_TOKENS, args.outlier_columns)
+        profile(shapes if args.shapes else shapes[:2], tokens if args.tokens else QUICK_TOKENS, args.outlier_columns,
+                not args.no_torch_profiler)
         return
     dtypes = [d for d in args.dtypes.split(",") if d]
     env = {

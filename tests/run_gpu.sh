@@ -71,7 +71,7 @@ for name in $steps; do
       step racecheck compute-sanitizer --tool racecheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[cuda_paths]" ;;
     profile) step profile bash -c "python3 benchmarks/bench_linear.py --profile ${PROFILE_ARGS:-}" ;;
     ncu)  # hardware counters of the kernels the profile step runs (matching NCU_KERNEL), clocks left alone
-      step ncu bash -c "ncu --clock-control none --kernel-name regex:'${NCU_KERNEL:-gemv_fused}' ${NCU_ARGS:---launch-count 16 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats} python3 benchmarks/bench_linear.py --profile ${PROFILE_ARGS:-}" ;;
+      step ncu bash -c "ncu --clock-control none --kernel-name regex:'${NCU_KERNEL:-gemv_fused}' ${NCU_ARGS:---launch-count 16 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats} python3 benchmarks/bench_linear.py --profile --no-torch-profiler ${PROFILE_ARGS:-}" ;;
     bench) step bench bash -c "python3 benchmarks/bench_linear.py ${BENCH_ARGS:-} --json $out/bench.json" ;;
     e2e) step e2e bash -c "python3 benchmarks/bench_e2e.py ${E2E_ARGS:-} --json $out/e2e.json" ;;
     *) echo "unknown step $name"; unknown_step=1 ;;
