@@ -14,6 +14,7 @@ Relative error is against an fp32 reference. The last lines check PERF.md's per-
 """
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -145,16 +146,15 @@ def profile(shapes, tokens, outliers=OUTLIER_COLUMNS, torch_profiler=True):
                 for _ in range(3):
                     torch.ops.llmint8.int8_linear(x, CB, SCB, bias, t)
                 torch.cuda.synchronize()
-                if not torch_profiler:
+                watch = (torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) if torch_profiler
+                         else contextlib.nullcontext())
+                with watch as prof:
                     for _ in range(5):
                         torch.ops.llmint8.int8_linear(x, CB, SCB, bias, t)
                     torch.cuda.synchronize()
+                if prof is None:
                     print(f"{K} x {N} M={M} t={t:g}: 8 calls", flush=True)
                     continue
-                with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-                    for _ in range(5):
-                        torch.ops.llmint8.int8_linear(x, CB, SCB, bias, t)
-                    torch.cuda.synchronize()
                 kernels = {}
                 for e in prof.events():
                     if e.device_type == torch.autograd.DeviceType.CUDA:
