@@ -23,13 +23,15 @@ bool vector_rows(const void* a, int64_t K) {
   return K % kPerVector<T> == 0 && reinterpret_cast<uintptr_t>(a) % 16 == 0;
 }
 
-template <typename T, int CLUSTER, bool VECTOR>
+// Columns a block of the decode quantizer owns: K split over the cluster, whole bitmask words.
+int64_t small_m_slice(int64_t K, int cluster) { return ((K + cluster - 1) / cluster + 31) / 32 * 32; }
+
+template <typename T, int CLUSTER, int V>
 cudaError_t launch_small_m(const T* a, int64_t rows, int64_t K, float threshold, int8_t* q, float* stats,
                            int32_t* cols, int32_t* count, cudaStream_t stream) {
-  constexpr int V = VECTOR ? kPerVector<T> : 1;
-  const int64_t slice = ((K + CLUSTER - 1) / CLUSTER + 31) / 32 * 32;
+  const int64_t slice = small_m_slice(K, CLUSTER);
   const size_t smem = static_cast<size_t>(slice / 32) * sizeof(uint32_t);
-  auto kernel = quantize_small_m_kernel<T, CLUSTER, V, VECTOR>;
+  auto kernel = quantize_small_m_kernel<T, CLUSTER, V>;
   if (smem > 48 * 1024) {  // K past ~390,000 columns in one block: above the 48 KB default
     const cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                static_cast<int>(smem));
@@ -56,6 +58,40 @@ cudaError_t launch_small_m(const T* a, int64_t rows, int64_t K, float threshold,
   }
 }
 
+// Elements per load of the decode quantizer: the widest of 1, 2, 4, ... kPerVector<T> that the
+// rows' alignment allows and that still leaves every thread of a block at least one group of
+// the slice (an idle thread's share lands on the others' chains).
+template <typename T>
+int small_m_vector(const void* a, const int8_t* q, int64_t K, int64_t slice) {
+  int v = 1;
+  while (v < kPerVector<T>) {
+    const int wider = 2 * v;
+    const bool aligned = K % wider == 0 && reinterpret_cast<uintptr_t>(a) % (wider * sizeof(T)) == 0 &&
+                         reinterpret_cast<uintptr_t>(q) % wider == 0;
+    if (!aligned || slice / wider < kSmallMQuantThreads) break;
+    v = wider;
+  }
+  return v;
+}
+
+template <typename T, int CLUSTER>
+cudaError_t launch_small_m_vector(const T* a, int64_t rows, int64_t K, float threshold, int8_t* q, float* stats,
+                                  int32_t* cols, int32_t* count, cudaStream_t stream) {
+  switch (small_m_vector<T>(a, q, K, small_m_slice(K, CLUSTER))) {
+    case 1:
+      return launch_small_m<T, CLUSTER, 1>(a, rows, K, threshold, q, stats, cols, count, stream);
+    case 2:
+      return launch_small_m<T, CLUSTER, 2>(a, rows, K, threshold, q, stats, cols, count, stream);
+    case 4:
+      return launch_small_m<T, CLUSTER, 4>(a, rows, K, threshold, q, stats, cols, count, stream);
+    default:
+      if constexpr (kPerVector<T> == 8) {
+        return launch_small_m<T, CLUSTER, 8>(a, rows, K, threshold, q, stats, cols, count, stream);
+      }
+      return cudaErrorInvalidValue;  // unreachable: 4-byte elements stop at V = 4
+  }
+}
+
 }  // namespace
 
 int small_m_quantize_cluster_blocks(int device, int64_t rows, int64_t K) {
@@ -74,13 +110,9 @@ cudaError_t launch_quantize_small_m(FloatKind kind, const void* a, int64_t rows,
   return with_float_type(kind, [&](auto tag) {
     using T = decltype(tag);
     const T* x = static_cast<const T*>(a);
-    const bool vector = vector_rows<T>(a, K) && reinterpret_cast<uintptr_t>(q) % 16 == 0;
-    if (cluster_blocks == 1) {
-      return vector ? launch_small_m<T, 1, true>(x, rows, K, threshold, q, stats, cols, count, stream)
-                    : launch_small_m<T, 1, false>(x, rows, K, threshold, q, stats, cols, count, stream);
-    }
-    return vector ? launch_small_m<T, kSmallMCluster, true>(x, rows, K, threshold, q, stats, cols, count, stream)
-                  : launch_small_m<T, kSmallMCluster, false>(x, rows, K, threshold, q, stats, cols, count, stream);
+    return cluster_blocks == 1
+               ? launch_small_m_vector<T, 1>(x, rows, K, threshold, q, stats, cols, count, stream)
+               : launch_small_m_vector<T, kSmallMCluster>(x, rows, K, threshold, q, stats, cols, count, stream);
   });
 }
 

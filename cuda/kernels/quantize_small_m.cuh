@@ -8,8 +8,6 @@
 #include <cooperative_groups.h>
 #include <cub/block/block_scan.cuh>
 
-#include <type_traits>
-
 namespace llmint8::cuda {
 
 constexpr int kSmallMQuantThreads = 512;
@@ -18,13 +16,37 @@ constexpr int kSmallMQuantThreads = 512;
 #define LLMINT8_HAS_CLUSTERS 1
 #endif
 
+// The load of V consecutive elements of T as one instruction (2 to 16 bytes).
+template <int BYTES>
+struct LoadWord;
+template <>
+struct LoadWord<2> {
+  using type = unsigned short;
+};
+template <>
+struct LoadWord<4> {
+  using type = unsigned int;
+};
+template <>
+struct LoadWord<8> {
+  using type = uint2;
+};
+template <>
+struct LoadWord<16> {
+  using type = int4;
+};
+
 // Grid: one cluster of CLUSTER blocks (one plain block when CLUSTER == 1). Block b owns the
 // columns [b * slice, (b + 1) * slice) of every row (slice a multiple of 32). A thread owns
-// V whole columns at a time, so it knows at once whether they are outliers (any row at or
-// above the threshold) and keeps its rows' absmax over the others in registers. The blocks
-// exchange their partial row maxima and outlier counts through distributed shared memory,
-// then each writes its slice's codes and its outlier columns at its offset in the sorted list.
-template <typename T, int CLUSTER, int V, bool VECTOR>
+// V whole columns at a time (one load of V elements a row: K % V == 0, rows aligned to it), so
+// it knows at once whether they are outliers (any row at or above the threshold) and keeps its
+// rows' absmax over the others in registers. The launcher picks the widest V that still gives
+// every thread of the block columns: the work is a chain per thread, so threads left idle by
+// wide loads made it slower (V = 8 left 448 of 512 threads idle at K = 4096: 20 us on an H200
+// at M = 16). The blocks exchange their partial row maxima and outlier counts through
+// distributed shared memory, then each writes its slice's codes and its outlier columns at
+// its offset in the sorted list.
+template <typename T, int CLUSTER, int V>
 __global__ void __launch_bounds__(kSmallMQuantThreads, 1)
     quantize_small_m_kernel(const T* __restrict__ a, int M, int64_t K, int64_t slice, float threshold,
                             int8_t* __restrict__ q, float* __restrict__ stats, int32_t* __restrict__ cols,
@@ -49,27 +71,16 @@ __global__ void __launch_bounds__(kSmallMQuantThreads, 1)
 
   // Every row's V columns at k, loaded together as straight-line code (rows past M read row 0,
   // a valid address, and are ignored) so that the loads are in flight at once.
-  using Raw = std::conditional_t<VECTOR, int4, T>;  // VECTOR: V = 16 / sizeof(T) elements; else V = 1
-  static_assert(VECTOR || V == 1, "element loads take one column at a time");
+  using Raw = typename LoadWord<V * sizeof(T)>::type;
   Raw raw[kSmallMRows];
   const auto load_rows = [&](int64_t k) {
 #pragma unroll
     for (int m = 0; m < kSmallMRows; ++m) {
       const int64_t r = m < M ? m : 0;
-      if constexpr (VECTOR) {
-        raw[m] = __ldg(reinterpret_cast<const int4*>(a + r * K + k));
-      } else {
-        raw[m] = a[r * K + k];
-      }
+      raw[m] = __ldg(reinterpret_cast<const Raw*>(a + r * K + k));
     }
   };
-  const auto element = [&](int m, int e) -> float {
-    if constexpr (VECTOR) {
-      return to_float(reinterpret_cast<const T*>(&raw[m])[e]);
-    } else {
-      return to_float(raw[m]);
-    }
-  };
+  const auto element = [&](int m, int e) -> float { return to_float(reinterpret_cast<const T*>(&raw[m])[e]); };
 
   float row_max[kSmallMRows];
 #pragma unroll
