@@ -12,6 +12,8 @@
 #   STEPS="bench e2e" E2E_ARGS="--layers 8 --batches 1" bash tests/run_gpu.sh   (chosen steps, in this order)
 #   PYTEST_ARGS="test_placement.py" BENCH_ARGS="--quick" PROFILE_ARGS="--tokens 1,8" ...   (steps' arguments)
 #   STEPS=ncu PROFILE_ARGS="--tokens 1" NCU_KERNEL=gemv_fused ...   (counters: t=0 then t=6 calls, 8 each)
+#   STEPS=ab BENCH_ARGS="--graph --quick" ...   (after tests/make_ab_tree.sh REF here, carrying .ab too:
+#                                           this tree against REF's, bench_linear.py in turns A B A B)
 #   LLMINT8_ALL_ARCHITECTURES=1 ...       (every release architecture, not only this card's)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -74,6 +76,19 @@ for name in $steps; do
       step ncu bash -c "ncu --clock-control none --kernel-name regex:'${NCU_KERNEL:-gemv_fused}' ${NCU_ARGS:---launch-count 16 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats} python3 benchmarks/bench_linear.py --profile --no-torch-profiler ${PROFILE_ARGS:-}" ;;
     bench) step bench bash -c "python3 benchmarks/bench_linear.py ${BENCH_ARGS:-} --json $out/bench.json" ;;
     e2e) step e2e bash -c "python3 benchmarks/bench_e2e.py ${E2E_ARGS:-} --json $out/e2e.json" ;;
+    ab)  # .ab/tree (tests/make_ab_tree.sh) built apart, into /tmp/llmint8-ab, ahead of the installed package
+      # on PYTHONPATH; the same bench_linear.py (this tree's) then times A (this tree) and B in turns
+      ab_ref=$(cat .ab/REF 2> /dev/null | cut -d' ' -f1)
+      step ab_build env LLMINT8_BUILD_DIR=build-gpu-ab LLMINT8_BUILD_TESTS=0 \
+        python3 -m pip install -q --no-build-isolation --no-deps --target /tmp/llmint8-ab .ab/tree
+      [ "${status[ab_build]}" = pass ] && step ab bash -c "set -e; mkdir -p /tmp/ab
+        PYTHONPATH=/tmp/llmint8-ab python3 -c 'import llmint8; assert llmint8.__file__.startswith(\"/tmp/llmint8-ab/\"), llmint8.__file__'
+        for round in 1 2; do
+          python3 benchmarks/bench_linear.py ${BENCH_ARGS:-} --json /tmp/ab/a\$round.json > /dev/null
+          PYTHONPATH=/tmp/llmint8-ab python3 benchmarks/bench_linear.py ${BENCH_ARGS:-} --json /tmp/ab/b\$round.json > /dev/null
+        done
+        python3 benchmarks/compare_runs.py --a /tmp/ab/a1.json /tmp/ab/a2.json --b /tmp/ab/b1.json /tmp/ab/b2.json \
+          --labels 'this tree,${ab_ref:-ab tree}' --json $out/ab.json" ;;
     *) echo "unknown step $name"; unknown_step=1 ;;
   esac
 done
@@ -81,7 +96,7 @@ done
 echo "== summary ($gpu_info)"
 failed=0
 [ -z "${unknown_step:-}" ] || failed=1
-for name in build catch2 pytest memcheck racecheck profile ncu bench e2e; do
+for name in build catch2 pytest memcheck racecheck profile ncu bench e2e ab_build ab; do
   [ -n "${status[$name]:-}" ] || continue
   echo "$name: ${status[$name]}"
   [ "${status[$name]}" = pass ] || failed=1

@@ -1,0 +1,90 @@
+"""Compares bench_linear.py runs of two builds made in the same GPU call (tests/run_gpu.sh's `ab`
+step: this tree's build and another tree's, taking turns run after run, so that a drift during
+the call falls on both).
+
+    python benchmarks/compare_runs.py --a a1.json a2.json --b b1.json b2.json \
+        [--labels branch,main] [--json ab.json]
+
+For each layer, size and dtype: fp16 time (median over all runs), then each build's t=0 and t=6
+time (median over its runs, with the spread max - min in brackets) and B's time over A's (above
+1: A is faster).
+"""
+
+import argparse
+import json
+import statistics
+import sys
+
+
+# What must agree between the runs compared (else their times measure different things).
+SAME_SETUP = ("card", "timing", "outlier_columns")
+
+
+def load_rows(paths, env=None):
+    """key -> list of rows, one per run; and the runs' environment (each checked against `env`,
+    or the first run's)."""
+    runs = {}
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        run_env = data.get("env") or {}
+        env = env or run_env
+        for field in SAME_SETUP:
+            if run_env.get(field) != env.get(field):
+                sys.exit(f"compare_runs.py: {path} has {field} = {run_env.get(field)!r}, "
+                         f"the other runs {env.get(field)!r}")
+        for row in data["rows"]:
+            runs.setdefault((row["K"], row["N"], row["M"], row["dtype"]), []).append(row)
+    return runs, env
+
+
+def summary(rows, key):
+    values = [r[key] for r in rows]
+    return statistics.median(values), max(values) - min(values)
+
+
+def compare(a_paths, b_paths, labels):
+    a, env = load_rows(a_paths)
+    b, _ = load_rows(b_paths, env)
+    common = [k for k in a if k in b]
+    if not common:
+        sys.exit("compare_runs.py: the two sides share no (K, N, M, dtype) row")
+    name_a, name_b = labels
+    print(f"card: {env.get('card')}, {env.get('timing')}, {env.get('outlier_columns')} outlier columns; "
+          f"A = {name_a} ({len(a_paths)} runs), B = {name_b} ({len(b_paths)} runs); times in us, median [spread]")
+    print(f"| K x N | dtype | M | fp16 | {name_a} t=0 | {name_b} t=0 | B / A t=0 | {name_a} t=6 | {name_b} t=6 | "
+          "B / A t=6 |")
+    print("|---" * 10 + "|")
+    out = []
+    for key in common:
+        K, N, M, dtype = key
+        fp16 = statistics.median([r["float_ms"] for r in a[key] + b[key]])
+        row = {"K": K, "N": N, "M": M, "dtype": dtype, "float_ms": fp16}
+        cells = []
+        for t in ("t0", "t6"):
+            (ta, sa), (tb, sb) = summary(a[key], f"{t}_ms"), summary(b[key], f"{t}_ms")
+            row.update({f"a_{t}_ms": ta, f"b_{t}_ms": tb, f"a_{t}_spread_ms": sa, f"b_{t}_spread_ms": sb})
+            cells.append(f"{ta * 1e3:.1f} [{sa * 1e3:.1f}] | {tb * 1e3:.1f} [{sb * 1e3:.1f}] | {tb / ta:.2f}")
+        print(f"| {K} x {N} | {dtype} | {M} | {fp16 * 1e3:.1f} | {cells[0]} | {cells[1]} |")
+        out.append(row)
+    return {"env": env, "a": name_a, "b": name_b, "rows": out}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--a", nargs="+", required=True, help="bench_linear.py --json files of build A")
+    parser.add_argument("--b", nargs="+", required=True, help="bench_linear.py --json files of build B")
+    parser.add_argument("--labels", default="A,B", help="names of the two builds, comma-separated")
+    parser.add_argument("--json", help="write the compared rows to this file")
+    args = parser.parse_args()
+    labels = args.labels.split(",")
+    if len(labels) != 2:
+        sys.exit("compare_runs.py: --labels takes two names, e.g. branch,main")
+    result = compare(args.a, args.b, labels)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
