@@ -130,7 +130,7 @@ __global__ void __launch_bounds__(kSmallMWarps * 32, 1) small_m_product_kernel(S
   __shared__ SharedSums sums;
   auto& partial = sums.partial;
   auto& w_staged = sums.w_staged;
-  __shared__ StagedOutliers<kSmallMRows> outliers;
+  __shared__ float staged_a[kSmallMRows][kOutlierCapacity];  // activations at the staged columns
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;  // MMA fragment coordinates: group (row) and thread in group
@@ -147,8 +147,10 @@ __global__ void __launch_bounds__(kSmallMWarps * 32, 1) small_m_product_kernel(S
     wait_for_prior_grid();
   }
 
-  // The outlier activations, staged while the weight streams (count is on the device).
-  const int32_t count = stage_outliers(p, M, outliers);
+  // The outlier count (on the device, written by the quantizer) loads during the stream: nothing
+  // about the outliers is waited for before it (a barrier there held every warp for two
+  // dependent L2 round trips, the count then the column indices).
+  const int32_t count = p.a_float != nullptr ? *p.count : 0;
 
   const int8_t* a_lo = p.a + static_cast<int64_t>(g) * K;  // activation row g
   const int8_t* a_hi = p.a + static_cast<int64_t>(g + 8) * K;  // activation row g + 8
@@ -189,28 +191,32 @@ __global__ void __launch_bounds__(kSmallMWarps * 32, 1) small_m_product_kernel(S
     }
   }
 
-  // The outlier term, kOutlierCapacity listed columns at a time (the first were staged above):
-  // the block's weight rows at those columns are dequantized once into shared memory for all M
-  // rows (mostly L2 hits: just streamed), so a column costs BN loads, not M x BN.
+  // The outlier term, kOutlierCapacity listed columns at a time: the activations at those
+  // columns and the block's weight rows there (dequantized, mostly L2 hits: just streamed) go to
+  // shared memory for all M rows, so a column costs BN + M loads, not M x BN. A thread loads its
+  // activation and its weight entry together, the column indices read in place (L1 hits).
   float outlier_sum[kOutputsPerThread] = {};
   for (int32_t first = 0; first < count; first += kOutlierCapacity) {
-    if (first > 0) {
-      __syncthreads();  // the previous columns are consumed
-      stage_outliers(p, M, outliers, first);
-    }
-    __syncthreads();  // the staged activations are in
+    if (first > 0) __syncthreads();  // the previous columns are consumed
     const int32_t staged = min(count - first, kOutlierCapacity);
-    for (int i = tid; i < BN * staged; i += kThreads) {
-      const int nl = i / staged, j = i % staged;
-      const int64_t n = n0 + nl;
-      w_staged[nl][j] = n < N ? static_cast<float>(p.b[n * K + outliers.cols[j]]) * (p.col[n] / 127.f) : 0.f;
+    const int32_t* cols = p.cols + first;
+    const int entries = max(M, BN) * staged;
+    for (int i = tid; i < entries; i += kThreads) {
+      const int r = i / staged, j = i % staged;
+      const int64_t c = __ldg(cols + j);
+      const bool activation = r < M, weight = r < BN && n0 + r < N;
+      const float a = activation ? load_float(p.a_float, p.a_kind, r * K + c) : 0.f;
+      const int8_t code = weight ? __ldg(p.b + (n0 + r) * K + c) : int8_t{0};
+      const float scale = weight ? __ldg(p.col + n0 + r) / 127.f : 0.f;
+      if (activation) staged_a[r][j] = a;
+      if (r < BN) w_staged[r][j] = static_cast<float>(code) * scale;
     }
-    __syncthreads();
+    __syncthreads();  // the staged activations and weights are in
 #pragma unroll
     for (int s = 0; s < kOutputsPerThread; ++s) {
       const int o = tid + s * kThreads, m = o / BN, nl = o % BN;
       if (m >= M) continue;
-      for (int32_t j = 0; j < staged; ++j) outlier_sum[s] += outliers.a[m][j] * w_staged[nl][j];
+      for (int32_t j = 0; j < staged; ++j) outlier_sum[s] += staged_a[m][j] * w_staged[nl][j];
     }
   }
   if (count > 0) __syncthreads();  // w_staged is read: partial (its memory) is written next
