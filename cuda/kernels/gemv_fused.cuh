@@ -4,7 +4,8 @@
 // weight loads are in flight while the block quantizes. The outlier columns' codes are zero;
 // the block lists those columns once, and each warp, after streaming a row, gathers the row's
 // bytes at the listed columns (L2 hits: just streamed) against the activations there (L1
-// hits), its lanes taking the list 32 entries at a time. The stream itself is the same
+// hits), its lanes taking the list 32 entries at a time (with one row, each lane's first entry
+// is loaded with the row's first chunks instead). The stream itself is the same
 // at every threshold: testing each 16-byte chunk for marked columns inside it cost every chunk
 // a shared-memory read, and a lane with marks held its whole warp (1.2x the t=0 time with 8
 // outlier columns, 1.9x with 1080 on an H200). The grid is one resident
@@ -197,6 +198,13 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
   }
   __syncthreads();  // codes and list complete: from here on each warp works alone
   const int32_t outlier_count = find_outliers ? listed : 0;
+  // One row: the first 32 listed columns, one a lane, and the row's byte there loaded with the
+  // row's first chunks and held in a register, so a few outliers add no L2 round trip of their
+  // own to a row (gathered after the stream, 8 columns cost 8 us of 64 on an H200's
+  // 8192 x 28672 layer). Two rows have no register to spare for it (ptxas spilled).
+  constexpr bool kHeldColumns = ROWS == 1;
+  const int32_t lane_col = kHeldColumns && lane < outlier_count ? list[lane] : -1;
+  int8_t lane_w = lane_col >= 0 && first_row < N ? __ldg(p.b + first_row * K + lane_col) : int8_t{0};
 
   const int4* a4 = reinterpret_cast<const int4*>(codes);
   for (int64_t n = first_row; n < N; n += row_stride) {
@@ -205,7 +213,7 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
 
     // 4. The exact int32 product of the codes with the weight row, streamed once.
     int32_t acc[ROWS] = {};
-    float outlier_sum[ROWS] = {};
+    float outlier_sum[ROWS];
     for (int64_t c0 = lane; c0 < vectors; c0 += 32 * kFusedGemvUnroll) {
       int4 current[kFusedGemvUnroll];
 #pragma unroll
@@ -227,12 +235,16 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
       }
     }
 
-    // 5. The outlier columns' products (before the row's scale): the row's bytes at the listed
-    //    columns, 32 columns a step across the lanes, their loads independent of each other.
-    //    Before the next row's loads, 4 entries a lane in flight with one row, 1 with two: more
-    //    live registers than that made ptxas spill at the 64 a thread allowed.
+    // 5. The outlier columns' products (before the row's scale): the lane's own column, then
+    //    the rest of the list 32 columns a step, their loads independent of each other (L2
+    //    hits: the row was just streamed). 4 entries a lane in flight with one row, 1 with two:
+    //    more live registers than that made ptxas spill at the 64 a thread allowed.
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+      outlier_sum[r] = lane_col >= 0 && r < rows ? to_float(x[r * K + lane_col]) * static_cast<float>(lane_w) : 0.f;
+    }
 #pragma unroll(ROWS == 1 ? 4 : 1)
-    for (int32_t j = lane; j < outlier_count; j += 32) {
+    for (int32_t j = lane + (kHeldColumns ? 32 : 0); j < outlier_count; j += 32) {
       const int64_t c = list[j];
       const float wk = static_cast<float>(__ldg(w + c));
 #pragma unroll
@@ -247,6 +259,7 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
     if (n + row_stride < N) {
       load_weight_chunks(reinterpret_cast<const int4*>(w + row_stride * K), lane, vectors, wv);
       col_n = p.col[n + row_stride];
+      if (lane_col >= 0) lane_w = __ldg(w + row_stride * K + lane_col);
     }
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
