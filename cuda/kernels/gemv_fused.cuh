@@ -60,11 +60,9 @@ inline size_t fused_gemv_smem_bytes(int rows, int64_t K, bool outliers) {
 __device__ __forceinline__ void load_weight_chunks(const int4* w4, int64_t c0, int64_t vectors,
                                                    int4 (&wv)[kFusedGemvUnroll]) {
 #pragma unroll
-  for (int u = 0; u < kFusedGemvUnroll; ++u) {  // unconditional loads from clamped addresses: all in flight
+  for (int u = 0; u < kFusedGemvUnroll; ++u) {  // all in flight; nothing waits on them here
     const int64_t c = c0 + u * 32;
-    const bool in = c < vectors;
-    const int4 raw = __ldcs(w4 + (in ? c : 0));
-    wv[u] = in ? raw : make_int4(0, 0, 0, 0);
+    wv[u] = load16_or_zero<true>(w4 + c, c < vectors);
   }
 }
 
