@@ -48,8 +48,7 @@ cudaError_t launch(FusedGemvParams params, size_t smem, int device, cudaStream_t
 }
 
 size_t smem_bytes(const ScaledProduct& p) {
-  const size_t element_bytes = p.x_kind == FloatKind::f32 ? 4 : 2;
-  return fused_gemv_smem_bytes(static_cast<int>(p.M), p.K, element_bytes, p.threshold > 0.f);
+  return fused_gemv_smem_bytes(static_cast<int>(p.M), p.K, p.threshold > 0.f);
 }
 
 }  // namespace

@@ -11,10 +11,10 @@ namespace {
 
 const ProductBackend kBackends[] = {
     // The layer op for one or two rows in one kernel: each block quantizes the activations and
-    // marks their outlier columns, then streams weight rows as gemv_dp4a does
+    // lists their outlier columns, then streams weight rows as gemv_dp4a does
     // (cuda/backend_gemv_fused.cu).
     {"gemv_fused",
-     "layer op, 1 <= M <= 2, K % 16 == 0, 16-byte aligned rows, codes (t=6: and activations) in 96 KB", true,
+     "layer op, 1 <= M <= 2, K % 16 == 0, 16-byte aligned rows, codes (t=6: and the outlier list) in 96 KB", true,
      gemv_fused_applies, gemv_fused_launch},
     // One or two rows: a warp per weight row, 512 contiguous bytes per load, dp4a, outliers and
     // bias in the same kernel (cuda/backend_gemv_dp4a.cu).

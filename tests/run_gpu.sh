@@ -13,7 +13,8 @@
 #   PYTEST_ARGS="test_placement.py" BENCH_ARGS="--quick" PROFILE_ARGS="--tokens 1,8" ...   (steps' arguments)
 #   STEPS=ncu PROFILE_ARGS="--tokens 1" NCU_KERNEL=gemv_fused ...   (counters: t=0 then t=6 calls, 8 each)
 #   STEPS=ab BENCH_ARGS="--graph --quick" ...   (after tests/make_ab_tree.sh REF here, carrying .ab too:
-#                                           this tree against REF's, bench_linear.py in turns A B A B)
+#                                           this tree against REF's, bench_linear.py in turns A B A B;
+#                                           AB_MORE_ARGS="args;args" compares more argument sets)
 #   LLMINT8_ALL_ARCHITECTURES=1 ...       (every release architecture, not only this card's)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -81,14 +82,23 @@ for name in $steps; do
       ab_ref=$(cat .ab/REF 2> /dev/null | cut -d' ' -f1)
       step ab_build env LLMINT8_BUILD_DIR=build-gpu-ab LLMINT8_BUILD_TESTS=0 \
         python3 -m pip install -q --no-build-isolation --no-deps --target /tmp/llmint8-ab .ab/tree
+      # BENCH_ARGS is the first set of bench_linear.py arguments; AB_MORE_ARGS adds more, ';'-separated
+      # (e.g. "--graph --shapes 11008x4096 --outlier-columns 1080"), each compared on its own (ab<i>.json)
       [ "${status[ab_build]}" = pass ] && step ab bash -c "set -e; mkdir -p /tmp/ab
         PYTHONPATH=/tmp/llmint8-ab python3 -c 'import llmint8; assert llmint8.__file__.startswith(\"/tmp/llmint8-ab/\"), llmint8.__file__'
-        for round in 1 2; do
-          python3 benchmarks/bench_linear.py ${BENCH_ARGS:-} --json /tmp/ab/a\$round.json > /dev/null
-          PYTHONPATH=/tmp/llmint8-ab python3 benchmarks/bench_linear.py ${BENCH_ARGS:-} --json /tmp/ab/b\$round.json > /dev/null
-        done
-        python3 benchmarks/compare_runs.py --a /tmp/ab/a1.json /tmp/ab/a2.json --b /tmp/ab/b1.json /tmp/ab/b2.json \
-          --labels 'this tree,${ab_ref:-ab tree}' --json $out/ab.json" ;;
+        IFS=';' read -ra configs <<< '${BENCH_ARGS:-};${AB_MORE_ARGS:-}'
+        i=0
+        for args in \"\${configs[@]}\"; do
+          [ \$i = 0 ] || [ -n \"\${args// }\" ] || continue
+          i=\$((i + 1))
+          for round in 1 2; do
+            python3 benchmarks/bench_linear.py \$args --json /tmp/ab/a\$i-\$round.json > /dev/null
+            PYTHONPATH=/tmp/llmint8-ab python3 benchmarks/bench_linear.py \$args --json /tmp/ab/b\$i-\$round.json > /dev/null
+          done
+          echo \"== bench_linear.py \$args\"
+          python3 benchmarks/compare_runs.py --a /tmp/ab/a\$i-1.json /tmp/ab/a\$i-2.json --b /tmp/ab/b\$i-1.json /tmp/ab/b\$i-2.json \\
+            --labels 'this tree,${ab_ref:-ab tree}' --json $out/ab\$i.json
+        done" ;;
     *) echo "unknown step $name"; unknown_step=1 ;;
   esac
 done

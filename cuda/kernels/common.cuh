@@ -81,6 +81,30 @@ __device__ __forceinline__ void store_scaled_product(void* out, FloatKind out_ki
   store_float(out, out_kind, m * N + n, v);
 }
 
+// 16 bytes at p (16-byte aligned) when `in`, else zeros, as one predicated load: the registers
+// are zeroed first and the load writes them only when `in`. Loading from a clamped address and
+// then selecting zeros made the select wait for the load, and ptxas put such selects between
+// the loads of an unrolled stream, so their latencies added up instead of overlapping.
+// STREAM: evict-first (weights read once), else the read-only path (activations reread).
+template <bool STREAM>
+__device__ __forceinline__ int4 load16_or_zero(const void* p, bool in) {
+  int4 v;
+  if constexpr (STREAM) {
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.b32 p, %5, 0;\n mov.b32 %0, 0;\n mov.b32 %1, 0;\n mov.b32 %2, 0;\n"
+        " mov.b32 %3, 0;\n @p ld.global.cs.v4.s32 {%0, %1, %2, %3}, [%4];\n}\n"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p), "r"(static_cast<int>(in)));
+  } else {
+    asm volatile(
+        "{\n .reg .pred p;\n setp.ne.b32 p, %5, 0;\n mov.b32 %0, 0;\n mov.b32 %1, 0;\n mov.b32 %2, 0;\n"
+        " mov.b32 %3, 0;\n @p ld.global.nc.v4.s32 {%0, %1, %2, %3}, [%4];\n}\n"
+        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+        : "l"(p), "r"(static_cast<int>(in)));
+  }
+  return v;
+}
+
 // Elements of T per 16-byte load.
 template <typename T>
 constexpr int kPerVector = 16 / static_cast<int>(sizeof(T));

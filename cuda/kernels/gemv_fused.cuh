@@ -2,9 +2,13 @@
 // activations itself (a few KB, read from L2) and marks the outlier columns in a bitmask, then
 // streams weight rows with dp4a like gemv_dp4a. No quantizer launch to wait for: the first
 // weight loads are in flight while the block quantizes. The outlier columns' codes are zero;
-// their float term comes from the weight bytes the stream has just loaded (a 16-byte chunk
-// with a marked column adds those few products, the activations read from a copy in shared
-// memory), so any number of outliers costs no extra weight reads. The grid is one resident
+// the block lists those columns once, and each warp, after streaming a row, gathers the row's
+// bytes at the listed columns (L2 hits: just streamed) against the activations there (L1
+// hits), its lanes taking the list 32 entries at a time (with one row, each lane's first entry
+// is loaded with the row's first chunks instead). The stream itself is the same
+// at every threshold: testing each 16-byte chunk for marked columns inside it cost every chunk
+// a shared-memory read, and a lane with marks held its whole warp (1.2x the t=0 time with 8
+// outlier columns, 1.9x with 1080 on an H200). The grid is one resident
 // wave at most and each warp loops over rows n, n + 8 * gridDim.x, ...: a block past the
 // first wave would repeat the prologue with nothing to hide it behind. Each warp keeps its next
 // two rows on their way into L2 (its first two before the prologue): the row loads that
@@ -12,6 +16,8 @@
 #pragma once
 
 #include "cuda/kernels/common.cuh"
+
+#include <cub/block/block_scan.cuh>
 
 namespace llmint8::cuda {
 
@@ -38,26 +44,25 @@ struct FusedGemvParams {
 };
 
 // Dynamic shared memory of a block: the outlier bitmask, the codes of every row, then (with a
-// threshold) the activations themselves, read at the marked columns. Past 48 KB the launch
-// opts in to more (kFusedGemvMaxSmem).
+// threshold) the list of outlier columns, 16-bit: with the list a column takes over 3 bytes,
+// so the 96 KB allow K < 32768 and every index fits. Past 48 KB the launch opts in to more
+// (kFusedGemvMaxSmem).
 constexpr size_t kFusedGemvMaxSmem = 96 * 1024;
 __host__ __device__ inline size_t fused_gemv_bitmask_bytes(int64_t K) {
   return static_cast<size_t>((K + 127) / 128) * 16;  // whole 16-byte units: the codes after it stay aligned
 }
-inline size_t fused_gemv_smem_bytes(int rows, int64_t K, size_t element_bytes, bool outliers) {
+inline size_t fused_gemv_smem_bytes(int rows, int64_t K, bool outliers) {
   const size_t codes = static_cast<size_t>(rows * K);
-  return fused_gemv_bitmask_bytes(K) + codes + (outliers ? codes * element_bytes : 0);
+  return fused_gemv_bitmask_bytes(K) + codes + (outliers ? static_cast<size_t>(K) * sizeof(uint16_t) : 0);
 }
 
 // 16-byte chunks c0, c0 + 32, ... (kFusedGemvUnroll of them) of a weight row; zeros past the end.
 __device__ __forceinline__ void load_weight_chunks(const int4* w4, int64_t c0, int64_t vectors,
                                                    int4 (&wv)[kFusedGemvUnroll]) {
 #pragma unroll
-  for (int u = 0; u < kFusedGemvUnroll; ++u) {  // unconditional loads from clamped addresses: all in flight
+  for (int u = 0; u < kFusedGemvUnroll; ++u) {  // all in flight; nothing waits on them here
     const int64_t c = c0 + u * 32;
-    const bool in = c < vectors;
-    const int4 raw = __ldcs(w4 + (in ? c : 0));
-    wv[u] = in ? raw : make_int4(0, 0, 0, 0);
+    wv[u] = load16_or_zero<true>(w4 + c, c < vectors);
   }
 }
 
@@ -70,34 +75,6 @@ __device__ __forceinline__ void prefetch_row_to_l2(const int8_t* w, int64_t K, i
   }
 }
 
-// The V = 16 / sizeof(T) elements at p (shared memory, 16-byte aligned) as floats.
-template <typename T, int V>
-__device__ __forceinline__ void shared_floats(const T* p, float (&v)[V]) {
-  const int4 raw = *reinterpret_cast<const int4*>(p);
-  const T* e = reinterpret_cast<const T*>(&raw);
-#pragma unroll
-  for (int i = 0; i < V; ++i) v[i] = to_float(e[i]);
-}
-
-// Adds x[r][e] * weight byte e, for each marked column e of a 16-byte weight chunk, to sum[r],
-// r < rows (x points at the chunk's first column of row 0, in shared memory; rows are K apart). Visits
-// the set bits only: a warp runs as many iterations as its busiest lane has marks (an unrolled
-// test of all 16 bits cost every warp step that held one mark about 80 instructions).
-template <typename T, int ROWS>
-__device__ __forceinline__ void add_outlier_products(const int4& chunk, uint32_t marked, const T* x, int64_t K,
-                                                     int rows, float (&sum)[ROWS]) {
-  for (; marked != 0u; marked &= marked - 1u) {
-    const int e = __ffs(static_cast<int>(marked)) - 1;
-    // The 32-bit word holding byte e, picked by selects (an indexed array would go to local memory).
-    const int32_t word = e < 8 ? (e < 4 ? chunk.x : chunk.y) : (e < 12 ? chunk.z : chunk.w);
-    const float wk = static_cast<float>(static_cast<int8_t>(word >> (8 * (e % 4))));
-#pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-      if (r < rows) sum[r] += to_float(x[r * K + e]) * wk;
-    }
-  }
-}
-
 template <typename T, int ROWS>
 __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_fused_kernel(FusedGemvParams p) {
   static_assert(ROWS >= 1 && ROWS <= kFusedGemvMaxRows, "1 or 2 rows");
@@ -105,25 +82,20 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
   extern __shared__ __align__(16) uint8_t dynamic_smem[];
   __shared__ float warp_max[kFusedGemvWarps][ROWS];
   __shared__ float row_stat[ROWS];
+  __shared__ int32_t listed;  // outlier columns in the list
 
   const int64_t K = p.K, N = p.N, words = (K + 31) / 32, vectors = K / 16;
   uint32_t* bits = reinterpret_cast<uint32_t*>(dynamic_smem);  // one bit per column
   const int rows = p.rows;  // <= ROWS; the loops below run to ROWS (unrolled) and skip the rest
   int8_t* codes = reinterpret_cast<int8_t*>(dynamic_smem + fused_gemv_bitmask_bytes(K));  // [rows][K]
-  T* x_copy = reinterpret_cast<T*>(codes + rows * K);  // [rows][K], with a threshold only
+  uint16_t* list = reinterpret_cast<uint16_t*>(codes + rows * K);  // [K] at most, with a threshold only
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int64_t row_stride = static_cast<int64_t>(gridDim.x) * kFusedGemvWarps;
   const int64_t first_row = static_cast<int64_t>(blockIdx.x) * kFusedGemvWarps + warp;
   const T* x = static_cast<const T*>(p.x);
   const bool find_outliers = p.threshold > 0.f;
-  // Row m's V activations from column k: from the shared copy when there is one (t > 0).
-  const auto row_floats = [&](int m, int64_t k, float(&v)[V]) {
-    if (find_outliers) {
-      shared_floats<T, V>(x_copy + m * K + k, v);
-    } else {
-      load_floats<T, V, true>(x + m * K + k, v);
-    }
-  };
+  // Row m's V activations from column k (16 bytes; rows 16-byte aligned).
+  const auto row_floats = [&](int m, int64_t k, float(&v)[V]) { load_floats<T, V, true>(x + m * K + k, v); };
 
   // Every warp asks for its first row now: the whole card's weight reads are under way while the
   // blocks quantize. With a programmatic launch (sm_90) this runs before the kernel ahead has
@@ -150,20 +122,19 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
   for (int m = 0; m < ROWS; ++m) row_max[m] = 0.f;
   for (int64_t k = static_cast<int64_t>(tid) * V; k < K; k += static_cast<int64_t>(kFusedGemvThreads) * V) {
     uint32_t flags = 0;  // bit e: column k + e is an outlier (V <= 8 and k % V == 0: one word)
-    if (find_outliers) {  // copied to shared memory as read (16 bytes a row; rows 16-byte aligned)
+    if (find_outliers) {
 #pragma unroll
       for (int m = 0; m < ROWS; ++m) {
         if (m >= rows) break;
-        const int4 raw = __ldg(reinterpret_cast<const int4*>(x + m * K + k));
-        *reinterpret_cast<int4*>(x_copy + m * K + k) = raw;
-        const T* e_raw = reinterpret_cast<const T*>(&raw);
+        float v[V];
+        row_floats(m, k, v);
 #pragma unroll
-        for (int e = 0; e < V; ++e) flags |= static_cast<uint32_t>(fabsf(to_float(e_raw[e])) >= p.threshold) << e;
+        for (int e = 0; e < V; ++e) flags |= static_cast<uint32_t>(fabsf(v[e]) >= p.threshold) << e;
       }
       if (flags != 0) atomicOr(&bits[k >> 5], flags << (k & 31));
     }
 #pragma unroll
-    for (int m = 0; m < ROWS; ++m) {  // every row's absmax over its other columns (the copy, this thread's own)
+    for (int m = 0; m < ROWS; ++m) {  // every row's absmax over its other columns (reloads: L1 hits)
       if (m >= rows) break;
       float v[V];
       row_floats(m, k, v);
@@ -207,17 +178,40 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
       store_codes<V>(codes + m * K + k, c);
     }
   }
-  __syncthreads();  // codes complete: from here on each warp works alone
+  // 3. The outlier columns in order (a block scan of the bitmask's counts: thread i takes a
+  //    contiguous run of words).
+  if (find_outliers) {
+    using Scan = cub::BlockScan<int32_t, kFusedGemvThreads>;
+    __shared__ typename Scan::TempStorage scan_storage;
+    const int64_t run = (words + kFusedGemvThreads - 1) / kFusedGemvThreads;
+    const int64_t w_begin = min(words, tid * run), w_end = min(words, w_begin + run);
+    int32_t mine = 0;
+    for (int64_t w = w_begin; w < w_end; ++w) mine += __popc(bits[w]);
+    int32_t at = 0, total = 0;
+    Scan(scan_storage).ExclusiveSum(mine, at, total);
+    for (int64_t w = w_begin; w < w_end; ++w) {
+      for (uint32_t b = bits[w]; b != 0u; b &= b - 1u) list[at++] = static_cast<uint16_t>(w * 32 + __ffs(static_cast<int>(b)) - 1);
+    }
+    if (tid == 0) listed = total;
+  }
+  __syncthreads();  // codes and list complete: from here on each warp works alone
+  const int32_t outlier_count = find_outliers ? listed : 0;
+  // One row: the first 32 listed columns, one a lane, and the row's byte there loaded with the
+  // row's first chunks and held in a register, so a few outliers add no L2 round trip of their
+  // own to a row (gathered after the stream, 8 columns cost 8 us of 64 on an H200's
+  // 8192 x 28672 layer). Two rows have no register to spare for it (ptxas spilled).
+  constexpr bool kHeldColumns = ROWS == 1;
+  const int32_t lane_col = kHeldColumns && lane < outlier_count ? list[lane] : -1;
+  int8_t lane_w = lane_col >= 0 && first_row < N ? __ldg(p.b + first_row * K + lane_col) : int8_t{0};
 
   const int4* a4 = reinterpret_cast<const int4*>(codes);
   for (int64_t n = first_row; n < N; n += row_stride) {
     const int8_t* w = p.b + n * K;
     const int4* w4 = reinterpret_cast<const int4*>(w);
 
-    // 3. The exact int32 product of the codes with the weight row, streamed once, and the
-    //    outlier columns' products from the same weight bytes (before the row's scale).
+    // 4. The exact int32 product of the codes with the weight row, streamed once.
     int32_t acc[ROWS] = {};
-    float outlier_sum[ROWS] = {};
+    float outlier_sum[ROWS];
     for (int64_t c0 = lane; c0 < vectors; c0 += 32 * kFusedGemvUnroll) {
       int4 current[kFusedGemvUnroll];
 #pragma unroll
@@ -236,11 +230,24 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
           acc[r] = __dp4a(av.z, current[u].z, acc[r]);
           acc[r] = __dp4a(av.w, current[u].w, acc[r]);
         }
-        if (find_outliers) {
-          const int64_t k0 = c * 16;  // the chunk's 16 columns share one bitmask word
-          const uint32_t marked = (bits[k0 >> 5] >> (k0 & 31)) & 0xffffu;
-          if (marked != 0u) add_outlier_products<T, ROWS>(current[u], marked, x_copy + k0, K, rows, outlier_sum);
-        }
+      }
+    }
+
+    // 5. The outlier columns' products (before the row's scale): the lane's own column, then
+    //    the rest of the list 32 columns a step, their loads independent of each other (L2
+    //    hits: the row was just streamed). 4 entries a lane in flight with one row, 1 with two:
+    //    more live registers than that made ptxas spill at the 64 a thread allowed.
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) {
+      outlier_sum[r] = lane_col >= 0 && r < rows ? to_float(x[r * K + lane_col]) * static_cast<float>(lane_w) : 0.f;
+    }
+#pragma unroll(ROWS == 1 ? 4 : 1)
+    for (int32_t j = lane + (kHeldColumns ? 32 : 0); j < outlier_count; j += 32) {
+      const int64_t c = list[j];
+      const float wk = static_cast<float>(__ldg(w + c));
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) {
+        if (r < rows) outlier_sum[r] += to_float(x[r * K + c]) * wk;
       }
     }
 
@@ -250,6 +257,7 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
     if (n + row_stride < N) {
       load_weight_chunks(reinterpret_cast<const int4*>(w + row_stride * K), lane, vectors, wv);
       col_n = p.col[n + row_stride];
+      if (lane_col >= 0) lane_w = __ldg(w + row_stride * K + lane_col);
     }
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
