@@ -220,6 +220,22 @@ __device__ __forceinline__ void outlier_fragments(const SmallMParams& p, int64_t
   }
 }
 
+// A warp's C fragments into its [row][weight row] slice of shared memory: c[i][0..1] are row g,
+// weight rows 8i + 2t and 2t + 1; c[i][2..3] row g + 8 (only with UPPER: more than 8 rows).
+template <bool UPPER, typename T, int G, int BN>
+__device__ __forceinline__ void store_c_fragments(T (&slice)[kSmallMRows][BN], const T (&c)[G][4], int g, int t) {
+#pragma unroll
+  for (int i = 0; i < G; ++i) {
+    const int nl = 8 * i + 2 * t;
+    slice[g][nl] = c[i][0];
+    slice[g][nl + 1] = c[i][1];
+    if (UPPER) {
+      slice[g + 8][nl] = c[i][2];
+      slice[g + 8][nl + 1] = c[i][3];
+    }
+  }
+}
+
 // G: 8-row groups of weight rows per block. U: 64-byte chunks per thread in flight per
 // iteration. UPPER: M > 8 (the second half of the 16-row tile is used). VECTOR: 16-byte loads.
 template <int G, int U, bool UPPER, bool VECTOR>
@@ -297,17 +313,7 @@ __global__ void __launch_bounds__(kSmallMWarps * 32, 1) small_m_product_kernel(S
     }
   }
 
-  // C fragment: acc[i][0..1] = rows g, weight rows 8i + 2t (+1); acc[i][2..3] = row g + 8.
-#pragma unroll
-  for (int i = 0; i < G; ++i) {
-    const int nl = 8 * i + 2 * t;
-    partial[warp][g][nl] = acc[i][0];
-    partial[warp][g][nl + 1] = acc[i][1];
-    if (UPPER) {
-      partial[warp][g + 8][nl] = acc[i][2];
-      partial[warp][g + 8][nl + 1] = acc[i][3];
-    }
-  }
+  store_c_fragments<UPPER>(partial[warp], acc, g, t);
 
   // The outlier term on the tensor cores while the partial sums settle (registers only).
   float o[G][4] = {};
@@ -332,16 +338,7 @@ __global__ void __launch_bounds__(kSmallMWarps * 32, 1) small_m_product_kernel(S
   float outlier_sum[kOutputsPerThread] = {};
   if (count > 0) {  // (the same in every thread)
     __syncthreads();  // partial is read: its memory takes the outlier sums
-#pragma unroll
-    for (int i = 0; i < G; ++i) {
-      const int nl = 8 * i + 2 * t;
-      outlier_partial[warp][g][nl] = o[i][0];
-      outlier_partial[warp][g][nl + 1] = o[i][1];
-      if (UPPER) {
-        outlier_partial[warp][g + 8][nl] = o[i][2];
-        outlier_partial[warp][g + 8][nl + 1] = o[i][3];
-      }
-    }
+    store_c_fragments<UPPER>(outlier_partial[warp], o, g, t);
     __syncthreads();
 #pragma unroll
     for (int s = 0; s < kOutputsPerThread; ++s) {

@@ -192,6 +192,23 @@ def test_most_columns_outliers(dtype, M):
     assert_matches_reference(out, reference_linear(A, CB, SCB, bias, 6.0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
+@pytest.mark.parametrize("M", [1, 2])
+@pytest.mark.parametrize("count", [1, 31, 32, 33, 65])
+def test_fused_decode_outlier_list_steps(dtype, M, count):
+    # gemv_fused with one row keeps the first 32 listed columns one a lane and gathers the rest
+    # after the stream, 32 a step; two rows gather them all: counts on both sides of a step.
+    K, N = 2048, 1000
+    _, CB, SCB = make_weight(N, K, "cuda", seed=7)
+    A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, count), seed=count)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        out = ops.int8_linear(A, CB, SCB, None, 6.0)
+        torch.cuda.synchronize()
+    kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    assert any("gemv_fused" in k for k in kernels), kernels
+    assert_matches_reference(out, reference_linear(A, CB, SCB, None, 6.0))
+
+
 @pytest.mark.parametrize("case", ["too_wide", "misaligned"])
 def test_decode_the_fused_kernel_does_not_take(case):
     # 2 x 49152 codes do not fit gemv_fused's 96 KB of shared memory; a row starting 8 bytes into
