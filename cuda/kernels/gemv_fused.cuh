@@ -190,7 +190,9 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
     int32_t at = 0, total = 0;
     Scan(scan_storage).ExclusiveSum(mine, at, total);
     for (int64_t w = w_begin; w < w_end; ++w) {
-      for (uint32_t b = bits[w]; b != 0u; b &= b - 1u) list[at++] = static_cast<uint16_t>(w * 32 + __ffs(static_cast<int>(b)) - 1);
+      for (uint32_t b = bits[w]; b != 0u; b &= b - 1u) {
+        list[at++] = static_cast<uint16_t>(w * 32 + __ffs(static_cast<int>(b)) - 1);
+      }
     }
     if (tid == 0) listed = total;
   }

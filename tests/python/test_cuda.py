@@ -181,9 +181,9 @@ def test_fused_decode_loops_over_rows_past_one_resident_wave(dtype, M):
 def test_most_columns_outliers(dtype, M):
     # 700 of 1024 columns past the threshold (as in a random model's down_proj). One or two
     # rows: gemv_fused lists them and gathers each weight row there. 3 to 16 rows: small_m_mma
-    # takes them 16 at a time on the tensor cores (fp32 as three bf16 parts). Prefill on Hopper: the GEMM epilogue takes 8, the
-    # tensor-core leftover pass the rest (fp16, bf16; split in partial sums at small M), the
-    # float pass fp32's.
+    # takes them 16 at a time on the tensor cores (fp32 as three bf16 parts). Prefill on Hopper:
+    # the GEMM epilogue takes 8, the tensor-core leftover pass the rest (fp16, bf16; split in
+    # partial sums at small M), the float pass fp32's.
     K, N = 1024, 1000
     _, CB, SCB = make_weight(N, K, "cuda", seed=5)
     bias = torch.randn(N, device="cuda", dtype=dtype)
