@@ -41,9 +41,7 @@ cudaError_t launch(FusedGemvParams params, size_t smem, int device, cudaStream_t
   const int64_t row_groups = (params.N + kFusedGemvWarps - 1) / kFusedGemvWarps;
   if (row_groups == 0) return cudaSuccess;
   const auto grid = static_cast<unsigned>(std::min(row_groups, resident_blocks(kernel, smem)));
-  // Each warp keeps two rows in L2 ahead of its loads.
-  const int64_t rows_ahead = std::min<int64_t>(params.N, 2 * static_cast<int64_t>(grid) * kFusedGemvWarps);
-  params.l2_ahead = decode_prefetch_bytes(device, rows_ahead, params.K);
+  params.l2_ahead = decode_prefetch_bytes(params.K);  // of each of a warp's next two rows
   return launch_may_overlap(kernel, grid, kFusedGemvThreads, smem, params, decode_overlap(device), stream);
 }
 

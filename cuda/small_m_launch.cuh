@@ -15,17 +15,15 @@ namespace llmint8::cuda {
 struct DecodeDeviceTraits {
   int sm_count = 0;
   int major = 0;
-  int l2_bytes = 0;
 };
 
 inline const DecodeDeviceTraits& decode_traits(int device) {
   static std::array<DecodeDeviceTraits, 64> all{};
-  static const DecodeDeviceTraits none{132, 0, 0};
+  static const DecodeDeviceTraits none{132, 0};
   if (device < 0 || device >= 64) return none;
   DecodeDeviceTraits& t = all[device];
   if (t.sm_count == 0) {
     cudaDeviceGetAttribute(&t.major, cudaDevAttrComputeCapabilityMajor, device);
-    cudaDeviceGetAttribute(&t.l2_bytes, cudaDevAttrL2CacheSize, device);
     cudaDeviceGetAttribute(&t.sm_count, cudaDevAttrMultiProcessorCount, device);
   }
   return t;
@@ -36,16 +34,14 @@ inline const DecodeDeviceTraits& decode_traits(int device) {
 // it wrote. Correct after any kernel: one that does not allow early starts delays it to its end.
 inline bool decode_overlap(int device) { return decode_traits(device).major >= 9; }
 
-// Bytes of each of `rows` weight rows a decode kernel pulls into L2 before loading them: whole
-// rows when all of them fit in L2, else the first 2 KB of each. H200 (50 MB L2), graph replay:
-// whole rows won where they fit (M = 1, 4096 x 11008, 34 MB ahead: 13.7 us against 14.9 with
-// 2 KB; M = 16, 45 MB ahead: 33.9 against 39.8) and lost where they did not (M = 1,
-// 8192 x 28672, 69 MB ahead: 73.7 us against 59.3).
+// Bytes of each weight row a decode kernel pulls into L2 before loading it: the first 2 KB. H200,
+// graph replay with every call on a weight L2 no longer holds, as in a model (bench_linear.py
+// --graph): 2 KB was the fastest or within 2 % of it at every layer and M measured, against
+// none and whole rows. Whole rows, the earlier rule where the rows ahead fit in L2, lost up to
+// 19 % (11008 x 4096, M = 1: 20.6 us against 16.7); that rule had been chosen on replays of one
+// weight that stayed in L2 between calls.
 constexpr int64_t kDecodePrefetchBytes = 2048;
-inline int decode_prefetch_bytes(int device, int64_t rows, int64_t K) {
-  const bool whole_rows_fit = rows * K <= static_cast<int64_t>(decode_traits(device).l2_bytes);
-  return static_cast<int>(whole_rows_fit ? K : std::min(K, kDecodePrefetchBytes));
-}
+inline int decode_prefetch_bytes(int64_t K) { return static_cast<int>(std::min(K, kDecodePrefetchBytes)); }
 
 inline SmallMParams small_m_params(const ScaledProduct& p) {
   const bool o = p.outliers != nullptr;
@@ -64,7 +60,7 @@ inline SmallMParams small_m_params(const ScaledProduct& p) {
                       static_cast<int>(p.M),
                       p.N,
                       p.K,
-                      decode_overlap(p.device) ? decode_prefetch_bytes(p.device, p.N, p.K) : 0};
+                      decode_overlap(p.device) ? decode_prefetch_bytes(p.K) : 0};
 }
 
 // kernel<<<grid, block, smem, stream>>>(params), or with `overlap` a programmatic launch: the
