@@ -7,9 +7,10 @@ calls, with activation quantization, outliers, dequantization and bias inside th
 region; --graph times CUDA graph replays instead (what compiled models see), each call on the
 next of enough weight copies that no weight is still in L2 when it comes round again, as in a
 model, which reads ~200 MB of other layers between two calls of one (--warm-l2: one copy, so
-layers up to the L2's size stay there between replays and look faster than a model sees them). Ratios are
-float_ms / ms (above 1 = faster than F.linear), measured in the same run on the same card.
-Relative error is against an fp32 reference. The last lines check PERF.md's per-layer targets.
+layers up to the L2's size stay there between replays and look faster than a model sees
+them). Ratios are float_ms / ms (above 1 = faster than F.linear), measured in the same run
+on the same card. Relative error is against an fp32 reference. The last lines check PERF.md's
+per-layer targets.
 
     python benchmarks/bench_linear.py [--quick] [--tokens 1,2,4,8,16] [--graph] [--dtypes fp16,bf16] [--json results.json]
     python benchmarks/bench_linear.py --profile [--tokens 1,8]   # kernel times of one call per shape and M
@@ -203,7 +204,8 @@ def main():
     parser.add_argument("--tokens", help="comma-separated token counts M in place of the default ones")
     parser.add_argument("--graph", action="store_true", help="time CUDA graph replays instead of eager calls")
     parser.add_argument("--warm-l2", action="store_true",
-                        help="with --graph: one weight copy, replayed back to back (layers up to the L2's size stay in it)")
+                        help="with --graph: one weight copy, replayed back to back "
+                             "(layers up to the L2's size stay in it)")
     parser.add_argument("--dtypes", default="fp16,bf16", help="activation dtypes (fp16, bf16)")
     parser.add_argument("--profile", action="store_true", help="print kernel times per call instead")
     parser.add_argument("--no-torch-profiler", action="store_true",
@@ -226,14 +228,17 @@ def main():
                 not args.no_torch_profiler)
         return
     dtypes = [d for d in args.dtypes.split(",") if d]
+    if args.graph:
+        timing = "CUDA graph replay, " + ("warm L2 (one weight copy)" if args.warm_l2 else "weights in turns (cold L2)")
+    else:
+        timing = "eager (do_bench, L2 flushed)"
     env = {
         "card": torch.cuda.get_device_name(),
         "torch": torch.__version__,
         "llmint8": llmint8.build_info(),
         "date": time.strftime("%Y-%m-%d"),
         "driver": driver_version(),
-        "timing": ("CUDA graph replay" + (", warm L2 (one weight copy)" if args.warm_l2 else ", weights in turns (cold L2)")
-                   if args.graph else "eager (do_bench, L2 flushed)"),
+        "timing": timing,
         "outlier_columns": args.outlier_columns,
     }
     print(f"card: {env['card']}, driver {env['driver']}, torch {env['torch']}, {env['date']}, {env['timing']}, "
