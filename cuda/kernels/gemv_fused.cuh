@@ -205,6 +205,10 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
   constexpr bool kHeldColumns = ROWS == 1;
   const int32_t lane_col = kHeldColumns && lane < outlier_count ? list[lane] : -1;
   int8_t lane_w = lane_col >= 0 && first_row < N ? __ldg(p.b + first_row * K + lane_col) : int8_t{0};
+  // The activation at the held column is the same for every weight row: loaded once, here, so
+  // that no row waits for it after its stream (the out stores between rows keep the compiler
+  // from hoisting the load itself).
+  const float lane_x = lane_col >= 0 ? to_float(x[lane_col]) : 0.f;
 
   const int4* a4 = reinterpret_cast<const int4*>(codes);
   for (int64_t n = first_row; n < N; n += row_stride) {
@@ -241,7 +245,7 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
     //    more live registers than that made ptxas spill at the 64 a thread allowed.
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
-      outlier_sum[r] = lane_col >= 0 && r < rows ? to_float(x[r * K + lane_col]) * static_cast<float>(lane_w) : 0.f;
+      outlier_sum[r] = r == 0 ? lane_x * static_cast<float>(lane_w) : 0.f;  // (lane_x is 0 with two rows)
     }
 #pragma unroll(ROWS == 1 ? 4 : 1)
     for (int32_t j = lane + (kHeldColumns ? 32 : 0); j < outlier_count; j += 32) {
