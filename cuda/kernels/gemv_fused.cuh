@@ -28,6 +28,9 @@ constexpr int kFusedGemvThreads = kFusedGemvWarps * 32;
 constexpr int kFusedGemvMaxRows = 2;
 constexpr int kFusedGemvMinBlocks = 4;  // blocks per SM the registers must allow (64 a thread)
 constexpr int kFusedGemvUnroll = 4;  // 16-byte weight loads in flight per lane
+// 16-byte activation chunks of each row a prologue thread loads at once (3 or 4 made ptxas spill
+// with one row at the 64 registers allowed, beside the weight chunks already in flight).
+constexpr int kFusedGemvPrologueBatch = 2;
 
 struct FusedGemvParams {
   const void* x;  // [M, K] activations (the kernel's T), 16-byte aligned rows
@@ -79,6 +82,7 @@ template <typename T, int ROWS>
 __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_fused_kernel(FusedGemvParams p) {
   static_assert(ROWS >= 1 && ROWS <= kFusedGemvMaxRows, "1 or 2 rows");
   constexpr int V = kPerVector<T>;  // elements per 16-byte activation load
+  constexpr int kPrologueBatch = kFusedGemvPrologueBatch;
   extern __shared__ __align__(16) uint8_t dynamic_smem[];
   __shared__ float warp_max[kFusedGemvWarps][ROWS];
   __shared__ float row_stat[ROWS];
@@ -94,8 +98,22 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
   const int64_t first_row = static_cast<int64_t>(blockIdx.x) * kFusedGemvWarps + warp;
   const T* x = static_cast<const T*>(p.x);
   const bool find_outliers = p.threshold > 0.f;
-  // Row m's V activations from column k (16 bytes; rows 16-byte aligned).
-  const auto row_floats = [&](int m, int64_t k, float(&v)[V]) { load_floats<T, V, true>(x + m * K + k, v); };
+  // Steps 1 and 2 read the activations kPrologueBatch 16-byte chunks of every row at a time, all
+  // loads issued before any is used: one chunk of one row at a time, each row's load waited for
+  // the previous row's flags (SASS), a chain of L2 round trips (12 at K = 11008 with two rows,
+  // where two rows took 6 us more than one on an H200).
+  const int64_t prologue_step = static_cast<int64_t>(kFusedGemvThreads) * V;
+  const auto load_activation_batch = [&](int64_t k0, int4(&raw)[kPrologueBatch][ROWS]) {
+#pragma unroll
+    for (int i = 0; i < kPrologueBatch; ++i) {
+#pragma unroll
+      for (int m = 0; m < ROWS; ++m) {
+        const int64_t k = k0 + i * prologue_step;
+        raw[i][m] = load16_or_zero<false>(x + m * K + k, k < K && m < rows);
+      }
+    }
+  };
+  const auto element = [](const int4& raw, int e) { return to_float(reinterpret_cast<const T*>(&raw)[e]); };
 
   // Every warp asks for its first row now: the whole card's weight reads are under way while the
   // blocks quantize. With a programmatic launch (sm_90) this runs before the kernel ahead has
@@ -120,27 +138,30 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
   float row_max[ROWS];
 #pragma unroll
   for (int m = 0; m < ROWS; ++m) row_max[m] = 0.f;
-  for (int64_t k = static_cast<int64_t>(tid) * V; k < K; k += static_cast<int64_t>(kFusedGemvThreads) * V) {
-    uint32_t flags = 0;  // bit e: column k + e is an outlier (V <= 8 and k % V == 0: one word)
-    if (find_outliers) {
+  for (int64_t k0 = static_cast<int64_t>(tid) * V; k0 < K; k0 += kPrologueBatch * prologue_step) {
+    int4 raw[kPrologueBatch][ROWS];
+    load_activation_batch(k0, raw);
 #pragma unroll
-      for (int m = 0; m < ROWS; ++m) {
-        if (m >= rows) break;
-        float v[V];
-        row_floats(m, k, v);
+    for (int i = 0; i < kPrologueBatch; ++i) {
+      const int64_t k = k0 + i * prologue_step;
+      if (k >= K) break;
+      uint32_t flags = 0;  // bit e: column k + e is an outlier (V <= 8 and k % V == 0: one word)
+      if (find_outliers) {
 #pragma unroll
-        for (int e = 0; e < V; ++e) flags |= static_cast<uint32_t>(fabsf(v[e]) >= p.threshold) << e;
+        for (int m = 0; m < ROWS; ++m) {
+          if (m >= rows) break;
+#pragma unroll
+          for (int e = 0; e < V; ++e) flags |= static_cast<uint32_t>(fabsf(element(raw[i][m], e)) >= p.threshold) << e;
+        }
+        if (flags != 0) atomicOr(&bits[k >> 5], flags << (k & 31));
       }
-      if (flags != 0) atomicOr(&bits[k >> 5], flags << (k & 31));
-    }
 #pragma unroll
-    for (int m = 0; m < ROWS; ++m) {  // every row's absmax over its other columns (reloads: L1 hits)
-      if (m >= rows) break;
-      float v[V];
-      row_floats(m, k, v);
+      for (int m = 0; m < ROWS; ++m) {  // every row's absmax over its other columns
+        if (m >= rows) break;
 #pragma unroll
-      for (int e = 0; e < V; ++e) {
-        if (!((flags >> e) & 1u)) row_max[m] = absmax_combine(row_max[m], fabsf(v[e]));
+        for (int e = 0; e < V; ++e) {
+          if (!((flags >> e) & 1u)) row_max[m] = absmax_combine(row_max[m], fabsf(element(raw[i][m], e)));
+        }
       }
     }
   }
@@ -162,20 +183,25 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
   float scale[ROWS];
 #pragma unroll
   for (int m = 0; m < ROWS; ++m) scale[m] = m < rows ? code_scale(row_stat[m]) : 0.f;
-  for (int64_t k = static_cast<int64_t>(tid) * V; k < K; k += static_cast<int64_t>(kFusedGemvThreads) * V) {
-    const uint32_t flags = find_outliers ? bits[k >> 5] >> (k & 31) : 0u;
+  for (int64_t k0 = static_cast<int64_t>(tid) * V; k0 < K; k0 += kPrologueBatch * prologue_step) {
+    int4 raw[kPrologueBatch][ROWS];
+    load_activation_batch(k0, raw);  // L1 hits mostly: step 1 read the same bytes
 #pragma unroll
-    for (int m = 0; m < ROWS; ++m) {
-      if (m >= rows) break;
-      float v[V];
-      row_floats(m, k, v);
-      int8_t c[V];
+    for (int i = 0; i < kPrologueBatch; ++i) {
+      const int64_t k = k0 + i * prologue_step;
+      if (k >= K) break;
+      const uint32_t flags = find_outliers ? bits[k >> 5] >> (k & 31) : 0u;
 #pragma unroll
-      for (int e = 0; e < V; ++e) {
-        const bool skip = scale[m] == 0.f || ((flags >> e) & 1u);
-        c[e] = skip ? int8_t{0} : quantize_value(v[e], scale[m]);
+      for (int m = 0; m < ROWS; ++m) {
+        if (m >= rows) break;
+        int8_t c[V];
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          const bool skip = scale[m] == 0.f || ((flags >> e) & 1u);
+          c[e] = skip ? int8_t{0} : quantize_value(element(raw[i][m], e), scale[m]);
+        }
+        store_codes<V>(codes + m * K + k, c);
       }
-      store_codes<V>(codes + m * K + k, c);
     }
   }
   // 3. The outlier columns in order (a block scan of the bitmask's counts: thread i takes a
