@@ -16,7 +16,7 @@ namespace {
 // is never larger (the kernel loops over rows past it). Queried once per device, kernel and
 // size, after allowing the kernel up to kFusedGemvMaxSmem there (past the 48 KB default).
 template <typename Kernel>
-int64_t resident_blocks(Kernel kernel, size_t smem) {
+int64_t resident_blocks(Kernel kernel, int threads, size_t smem) {
   static std::mutex mutex;
   static std::map<std::tuple<int, const void*, size_t>, int64_t> known;
   int device = 0;
@@ -28,21 +28,27 @@ int64_t resident_blocks(Kernel kernel, size_t smem) {
   int per_sm = 0, sms = 0;
   if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                            static_cast<int>(kFusedGemvMaxSmem)) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kFusedGemvThreads, smem) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem) != cudaSuccess ||
       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
     return 1;  // the launch that follows reports the error
   }
   return known[key] = std::max<int64_t>(1, static_cast<int64_t>(per_sm) * sms);
 }
 
+template <typename T, int ROWS, int WARPS>
+cudaError_t launch_blocks(FusedGemvParams params, size_t smem, int device, cudaStream_t stream) {
+  const auto kernel = gemv_fused_kernel<T, ROWS, WARPS>;
+  const int64_t row_groups = (params.N + WARPS - 1) / WARPS;
+  if (row_groups == 0) return cudaSuccess;
+  const auto grid = static_cast<unsigned>(std::min(row_groups, resident_blocks(kernel, WARPS * 32, smem)));
+  params.l2_ahead = decode_prefetch_bytes(params.K);  // of each of a warp's next two rows
+  return launch_may_overlap(kernel, grid, WARPS * 32, smem, params, decode_overlap(device), stream);
+}
+
 template <typename T, int ROWS>
 cudaError_t launch(FusedGemvParams params, size_t smem, int device, cudaStream_t stream) {
-  const auto kernel = gemv_fused_kernel<T, ROWS>;
-  const int64_t row_groups = (params.N + kFusedGemvWarps - 1) / kFusedGemvWarps;
-  if (row_groups == 0) return cudaSuccess;
-  const auto grid = static_cast<unsigned>(std::min(row_groups, resident_blocks(kernel, smem)));
-  params.l2_ahead = decode_prefetch_bytes(params.K);  // of each of a warp's next two rows
-  return launch_may_overlap(kernel, grid, kFusedGemvThreads, smem, params, decode_overlap(device), stream);
+  return params.K > kFusedGemvLargeBlockK ? launch_blocks<T, ROWS, 32>(params, smem, device, stream)
+                                          : launch_blocks<T, ROWS, 16>(params, smem, device, stream);
 }
 
 size_t smem_bytes(const ScaledProduct& p) {

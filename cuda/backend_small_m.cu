@@ -26,10 +26,10 @@ cudaError_t small_m_launch(const ScaledProduct& p, const Scratch& /*scratch*/, c
   const bool vector = p.K % 16 == 0 && reinterpret_cast<uintptr_t>(p.a) % 16 == 0 &&
                       reinterpret_cast<uintptr_t>(p.b) % 16 == 0;
   const int sms = decode_traits(p.device).sm_count;
-  // Measured on an H200 (benchmarks/RESULTS.md): 16-row tiles with 4 chunks in flight fit most
-  // shapes; 32-row tiles (fewer reads of the activations) win from 9 rows on wide layers;
-  // 8-row tiles give every SM a block on narrow ones.
-  if (p.M > 8 && p.N >= 32LL * sms) return launch_tiles<4, 2>(params, vector, stream);
+  // Measured on an H200 with weights in turns through L2, as in a model (benchmarks/RESULTS.md):
+  // 16-row tiles with 4 chunks in flight are the fastest or within 1 % at 3, 8 and 16 rows on
+  // every layer; 8-row tiles give every SM a block on narrow ones. 32-row tiles, once taken
+  // from 9 rows on wide layers (measured with one weight staying in L2), lost up to 6 %.
   if (p.N >= 16LL * sms) return launch_tiles<2, 4>(params, vector, stream);
   return launch_tiles<1, 8>(params, vector, stream);
 }

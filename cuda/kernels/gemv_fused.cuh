@@ -9,7 +9,7 @@
 // at every threshold: testing each 16-byte chunk for marked columns inside it cost every chunk
 // a shared-memory read, and a lane with marks held its whole warp (1.2x the t=0 time with 8
 // outlier columns, 1.9x with 1080 on an H200). The grid is one resident
-// wave at most and each warp loops over rows n, n + 8 * gridDim.x, ...: a block past the
+// wave at most and each warp loops over rows n, n + WARPS * gridDim.x, ...: a block past the
 // first wave would repeat the prologue with nothing to hide it behind. Each warp keeps its next
 // two rows on their way into L2 (its first two before the prologue): the row loads that
 // follow hit L2 rather than wait on DRAM behind every other SM's requests.
@@ -21,12 +21,16 @@
 
 namespace llmint8::cuda {
 
-constexpr int kFusedGemvWarps = 8;  // weight rows per block, one per warp
-constexpr int kFusedGemvThreads = kFusedGemvWarps * 32;
+// The registers allow 1024 threads an SM (64 a thread). A block's warps share one prologue, so
+// the fewer and larger the blocks, the less of it each SM repeats: 16 warps (two blocks an SM)
+// where K <= 8192, 32 (one) above. On an H200, cold L2, against 8 warps (four blocks an SM),
+// t=6 us at M = 1: 4096 x 4096 9.6 -> 8.7, 11008 x 4096 18.8 -> 16.2 (16 warps) and 15.7
+// (32); 32 warps lost at K = 4096 (9.1) and tied at 8192 (benchmarks/RESULTS.md).
+constexpr int kFusedGemvThreadsPerSm = 1024;
+constexpr int64_t kFusedGemvLargeBlockK = 8192;  // K above it: 32-warp blocks
 // Two rows at most: kernels for 4 and 8 rows ran slower on an H200 than small_m_mma does (M = 8,
 // 4096 x 4096: 34 us against 22; benchmarks/NOTES.md).
 constexpr int kFusedGemvMaxRows = 2;
-constexpr int kFusedGemvMinBlocks = 4;  // blocks per SM the registers must allow (64 a thread)
 constexpr int kFusedGemvUnroll = 4;  // 16-byte weight loads in flight per lane
 // 16-byte activation chunks of each row a prologue thread loads at once (3 or 4 made ptxas spill
 // with one row at the 64 registers allowed, beside the weight chunks already in flight).
@@ -78,13 +82,15 @@ __device__ __forceinline__ void prefetch_row_to_l2(const int8_t* w, int64_t K, i
   }
 }
 
-template <typename T, int ROWS>
-__global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_fused_kernel(FusedGemvParams p) {
+template <typename T, int ROWS, int WARPS>  // WARPS: weight rows a block takes at once, one a warp
+__global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 32)) gemv_fused_kernel(FusedGemvParams p) {
+  constexpr int kThreads = WARPS * 32;
   static_assert(ROWS >= 1 && ROWS <= kFusedGemvMaxRows, "1 or 2 rows");
+  static_assert(WARPS == 16 || WARPS == 32, "one or two blocks an SM");
   constexpr int V = kPerVector<T>;  // elements per 16-byte activation load
   constexpr int kPrologueBatch = kFusedGemvPrologueBatch;
   extern __shared__ __align__(16) uint8_t dynamic_smem[];
-  __shared__ float warp_max[kFusedGemvWarps][ROWS];
+  __shared__ float warp_max[WARPS][ROWS];
   __shared__ float row_stat[ROWS];
   __shared__ int32_t listed;  // outlier columns in the list
 
@@ -94,15 +100,15 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
   int8_t* codes = reinterpret_cast<int8_t*>(dynamic_smem + fused_gemv_bitmask_bytes(K));  // [rows][K]
   uint16_t* list = reinterpret_cast<uint16_t*>(codes + rows * K);  // [K] at most, with a threshold only
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int64_t row_stride = static_cast<int64_t>(gridDim.x) * kFusedGemvWarps;
-  const int64_t first_row = static_cast<int64_t>(blockIdx.x) * kFusedGemvWarps + warp;
+  const int64_t row_stride = static_cast<int64_t>(gridDim.x) * WARPS;
+  const int64_t first_row = static_cast<int64_t>(blockIdx.x) * WARPS + warp;
   const T* x = static_cast<const T*>(p.x);
   const bool find_outliers = p.threshold > 0.f;
   // Steps 1 and 2 read the activations kPrologueBatch 16-byte chunks of every row at a time, all
   // loads issued before any is used: one chunk of one row at a time, each row's load waited for
   // the previous row's flags (SASS), a chain of L2 round trips (12 at K = 11008 with two rows,
   // where two rows took 6 us more than one on an H200).
-  const int64_t prologue_step = static_cast<int64_t>(kFusedGemvThreads) * V;
+  const int64_t prologue_step = static_cast<int64_t>(kThreads) * V;
   const auto load_activation_batch = [&](int64_t k0, int4(&raw)[kPrologueBatch][ROWS]) {
 #pragma unroll
     for (int i = 0; i < kPrologueBatch; ++i) {
@@ -133,7 +139,7 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
 
   // 1. Outlier columns (any row at or above the threshold, as quantize_small_m decides) into the
   //    bitmask, and each row's absmax over the other columns.
-  for (int64_t i = tid; i < words; i += kFusedGemvThreads) bits[i] = 0u;
+  for (int64_t i = tid; i < words; i += kThreads) bits[i] = 0u;
   __syncthreads();
   float row_max[ROWS];
 #pragma unroll
@@ -174,7 +180,7 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
   __syncthreads();  // bits and warp maxima final
   if (tid < rows) {
     float v = 0.f;
-    for (int i = 0; i < kFusedGemvWarps; ++i) v = absmax_combine(v, warp_max[i][tid]);
+    for (int i = 0; i < WARPS; ++i) v = absmax_combine(v, warp_max[i][tid]);
     row_stat[tid] = v;
   }
   __syncthreads();  // row_stat visible
@@ -207,9 +213,9 @@ __global__ void __launch_bounds__(kFusedGemvThreads, kFusedGemvMinBlocks) gemv_f
   // 3. The outlier columns in order (a block scan of the bitmask's counts: thread i takes a
   //    contiguous run of words).
   if (find_outliers) {
-    using Scan = cub::BlockScan<int32_t, kFusedGemvThreads>;
+    using Scan = cub::BlockScan<int32_t, kThreads>;
     __shared__ typename Scan::TempStorage scan_storage;
-    const int64_t run = (words + kFusedGemvThreads - 1) / kFusedGemvThreads;
+    const int64_t run = (words + kThreads - 1) / kThreads;
     const int64_t w_begin = min(words, tid * run), w_end = min(words, w_begin + run);
     int32_t mine = 0;
     for (int64_t w = w_begin; w < w_end; ++w) mine += __popc(bits[w]);

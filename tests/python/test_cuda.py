@@ -165,14 +165,33 @@ def test_one_or_two_row_decode_is_one_kernel(threshold, M, K):
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
 @pytest.mark.parametrize("M", [1, 2])
 def test_fused_decode_loops_over_rows_past_one_resident_wave(dtype, M):
-    # gemv_fused launches at most the blocks that fit on the card at once (8 rows each); with
-    # 40003 rows each warp takes several, the last stride partly past the end.
+    # gemv_fused launches at most the blocks that fit on the card at once (16 rows each at this
+    # K); with 40003 rows each warp takes several, the last stride partly past the end.
     N, K = 40003, 256
     _, CB, SCB = make_weight(N, K, "cuda", seed=3)
     bias = torch.randn(N, device="cuda", dtype=dtype)
     for count, threshold in ((0, 0.0), (3, 6.0), (200, 6.0)):
         A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, count), seed=count)
         out = ops.int8_linear(A, CB, SCB, bias, threshold)
+        assert_matches_reference(out, reference_linear(A, CB, SCB, bias, threshold))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
+@pytest.mark.parametrize("M", [1, 2])
+@pytest.mark.parametrize("K", [8192, 8208])
+def test_fused_decode_block_sizes(dtype, M, K):
+    # gemv_fused takes 16 weight rows a block up to K = 8192 and 32 above; 4500 rows are more
+    # than one resident wave of 32-row blocks on an H200 (132 SMs), so warps loop there too.
+    N = 4500
+    _, CB, SCB = make_weight(N, K, "cuda", seed=K)
+    bias = torch.randn(N, device="cuda", dtype=dtype)
+    for count, threshold in ((0, 0.0), (1, 6.0), (33, 6.0), (320, 6.0)):
+        A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, count), seed=count)
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+            out = ops.int8_linear(A, CB, SCB, bias, threshold)
+            torch.cuda.synchronize()
+        kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        assert len(kernels) == 1 and "gemv_fused" in kernels[0], kernels
         assert_matches_reference(out, reference_linear(A, CB, SCB, bias, threshold))
 
 
