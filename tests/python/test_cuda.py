@@ -23,6 +23,14 @@ def outlier_set(K, count):
     return cols + [1 + (i * (K - 2)) // count for i in range(2, count)]
 
 
+def cuda_kernels(call):
+    """Runs call() under torch.profiler; returns its result and the CUDA kernels it launched."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        result = call()
+        torch.cuda.synchronize()
+    return result, [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+
+
 def reference_linear(A, CB, SCB, bias, threshold):
     """The float64 LLM.int8() forward, computed on A's device (pure PyTorch)."""
     return llmint8.reference.int8_linear(A, CB, SCB, bias, threshold)
@@ -134,10 +142,7 @@ def test_decode_allocates_only_the_output_and_runs_two_kernels(threshold):
     before = torch.cuda.memory_stats()["allocation.all.allocated"]
     ops.int8_linear(A, CB, SCB, bias, threshold)
     assert torch.cuda.memory_stats()["allocation.all.allocated"] - before == 1  # the output
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        ops.int8_linear(A, CB, SCB, bias, threshold)
-        torch.cuda.synchronize()
-    kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    _, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, bias, threshold))
     assert len(kernels) <= 2, kernels
 
 
@@ -153,11 +158,8 @@ def test_one_or_two_row_decode_is_one_kernel(threshold, M, K):
     ops.int8_linear(A, CB, SCB, bias, threshold)
     torch.cuda.synchronize()
     before = torch.cuda.memory_stats()["allocation.all.allocated"]
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        out = ops.int8_linear(A, CB, SCB, bias, threshold)
-        torch.cuda.synchronize()
+    out, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, bias, threshold))
     assert torch.cuda.memory_stats()["allocation.all.allocated"] - before == 1  # the output
-    kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     assert len(kernels) == 1 and "gemv_fused" in kernels[0], kernels
     assert_matches_reference(out, reference_linear(A, CB, SCB, bias, threshold))
 
@@ -187,10 +189,7 @@ def test_fused_decode_block_sizes(dtype, M, K):
     bias = torch.randn(N, device="cuda", dtype=dtype)
     for count, threshold in ((0, 0.0), (1, 6.0), (33, 6.0), (320, 6.0)):
         A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, count), seed=count)
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            out = ops.int8_linear(A, CB, SCB, bias, threshold)
-            torch.cuda.synchronize()
-        kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        out, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, bias, threshold))
         assert len(kernels) == 1 and "gemv_fused" in kernels[0], kernels
         assert_matches_reference(out, reference_linear(A, CB, SCB, bias, threshold))
 
@@ -220,10 +219,7 @@ def test_fused_decode_outlier_list_steps(dtype, M, count):
     K, N = 2048, 1000
     _, CB, SCB = make_weight(N, K, "cuda", seed=7)
     A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, count), seed=count)
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        out = ops.int8_linear(A, CB, SCB, None, 6.0)
-        torch.cuda.synchronize()
-    kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    out, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, None, 6.0))
     assert any("gemv_fused" in k for k in kernels), kernels
     assert_matches_reference(out, reference_linear(A, CB, SCB, None, 6.0))
 
@@ -240,10 +236,7 @@ def test_decode_the_fused_kernel_does_not_take(case):
         A = make_activations((1, K + 8), torch.float16, "cuda", outlier_cols=[4, 11, 1004])[:, 4:4 + K]
         assert A.data_ptr() % 16 == 8
     for threshold in (0.0, 6.0):
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            out = ops.int8_linear(A, CB, SCB, None, threshold)
-            torch.cuda.synchronize()
-        kernels = [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+        out, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, None, threshold))
         assert not any("gemv_fused" in k for k in kernels) and any("gemv_dp4a" in k for k in kernels), kernels
         assert_matches_reference(out, reference_linear(A, CB, SCB, None, threshold))
 
