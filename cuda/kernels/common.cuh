@@ -105,6 +105,32 @@ __device__ __forceinline__ int4 load16_or_zero(const void* p, bool in) {
   return v;
 }
 
+// An L2 eviction policy for a weight stream (a 64-bit value the loads below carry): evict-first
+// where little of the bytes is read again, evict-normal where the kernel reads many of them again
+// right after streaming its row (the codes at many outlier columns): with evict-first about half
+// of those rereads missed L2 (ncu on an H200, benchmarks/NOTES.md, ninth session).
+__device__ __forceinline__ uint64_t weight_stream_policy(bool reread) {
+  uint64_t policy;
+  if (reread) {
+    asm volatile("createpolicy.fractional.L2::evict_normal.b64 %0, 1.0;" : "=l"(policy));
+  } else {
+    asm volatile("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(policy));
+  }
+  return policy;
+}
+
+// load16_or_zero for a weight stream under `policy` (weight_stream_policy), past L1: each byte
+// is read once by one thread.
+__device__ __forceinline__ int4 load16_stream_or_zero(const void* p, bool in, uint64_t policy) {
+  int4 v;
+  asm volatile(
+      "{\n .reg .pred p;\n setp.ne.b32 p, %5, 0;\n mov.b32 %0, 0;\n mov.b32 %1, 0;\n mov.b32 %2, 0;\n"
+      " mov.b32 %3, 0;\n @p ld.global.nc.L1::no_allocate.L2::cache_hint.v4.s32 {%0, %1, %2, %3}, [%4], %6;\n}\n"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p), "r"(static_cast<int>(in)), "l"(policy));
+  return v;
+}
+
 // Elements of T per 16-byte load.
 template <typename T>
 constexpr int kPerVector = 16 / static_cast<int>(sizeof(T));

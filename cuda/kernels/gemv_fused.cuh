@@ -3,8 +3,8 @@
 // streams weight rows with dp4a like gemv_dp4a. No quantizer launch to wait for: the first
 // weight loads are in flight while the block quantizes. The outlier columns' codes are zero;
 // the block lists those columns once, and each warp, after streaming a row, gathers the row's
-// bytes at the listed columns (L2 hits: just streamed) against the activations there (L1
-// hits), its lanes taking the list 32 entries at a time (with one row, each lane's first entry
+// bytes at the listed columns (from L2, where with many columns the stream keeps its rows)
+// against the activations there (L1 hits), its lanes taking the list 32 entries at a time (with one row, each lane's first entry
 // is loaded with the row's first chunks instead). The stream itself is the same
 // at every threshold: testing each 16-byte chunk for marked columns inside it cost every chunk
 // a shared-memory read, and a lane with marks held its whole warp (1.2x the t=0 time with 8
@@ -48,6 +48,7 @@ struct FusedGemvParams {
   int64_t N, K;  // K % 16 == 0
   int rows;      // M, at most the kernel's ROWS
   int l2_ahead;  // bytes of each weight row pulled into L2 two rows ahead of its loads (0: none)
+  int reread_columns;  // outlier columns from which the stream keeps its rows in L2 for the gather
 };
 
 // Dynamic shared memory of a block: the outlier bitmask, the codes of every row, then (with a
@@ -64,12 +65,13 @@ inline size_t fused_gemv_smem_bytes(int rows, int64_t K, bool outliers) {
 }
 
 // 16-byte chunks c0, c0 + 32, ... (kFusedGemvUnroll of them) of a weight row; zeros past the end.
-__device__ __forceinline__ void load_weight_chunks(const int4* w4, int64_t c0, int64_t vectors,
+// Under the L2 `policy` (weight_stream_policy).
+__device__ __forceinline__ void load_weight_chunks(const int4* w4, int64_t c0, int64_t vectors, uint64_t policy,
                                                    int4 (&wv)[kFusedGemvUnroll]) {
 #pragma unroll
   for (int u = 0; u < kFusedGemvUnroll; ++u) {  // all in flight; nothing waits on them here
     const int64_t c = c0 + u * 32;
-    wv[u] = load16_or_zero<true>(w4 + c, c < vectors);
+    wv[u] = load16_stream_or_zero(w4 + c, c < vectors, policy);
   }
 }
 
@@ -132,9 +134,11 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
   wait_for_prior_grid();
   allow_dependent_launch();  // a programmatic launch after this one may start its prefetches
 
-  // The first weight chunks depend on nothing below: start them now.
+  // The first weight chunks depend on nothing below: start them now (evict-first: the outlier
+  // count, which decides the stream's policy below, is not known yet).
   int4 wv[kFusedGemvUnroll];
-  load_weight_chunks(reinterpret_cast<const int4*>(p.b + (first_row < N ? first_row : 0) * K), lane, vectors, wv);
+  load_weight_chunks(reinterpret_cast<const int4*>(p.b + (first_row < N ? first_row : 0) * K), lane, vectors,
+                     weight_stream_policy(false), wv);
   float col_n = p.col[first_row < N ? first_row : 0];
 
   // 1. Outlier columns (any row at or above the threshold, as quantize_small_m decides) into the
@@ -230,6 +234,11 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
   }
   __syncthreads();  // codes and list complete: from here on each warp works alone
   const int32_t outlier_count = find_outliers ? listed : 0;
+  // With many outlier columns the gather rereads much of each row right after its stream: the
+  // stream then keeps its rows in L2 (evict-normal); with few, evict-first, which was faster
+  // (launcher: the count where the two cross). The vote keeps the policy in a uniform register.
+  const uint64_t stream_policy =
+      weight_stream_policy(__any_sync(0xffffffffu, outlier_count > 0 && outlier_count >= p.reread_columns));
   // One row: the first 32 listed columns, one a lane, and the row's byte there loaded with the
   // row's first chunks and held in a register, so a few outliers add no L2 round trip of their
   // own to a row (gathered after the stream, 8 columns cost 8 us of 64 on an H200's
@@ -254,7 +263,9 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
       int4 current[kFusedGemvUnroll];
 #pragma unroll
       for (int u = 0; u < kFusedGemvUnroll; ++u) current[u] = wv[u];
-      if (c0 + 32 * kFusedGemvUnroll < vectors) load_weight_chunks(w4, c0 + 32 * kFusedGemvUnroll, vectors, wv);
+      if (c0 + 32 * kFusedGemvUnroll < vectors) {
+        load_weight_chunks(w4, c0 + 32 * kFusedGemvUnroll, vectors, stream_policy, wv);
+      }
 #pragma unroll
       for (int u = 0; u < kFusedGemvUnroll; ++u) {
         const int64_t c = c0 + u * 32;
@@ -293,7 +304,7 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
     const float w_scale = col_n / 127.f;
     const float row_col = col_n;
     if (n + row_stride < N) {
-      load_weight_chunks(reinterpret_cast<const int4*>(w + row_stride * K), lane, vectors, wv);
+      load_weight_chunks(reinterpret_cast<const int4*>(w + row_stride * K), lane, vectors, stream_policy, wv);
       col_n = p.col[n + row_stride];
       if (lane_col >= 0) lane_w = __ldg(w + row_stride * K + lane_col);
     }

@@ -216,6 +216,7 @@ def test_most_columns_outliers(dtype, M):
 def test_fused_decode_outlier_list_steps(dtype, M, count):
     # gemv_fused with one row keeps the first 32 listed columns one a lane and gathers the rest
     # after the stream, 32 a step; two rows gather them all: counts on both sides of a step.
+    # The stream's L2 policy switches with the count too (one row: from 33; two: from K / 512 = 4).
     K, N = 2048, 1000
     _, CB, SCB = make_weight(N, K, "cuda", seed=7)
     A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, count), seed=count)
