@@ -4,9 +4,9 @@
 // weight loads are in flight while the block quantizes. The outlier columns' codes are zero;
 // the block lists those columns once, and each warp, after streaming a row, gathers the row's
 // bytes at the listed columns (from L2, where with many columns the stream keeps its rows)
-// against the activations there (L1 hits), its lanes taking the list 32 entries at a time (with one row, each lane's first entry
-// is loaded with the row's first chunks instead). The stream itself is the same
-// at every threshold: testing each 16-byte chunk for marked columns inside it cost every chunk
+// against the activations there (L1 hits), its lanes taking the list 32 entries at a time
+// (with one row, each lane's first entry is loaded with the row's first chunks instead). The
+// stream itself is the same at every threshold: testing each 16-byte chunk for marked columns inside it cost every chunk
 // a shared-memory read, and a lane with marks held its whole warp (1.2x the t=0 time with 8
 // outlier columns, 1.9x with 1080 on an H200). The grid is one resident
 // wave at most and each warp loops over rows n, n + WARPS * gridDim.x, ...: a block past the
