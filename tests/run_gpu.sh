@@ -37,6 +37,12 @@ step() {  # step NAME COMMAND...: runs it, logs to $out/NAME.log, records pass/f
 
 gpu_info=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | head -n 1)  # $out holds 8 files at most
 echo "$gpu_info"
+gpu_state() {  # clocks, power and throttling now: a call whose fp16 baseline runs slow shows why here
+  local q=pstate,clocks.sm,clocks.max.sm,clocks.mem,power.draw,power.limit,temperature.gpu
+  echo "$(nvidia-smi --query-gpu=$q --format=csv,noheader 2> /dev/null | head -n 1)," \
+    "throttle reasons $(nvidia-smi --query-gpu=clocks_event_reasons.active --format=csv,noheader 2> /dev/null | head -n 1)"
+}
+echo "gpu state: $(gpu_state)"
 # Packages the GPU machine lacks (nlohmann-json, sentencepiece; the CUTLASS wheel) come in .debs/
 # (tests/fetch_gpu_deps.sh, run beforehand where there is a network): unpack them where CMake looks.
 if ls .debs/*.deb > /dev/null 2>&1; then
@@ -105,7 +111,7 @@ for name in $steps; do
   esac
 done
 
-echo "== summary ($gpu_info)"
+echo "== summary ($gpu_info; now: $(gpu_state))"
 failed=0
 [ -z "${unknown_step:-}" ] || failed=1
 for name in build catch2 pytest memcheck racecheck profile ncu bench e2e ab_build ab; do
