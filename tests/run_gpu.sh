@@ -39,8 +39,9 @@ gpu_info=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,
 echo "$gpu_info"
 gpu_state() {  # clocks, power and throttling now: a call whose fp16 baseline runs slow shows why here
   local q=pstate,clocks.sm,clocks.max.sm,clocks.mem,power.draw,power.limit,temperature.gpu
+  local reasons=clocks_event_reasons.active  # (asked apart: a driver without the field fails the whole query)
   echo "$(nvidia-smi --query-gpu=$q --format=csv,noheader 2> /dev/null | head -n 1)," \
-    "throttle reasons $(nvidia-smi --query-gpu=clocks_event_reasons.active --format=csv,noheader 2> /dev/null | head -n 1)"
+    "throttle reasons $(nvidia-smi --query-gpu=$reasons --format=csv,noheader 2> /dev/null | head -n 1)"
 }
 echo "gpu state: $(gpu_state)"
 # Packages the GPU machine lacks (nlohmann-json, sentencepiece; the CUTLASS wheel) come in .debs/

@@ -6,9 +6,10 @@
 // bytes at the listed columns (from L2, where with many columns the stream keeps its rows)
 // against the activations there (L1 hits), its lanes taking the list 32 entries at a time
 // (with one row, each lane's first entry is loaded with the row's first chunks instead). The
-// stream itself is the same at every threshold: testing each 16-byte chunk for marked columns inside it cost every chunk
-// a shared-memory read, and a lane with marks held its whole warp (1.2x the t=0 time with 8
-// outlier columns, 1.9x with 1080 on an H200). The grid is one resident
+// stream's work is the same at every threshold (only its L2 policy follows the outlier count):
+// testing each 16-byte chunk for marked columns inside it cost every chunk a shared-memory
+// read, and a lane with marks held its whole warp (1.2x the t=0 time with 8 outlier columns,
+// 1.9x with 1080 on an H200). The grid is one resident
 // wave at most and each warp loops over rows n, n + WARPS * gridDim.x, ...: a block past the
 // first wave would repeat the prologue with nothing to hide it behind. Each warp keeps its next
 // two rows on their way into L2 (its first two before the prologue): the row loads that
@@ -85,7 +86,8 @@ __device__ __forceinline__ void prefetch_row_to_l2(const int8_t* w, int64_t K, i
 }
 
 template <typename T, int ROWS, int WARPS>  // WARPS: weight rows a block takes at once, one a warp
-__global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 32)) gemv_fused_kernel(FusedGemvParams p) {
+__global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 32))
+    gemv_fused_kernel(FusedGemvParams p) {
   constexpr int kThreads = WARPS * 32;
   static_assert(ROWS >= 1 && ROWS <= kFusedGemvMaxRows, "1 or 2 rows");
   static_assert(WARPS == 16 || WARPS == 32, "one or two blocks an SM");
