@@ -244,12 +244,15 @@ def test_decode_the_fused_kernel_does_not_take(case):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
 @pytest.mark.parametrize("M", [3, 4, 5, 8, 9, 16])
-@pytest.mark.parametrize("N,K", [(1000, 4096), (20003, 256)])
-def test_three_to_sixteen_row_decode_is_one_kernel(dtype, M, N, K):
-    # small_m_fused quantizes the activations in every block and takes tiles of 16 or 8 weight
-    # rows (1000 rows: 8-row tiles give fewer rows a block on 132 SMs) with both halves of the
-    # 16-row MMA tile (9, 16); 20003 rows are more tiles than one resident wave, the last partial.
-    # Outlier columns: none, a few, past a 16-column MMA step, most of a narrow row.
+@pytest.mark.parametrize("shape", ["narrow", "two_waves_of_16", "many_waves_of_8"])
+def test_three_to_sixteen_row_decode_is_one_kernel(dtype, M, shape):
+    # small_m_fused quantizes the activations in every block, then takes tiles of 16 weight rows,
+    # or of 8 where those give a block fewer rows in all, with both halves of the 16-row MMA tile
+    # (9, 16). 1000 rows: 8-row tiles, one wave. 32 x SMs - 3 rows: two waves of 16-row tiles, the
+    # last partial. 20003 rows: eleven or more waves of 8-row tiles. Outlier columns: none, a few,
+    # past a 16-column MMA step, most of a narrow row.
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    N, K = {"narrow": (1000, 4096), "two_waves_of_16": (32 * sms - 3, 256), "many_waves_of_8": (20003, 256)}[shape]
     _, CB, SCB = make_weight(N, K, "cuda", seed=M)
     bias = torch.randn(N, device="cuda", dtype=dtype)
     for count, threshold in ((0, 0.0), (0, 6.0), (3, 6.0), (40, 6.0), (min(K, 320), 6.0)):
