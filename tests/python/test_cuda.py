@@ -269,15 +269,16 @@ def test_three_to_sixteen_row_decode_is_one_kernel(dtype, M, shape):
 @pytest.mark.parametrize("case", ["too_wide", "misaligned"])
 def test_small_m_decode_the_fused_kernel_does_not_take(case):
     # 16 x 11008 codes with their outlier list take 193 KB of shared memory, past what
-    # small_m_fused asks for (160 KB); a row starting 8 bytes into its storage is not 16-byte
-    # aligned. Both go through quantize_small_m, then small_m_mma.
+    # small_m_fused asks for (160 KB); contiguous rows that start 8 bytes into their storage are
+    # not 16-byte aligned (a strided slice would be copied, aligned, by the op). Both go through
+    # quantize_small_m, then small_m_mma.
     M, K = (16, 11008) if case == "too_wide" else (8, 2048)
     _, CB, SCB = make_weight(264, K, "cuda")
-    if case == "too_wide":
-        A = make_activations((M, K), torch.bfloat16, "cuda", outlier_cols=[0, 7, 1000])
-    else:
-        A = make_activations((M, K + 8), torch.bfloat16, "cuda", outlier_cols=[4, 11, 1004])[:, 4:4 + K]
-        assert A.data_ptr() % 16 == 8
+    A = make_activations((M, K), torch.bfloat16, "cuda", outlier_cols=[0, 7, 1000])
+    if case == "misaligned":
+        storage = torch.empty(M * K + 4, dtype=A.dtype, device="cuda")
+        A = storage[4:].view(M, K).copy_(A)
+        assert A.is_contiguous() and A.data_ptr() % 16 == 8
     for threshold in (0.0, 6.0):
         out, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, None, threshold))
         assert not any("small_m_fused" in k for k in kernels), kernels
