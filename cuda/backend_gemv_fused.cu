@@ -1,13 +1,39 @@
 // Product backend "gemv_fused": the layer op for one or two rows in one kernel, the activations
 // quantized and their outlier columns found inside it (see kernels/gemv_fused.cuh).
 #include "cuda/kernels/gemv_fused.cuh"
-#include "cuda/small_m_launch.cuh"  // decode_overlap, decode_prefetch_bytes, launch_may_overlap, resident_blocks
+#include "cuda/small_m_launch.cuh"  // decode_overlap, decode_prefetch_bytes, launch_may_overlap
 
 #include <algorithm>
+#include <map>
+#include <mutex>
+#include <tuple>
 
 namespace llmint8::cuda {
 
 namespace {
+
+// Blocks of `kernel` resident at once on the current device with `smem` bytes each: the grid
+// is never larger (the kernel loops over rows past it). Queried once per device, kernel and
+// size, after allowing the kernel up to kFusedGemvMaxSmem there (past the 48 KB default).
+template <typename Kernel>
+int64_t resident_blocks(Kernel kernel, int threads, size_t smem) {
+  static std::mutex mutex;
+  static std::map<std::tuple<int, const void*, size_t>, int64_t> known;
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return 1;
+  const auto key = std::make_tuple(device, reinterpret_cast<const void*>(kernel), smem);
+  std::lock_guard<std::mutex> lock(mutex);
+  auto found = known.find(key);
+  if (found != known.end()) return found->second;
+  int per_sm = 0, sms = 0;
+  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                           static_cast<int>(kFusedGemvMaxSmem)) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
+    return 1;  // the launch that follows reports the error
+  }
+  return known[key] = std::max<int64_t>(1, static_cast<int64_t>(per_sm) * sms);
+}
 
 // Outlier columns from which gemv_fused streams its weight rows under evict-normal rather than
 // evict-first, so that the gather after each row finds the row's bytes at those columns in L2.
@@ -27,7 +53,7 @@ cudaError_t launch_blocks(FusedGemvParams params, size_t smem, int device, cudaS
   const auto kernel = gemv_fused_kernel<T, ROWS, WARPS>;
   const int64_t row_groups = (params.N + WARPS - 1) / WARPS;
   if (row_groups == 0) return cudaSuccess;
-  const auto grid = static_cast<unsigned>(std::min(row_groups, resident_blocks(kernel, WARPS * 32, smem, kFusedGemvMaxSmem)));
+  const auto grid = static_cast<unsigned>(std::min(row_groups, resident_blocks(kernel, WARPS * 32, smem)));
   params.l2_ahead = decode_prefetch_bytes(params.K);  // of each of a warp's next two rows
   params.reread_columns = reread_columns(ROWS, params.K);
   return launch_may_overlap(kernel, grid, WARPS * 32, smem, params, decode_overlap(device), stream);

@@ -16,13 +16,6 @@ const ProductBackend kBackends[] = {
     {"gemv_fused",
      "layer op, 1 <= M <= 2, K % 16 == 0, 16-byte aligned rows, codes (t=6: and the outlier list) in 96 KB", true,
      gemv_fused_applies, gemv_fused_launch},
-    // The layer op for 3 to 16 rows in one kernel: each block quantizes the activations into its
-    // shared memory, then takes tiles of weight rows on the tensor cores as small_m_mma does
-    // (cuda/backend_small_m_fused.cu).
-    {"small_m_fused",
-     "layer op, 3 <= M <= 16, sm_80 and newer, K % 16 == 0, 16-byte aligned rows, codes (t=6: and the outlier "
-     "list) in the card's shared memory less 16 KB, at most 160 KB",
-     true, small_m_fused_applies, small_m_fused_launch},
     // One or two rows: a warp per weight row, 512 contiguous bytes per load, dp4a, outliers and
     // bias in the same kernel (cuda/backend_gemv_dp4a.cu).
     {"gemv_dp4a", "1 <= M <= 2, K % 16 == 0, 16-byte aligned rows", false, gemv_dp4a_applies, gemv_dp4a_launch},

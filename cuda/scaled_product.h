@@ -71,8 +71,6 @@ cudaError_t launch_outlier_rest(const ScaledProduct& p, int first, int sm_count,
 // The backends (one file each).
 bool gemv_fused_applies(const ScaledProduct& p);
 cudaError_t gemv_fused_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
-bool small_m_fused_applies(const ScaledProduct& p);
-cudaError_t small_m_fused_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
 bool gemv_dp4a_applies(const ScaledProduct& p);
 cudaError_t gemv_dp4a_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
 bool small_m_applies(const ScaledProduct& p);

@@ -9,27 +9,22 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
-#include <map>
-#include <mutex>
-#include <tuple>
 
 namespace llmint8::cuda {
 
 struct DecodeDeviceTraits {
   int sm_count = 0;
   int major = 0;
-  int max_block_smem = 0;  // shared memory a block may opt in to, bytes
 };
 
 inline const DecodeDeviceTraits& decode_traits(int device) {
   static std::array<DecodeDeviceTraits, 64> all{};
-  static const DecodeDeviceTraits none{132, 0, 0};
+  static const DecodeDeviceTraits none{132, 0};
   if (device < 0 || device >= 64) return none;
   DecodeDeviceTraits& t = all[device];
   if (t.sm_count == 0) {
     cudaDeviceGetAttribute(&t.major, cudaDevAttrComputeCapabilityMajor, device);
-    cudaDeviceGetAttribute(&t.max_block_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
-    cudaDeviceGetAttribute(&t.sm_count, cudaDevAttrMultiProcessorCount, device);  // last: it marks t as known
+    cudaDeviceGetAttribute(&t.sm_count, cudaDevAttrMultiProcessorCount, device);
   }
   return t;
 }
@@ -66,29 +61,6 @@ inline SmallMParams small_m_params(const ScaledProduct& p) {
                       p.N,
                       p.K,
                       decode_overlap(p.device) ? decode_prefetch_bytes(p.K) : 0};
-}
-
-// Blocks of `kernel` resident at once on the current device with `smem` bytes each, after
-// allowing it up to `max_smem` (past the 48 KB default): the fused decode kernels' grids are
-// never larger (they loop over rows or tiles past it). Queried once per device, kernel and size.
-template <typename Kernel>
-int64_t resident_blocks(Kernel kernel, int threads, size_t smem, size_t max_smem) {
-  static std::mutex mutex;
-  static std::map<std::tuple<int, const void*, size_t>, int64_t> known;
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) return 1;
-  const auto key = std::make_tuple(device, reinterpret_cast<const void*>(kernel), smem);
-  std::lock_guard<std::mutex> lock(mutex);
-  auto found = known.find(key);
-  if (found != known.end()) return found->second;
-  int per_sm = 0, sms = 0;
-  if (cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(max_smem)) !=
-          cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device) != cudaSuccess) {
-    return 1;  // the launch that follows reports the error
-  }
-  return known[key] = std::max<int64_t>(1, static_cast<int64_t>(per_sm) * sms);
 }
 
 // kernel<<<grid, block, smem, stream>>>(params), or with `overlap` a programmatic launch: the

@@ -16,7 +16,9 @@
 // follow hit L2 rather than wait on DRAM behind every other SM's requests.
 #pragma once
 
-#include "cuda/kernels/block_quantize.cuh"
+#include "cuda/kernels/common.cuh"
+
+#include <cub/block/block_scan.cuh>
 
 namespace llmint8::cuda {
 
@@ -55,7 +57,9 @@ struct FusedGemvParams {
 // so the 96 KB allow K < 32768 and every index fits. Past 48 KB the launch opts in to more
 // (kFusedGemvMaxSmem).
 constexpr size_t kFusedGemvMaxSmem = 96 * 1024;
-__host__ __device__ inline size_t fused_gemv_bitmask_bytes(int64_t K) { return shared_bitmask_bytes(K); }
+__host__ __device__ inline size_t fused_gemv_bitmask_bytes(int64_t K) {
+  return static_cast<size_t>((K + 127) / 128) * 16;  // whole 16-byte units: the codes after it stay aligned
+}
 inline size_t fused_gemv_smem_bytes(int rows, int64_t K, bool outliers) {
   const size_t codes = static_cast<size_t>(rows * K);
   return fused_gemv_bitmask_bytes(K) + codes + (outliers ? static_cast<size_t>(K) * sizeof(uint16_t) : 0);
@@ -87,8 +91,12 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
   constexpr int kThreads = WARPS * 32;
   static_assert(ROWS >= 1 && ROWS <= kFusedGemvMaxRows, "1 or 2 rows");
   static_assert(WARPS == 16 || WARPS == 32, "one or two blocks an SM");
+  constexpr int V = kPerVector<T>;  // elements per 16-byte activation load
+  constexpr int kPrologueBatch = kFusedGemvPrologueBatch;
   extern __shared__ __align__(16) uint8_t dynamic_smem[];
+  __shared__ float warp_max[WARPS][ROWS];
   __shared__ float row_stat[ROWS];
+  __shared__ int32_t listed;  // outlier columns in the list
 
   const int64_t K = p.K, N = p.N, words = (K + 31) / 32, vectors = K / 16;
   uint32_t* bits = reinterpret_cast<uint32_t*>(dynamic_smem);  // one bit per column
@@ -100,6 +108,23 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
   const int64_t first_row = static_cast<int64_t>(blockIdx.x) * WARPS + warp;
   const T* x = static_cast<const T*>(p.x);
   const bool find_outliers = p.threshold > 0.f;
+  // Steps 1 and 2 read the activations kPrologueBatch 16-byte chunks of every row at a time, all
+  // loads issued before any is used: one chunk of one row at a time, each row's load waited for
+  // the previous row's flags (SASS), a chain of L2 round trips (12 at K = 11008 with two rows,
+  // where two rows took 6 us more than one on an H200).
+  const int64_t prologue_step = static_cast<int64_t>(kThreads) * V;
+  const auto load_activation_batch = [&](int64_t k0, int4(&raw)[kPrologueBatch][ROWS]) {
+#pragma unroll
+    for (int i = 0; i < kPrologueBatch; ++i) {
+#pragma unroll
+      for (int m = 0; m < ROWS; ++m) {
+        const int64_t k = k0 + i * prologue_step;
+        raw[i][m] = load16_or_zero<false>(x + m * K + k, k < K && m < rows);
+      }
+    }
+  };
+  const auto element = [](const int4& raw, int e) { return to_float(reinterpret_cast<const T*>(&raw)[e]); };
+
   // Every warp asks for its first row now: the whole card's weight reads are under way while the
   // blocks quantize. With a programmatic launch (sm_90) this runs before the kernel ahead has
   // ended, so nothing it may have written is read before wait_for_prior_grid(): prefetches only.
@@ -118,15 +143,99 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
                      weight_stream_policy(false), wv);
   float col_n = p.col[first_row < N ? first_row : 0];
 
-  // 1-3. The outlier bitmask, the row stats and the codes (block_quantize.cuh), then the list.
-  quantize_rows_into_shared<T, ROWS, kThreads, kFusedGemvPrologueBatch>(x, rows, K, p.threshold, bits, codes, K,
-                                                                        row_stat);
-  int32_t outlier_count = 0;
-  if (find_outliers) {
-    outlier_count = list_outlier_columns<kThreads>(bits, words, list);  // ends with a barrier
-  } else {
-    __syncthreads();  // codes complete: from here on each warp works alone
+  // 1. Outlier columns (any row at or above the threshold, as quantize_small_m decides) into the
+  //    bitmask, and each row's absmax over the other columns.
+  for (int64_t i = tid; i < words; i += kThreads) bits[i] = 0u;
+  __syncthreads();
+  float row_max[ROWS];
+#pragma unroll
+  for (int m = 0; m < ROWS; ++m) row_max[m] = 0.f;
+  for (int64_t k0 = static_cast<int64_t>(tid) * V; k0 < K; k0 += kPrologueBatch * prologue_step) {
+    int4 raw[kPrologueBatch][ROWS];
+    load_activation_batch(k0, raw);
+#pragma unroll
+    for (int i = 0; i < kPrologueBatch; ++i) {
+      const int64_t k = k0 + i * prologue_step;
+      if (k >= K) break;
+      uint32_t flags = 0;  // bit e: column k + e is an outlier (V <= 8 and k % V == 0: one word)
+      if (find_outliers) {
+#pragma unroll
+        for (int m = 0; m < ROWS; ++m) {
+          if (m >= rows) break;
+#pragma unroll
+          for (int e = 0; e < V; ++e) flags |= static_cast<uint32_t>(fabsf(element(raw[i][m], e)) >= p.threshold) << e;
+        }
+        if (flags != 0) atomicOr(&bits[k >> 5], flags << (k & 31));
+      }
+#pragma unroll
+      for (int m = 0; m < ROWS; ++m) {  // every row's absmax over its other columns
+        if (m >= rows) break;
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          if (!((flags >> e) & 1u)) row_max[m] = absmax_combine(row_max[m], fabsf(element(raw[i][m], e)));
+        }
+      }
+    }
   }
+#pragma unroll
+  for (int m = 0; m < ROWS; ++m) {
+    float v = row_max[m];
+    for (int offset = 16; offset > 0; offset /= 2) v = absmax_combine(v, __shfl_xor_sync(0xffffffffu, v, offset));
+    if (lane == 0) warp_max[warp][m] = v;
+  }
+  __syncthreads();  // bits and warp maxima final
+  if (tid < rows) {
+    float v = 0.f;
+    for (int i = 0; i < WARPS; ++i) v = absmax_combine(v, warp_max[i][tid]);
+    row_stat[tid] = v;
+  }
+  __syncthreads();  // row_stat visible
+
+  // 2. The codes of every row into shared memory (outlier columns zero: their term is in float).
+  float scale[ROWS];
+#pragma unroll
+  for (int m = 0; m < ROWS; ++m) scale[m] = m < rows ? code_scale(row_stat[m]) : 0.f;
+  for (int64_t k0 = static_cast<int64_t>(tid) * V; k0 < K; k0 += kPrologueBatch * prologue_step) {
+    int4 raw[kPrologueBatch][ROWS];
+    load_activation_batch(k0, raw);  // L1 hits mostly: step 1 read the same bytes
+#pragma unroll
+    for (int i = 0; i < kPrologueBatch; ++i) {
+      const int64_t k = k0 + i * prologue_step;
+      if (k >= K) break;
+      const uint32_t flags = find_outliers ? bits[k >> 5] >> (k & 31) : 0u;
+#pragma unroll
+      for (int m = 0; m < ROWS; ++m) {
+        if (m >= rows) break;
+        int8_t c[V];
+#pragma unroll
+        for (int e = 0; e < V; ++e) {
+          const bool skip = scale[m] == 0.f || ((flags >> e) & 1u);
+          c[e] = skip ? int8_t{0} : quantize_value(element(raw[i][m], e), scale[m]);
+        }
+        store_codes<V>(codes + m * K + k, c);
+      }
+    }
+  }
+  // 3. The outlier columns in order (a block scan of the bitmask's counts: thread i takes a
+  //    contiguous run of words).
+  if (find_outliers) {
+    using Scan = cub::BlockScan<int32_t, kThreads>;
+    __shared__ typename Scan::TempStorage scan_storage;
+    const int64_t run = (words + kThreads - 1) / kThreads;
+    const int64_t w_begin = min(words, tid * run), w_end = min(words, w_begin + run);
+    int32_t mine = 0;
+    for (int64_t w = w_begin; w < w_end; ++w) mine += __popc(bits[w]);
+    int32_t at = 0, total = 0;
+    Scan(scan_storage).ExclusiveSum(mine, at, total);
+    for (int64_t w = w_begin; w < w_end; ++w) {
+      for (uint32_t b = bits[w]; b != 0u; b &= b - 1u) {
+        list[at++] = static_cast<uint16_t>(w * 32 + __ffs(static_cast<int>(b)) - 1);
+      }
+    }
+    if (tid == 0) listed = total;
+  }
+  __syncthreads();  // codes and list complete: from here on each warp works alone
+  const int32_t outlier_count = find_outliers ? listed : 0;
   // With many outlier columns the gather rereads much of each row right after its stream: the
   // stream then keeps its rows in L2 (evict-normal); with few, evict-first, which was faster
   // (launcher: the count where the two cross). The vote keeps the policy in a uniform register.

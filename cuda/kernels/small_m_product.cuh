@@ -159,9 +159,9 @@ enum class OutlierOperand { f16, bf16, f32_split };
 // 4t+1 sit at k = 2t, 2t+1 and 4t+2, 4t+3 at k = 2t+8, 2t+9 on both sides (the fragments'
 // layout), so all lanes agree on which entry a k holds. The codes times col[n] / 127 are the
 // dequantized weight: the caller applies that scale to the sums.
-template <int G, OutlierOperand KIND, bool SHARED_LIST>
-__device__ __forceinline__ void outlier_fragments(const SmallMParams& p, const int32_t* list, int64_t n0, int32_t count,
-                                                  int warp, int g, int t, float (&o)[G][4]) {
+template <int G, OutlierOperand KIND>
+__device__ __forceinline__ void outlier_fragments(const SmallMParams& p, int64_t n0, int32_t count, int warp, int g,
+                                                  int t, float (&o)[G][4]) {
   constexpr bool BF16 = KIND != OutlierOperand::f16;
   constexpr int PARTS = KIND == OutlierOperand::f32_split ? 3 : 1;
   const int M = p.M;
@@ -171,11 +171,7 @@ __device__ __forceinline__ void outlier_fragments(const SmallMParams& p, const i
 #pragma unroll
     for (int q = 0; q < 4; ++q) {
       const int32_t e = step * 16 + 4 * t + q;
-      if (step < steps && e < count) {
-        c[q] = SHARED_LIST ? list[e] : __ldg(list + e);
-      } else {
-        c[q] = -1;
-      }
+      c[q] = step < steps && e < count ? __ldg(p.cols + e) : -1;
     }
   };
   int32_t next[4];
@@ -240,59 +236,46 @@ __device__ __forceinline__ void store_c_fragments(T (&slice)[kSmallMRows][BN], c
   }
 }
 
-// The warps' int32 partial sums of a block's tile, then their outlier sums, one after the other in
-// the same memory: the more shared memory a block takes, the less L1 is left for the activations
-// every warp rereads.
-template <int BN>
-union SmallMSums {
-  int32_t partial[kSmallMWarps][kSmallMRows][BN];
-  float outlier_partial[kSmallMWarps][kSmallMRows][BN];
-};
-
-// Where a tile reads the activation codes, their row stats and the outlier list: the quantizer's
-// workspace in global memory (small_m_mma) or the block's shared memory (small_m_fused).
-struct TileActivations {
-  const int8_t* codes;  // [M, stride]
-  int64_t stride;
-  const float* row;  // [M]
-  const int32_t* list;  // the outlier columns
-  int32_t count;  // their number (0: no outlier term)
-};
-
-// 16 bytes of activation codes at row + k, zeros where invalid: from shared memory (SHARED), else
-// as load16 does (the read-only path).
-template <bool VECTOR, bool SHARED>
-__device__ __forceinline__ int4 load_codes16(const int8_t* row, int64_t k, int64_t K, bool valid) {
-  if constexpr (SHARED) {
-    int4 v = make_int4(0, 0, 0, 0);
-    if (valid) v = *reinterpret_cast<const int4*>(row + k);
-    return v;
-  } else {
-    return load16<VECTOR, false>(row, k, K, valid);
-  }
-}
-
-// One block's tile of the product: weight rows [n0, n0 + 8 * G) against every activation row,
-// written to p.out with the whole epilogue. G: 8-row groups of weight rows. U: 64-byte chunks
-// per thread in flight per iteration. UPPER: M > 8 (the second half of the 16-row tile is used).
-// VECTOR: 16-byte weight loads. SHARED: `act` is in shared memory. Ends after its last read of
-// `sums`, with no barrier: a caller that takes another tile puts one in between.
-template <int G, int U, bool UPPER, bool VECTOR, bool SHARED>
-__device__ __forceinline__ void small_m_tile(const SmallMParams& p, const TileActivations& act, int64_t n0,
-                                             SmallMSums<8 * G>& sums) {
+// G: 8-row groups of weight rows per block. U: 64-byte chunks per thread in flight per
+// iteration. UPPER: M > 8 (the second half of the 16-row tile is used). VECTOR: 16-byte loads.
+template <int G, int U, bool UPPER, bool VECTOR>
+__global__ void __launch_bounds__(kSmallMWarps * 32, 1) small_m_product_kernel(SmallMParams p) {
   constexpr int BN = 8 * G;
   constexpr int kThreads = kSmallMWarps * 32;
   constexpr int kOutputsPerThread = (kSmallMRows * BN + kThreads - 1) / kThreads;
+  // The warps' int32 partial sums, then their outlier sums, one after the other in the same
+  // memory: the more shared memory a block takes, the less L1 is left for the activations every
+  // warp rereads.
+  union SharedSums {
+    int32_t partial[kSmallMWarps][kSmallMRows][BN];
+    float outlier_partial[kSmallMWarps][kSmallMRows][BN];
+  };
+  __shared__ SharedSums sums;
   auto& partial = sums.partial;
   auto& outlier_partial = sums.outlier_partial;
+
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int g = lane / 4, t = lane % 4;  // MMA fragment coordinates: group (row) and thread in group
   const int M = p.M;
   const int64_t N = p.N, K = p.K;
-  const int32_t count = act.count;
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * BN;
 
-  const int8_t* a_lo = act.codes + static_cast<int64_t>(g) * act.stride;  // activation row g
-  const int8_t* a_hi = act.codes + static_cast<int64_t>(g + 8) * act.stride;  // activation row g + 8
+  if (p.prefetch_bytes > 0) {
+    const int64_t lines = (min(K, static_cast<int64_t>(p.prefetch_bytes)) + 127) / 128;
+    for (int64_t i = tid; i < BN * lines; i += blockDim.x) {
+      const int64_t n = n0 + i / lines;
+      if (n < N) asm volatile("prefetch.global.L2 [%0];" ::"l"(p.b + n * K + (i % lines) * 128));
+    }
+    wait_for_prior_grid();
+  }
+
+  // The outlier count (on the device, written by the quantizer) loads during the stream: nothing
+  // about the outliers is waited for before it (staging them there held every warp for two
+  // dependent L2 round trips, the count then the column indices).
+  const int32_t count = p.a_float != nullptr ? *p.count : 0;
+
+  const int8_t* a_lo = p.a + static_cast<int64_t>(g) * K;  // activation row g
+  const int8_t* a_hi = p.a + static_cast<int64_t>(g + 8) * K;  // activation row g + 8
   const bool lo_valid = g < M, hi_valid = UPPER && g + 8 < M;
   const int8_t* w[G];
   bool w_valid[G];
@@ -313,8 +296,8 @@ __device__ __forceinline__ void small_m_tile(const SmallMParams& p, const TileAc
     for (int u = 0; u < U; ++u) {
       const int64_t k = (group * U + u) * 64 + t * 16;
       const bool in = k < K;  // chunks past the end start past K too
-      lo[u] = load_codes16<VECTOR, SHARED>(a_lo, k, K, in && lo_valid);
-      hi[u] = UPPER ? load_codes16<VECTOR, SHARED>(a_hi, k, K, in && hi_valid) : make_int4(0, 0, 0, 0);
+      lo[u] = load16<VECTOR, false>(a_lo, k, K, in && lo_valid);
+      hi[u] = UPPER ? load16<VECTOR, false>(a_hi, k, K, in && hi_valid) : make_int4(0, 0, 0, 0);
 #pragma unroll
       for (int i = 0; i < G; ++i) wv[u][i] = load16<VECTOR, true>(w[i], k, K, in && w_valid[i]);
     }
@@ -336,11 +319,9 @@ __device__ __forceinline__ void small_m_tile(const SmallMParams& p, const TileAc
   float o[G][4] = {};
   if (count > 0) {
     switch (p.a_kind) {
-      case FloatKind::f16: outlier_fragments<G, OutlierOperand::f16, SHARED>(p, act.list, n0, count, warp, g, t, o); break;
-      case FloatKind::bf16: outlier_fragments<G, OutlierOperand::bf16, SHARED>(p, act.list, n0, count, warp, g, t, o); break;
-      case FloatKind::f32:
-        outlier_fragments<G, OutlierOperand::f32_split, SHARED>(p, act.list, n0, count, warp, g, t, o);
-        break;
+      case FloatKind::f16: outlier_fragments<G, OutlierOperand::f16>(p, n0, count, warp, g, t, o); break;
+      case FloatKind::bf16: outlier_fragments<G, OutlierOperand::bf16>(p, n0, count, warp, g, t, o); break;
+      case FloatKind::f32: outlier_fragments<G, OutlierOperand::f32_split>(p, n0, count, warp, g, t, o); break;
     }
   }
   __syncthreads();  // the partial sums are in
@@ -374,33 +355,9 @@ __device__ __forceinline__ void small_m_tile(const SmallMParams& p, const TileAc
     const int64_t n = n0 + nl;
     if (m >= M || n >= N) continue;
     const float col_n = p.col[n];
-    store_scaled_product(p.out, p.out_kind, p.N, m, n, total[s], act.row[m], col_n, outlier_sum[s] * (col_n / 127.f),
+    store_scaled_product(p.out, p.out_kind, p.N, m, n, total[s], p.row[m], col_n, outlier_sum[s] * (col_n / 127.f),
                          p.bias, p.bias_kind);
   }
-}
-
-// The product of the quantizer's codes (launched after quantize_small_m): one tile a block.
-template <int G, int U, bool UPPER, bool VECTOR>
-__global__ void __launch_bounds__(kSmallMWarps * 32, 1) small_m_product_kernel(SmallMParams p) {
-  constexpr int BN = 8 * G;
-  __shared__ SmallMSums<BN> sums;
-  const int64_t N = p.N, K = p.K;
-  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * BN;
-
-  if (p.prefetch_bytes > 0) {
-    const int64_t lines = (min(K, static_cast<int64_t>(p.prefetch_bytes)) + 127) / 128;
-    for (int64_t i = threadIdx.x; i < BN * lines; i += blockDim.x) {
-      const int64_t n = n0 + i / lines;
-      if (n < N) asm volatile("prefetch.global.L2 [%0];" ::"l"(p.b + n * K + (i % lines) * 128));
-    }
-    wait_for_prior_grid();
-  }
-
-  // The outlier count (on the device, written by the quantizer) loads during the stream: nothing
-  // about the outliers is waited for before it (staging them there held every warp for two
-  // dependent L2 round trips, the count then the column indices).
-  const TileActivations act{p.a, K, p.row, p.cols, p.a_float != nullptr ? *p.count : 0};
-  small_m_tile<G, U, UPPER, VECTOR, false>(p, act, n0, sums);
 }
 
 }  // namespace llmint8::cuda

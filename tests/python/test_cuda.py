@@ -242,53 +242,9 @@ def test_decode_the_fused_kernel_does_not_take(case):
         assert_matches_reference(out, reference_linear(A, CB, SCB, None, threshold))
 
 
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32], ids=str)
-@pytest.mark.parametrize("M", [3, 4, 5, 8, 9, 16])
-@pytest.mark.parametrize("shape", ["narrow", "two_waves_of_16", "many_waves_of_8"])
-def test_three_to_sixteen_row_decode_is_one_kernel(dtype, M, shape):
-    # small_m_fused quantizes the activations in every block, then takes tiles of 16 weight rows,
-    # or of 8 where those give a block fewer rows in all, with both halves of the 16-row MMA tile
-    # (9, 16). 1000 rows: 8-row tiles, one wave. 32 x SMs - 3 rows: two waves of 16-row tiles, the
-    # last partial. 20003 rows: eleven or more waves of 8-row tiles. Outlier columns: none, a few,
-    # past a 16-column MMA step, most of a narrow row.
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    N, K = {"narrow": (1000, 4096), "two_waves_of_16": (32 * sms - 3, 256), "many_waves_of_8": (20003, 256)}[shape]
-    _, CB, SCB = make_weight(N, K, "cuda", seed=M)
-    bias = torch.randn(N, device="cuda", dtype=dtype)
-    for count, threshold in ((0, 0.0), (0, 6.0), (3, 6.0), (40, 6.0), (min(K, 320), 6.0)):
-        A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, count), seed=count)
-        ops.int8_linear(A, CB, SCB, bias, threshold)
-        torch.cuda.synchronize()
-        before = torch.cuda.memory_stats()["allocation.all.allocated"]
-        out, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, bias, threshold))
-        assert torch.cuda.memory_stats()["allocation.all.allocated"] - before == 1  # the output
-        assert len(kernels) == 1 and "small_m_fused" in kernels[0], kernels
-        assert_matches_reference(out, reference_linear(A, CB, SCB, bias, threshold))
-
-
-@pytest.mark.parametrize("case", ["too_wide", "misaligned"])
-def test_small_m_decode_the_fused_kernel_does_not_take(case):
-    # 16 x 11008 codes with their outlier list take 193 KB of shared memory, past what
-    # small_m_fused asks for (160 KB); contiguous rows that start 8 bytes into their storage are
-    # not 16-byte aligned (a strided slice would be copied, aligned, by the op). Both go through
-    # quantize_small_m, then small_m_mma.
-    M, K = (16, 11008) if case == "too_wide" else (8, 2048)
-    _, CB, SCB = make_weight(264, K, "cuda")
-    A = make_activations((M, K), torch.bfloat16, "cuda", outlier_cols=[0, 7, 1000])
-    if case == "misaligned":
-        storage = torch.empty(M * K + 4, dtype=A.dtype, device="cuda")
-        A = storage[4:].view(M, K).copy_(A)
-        assert A.is_contiguous() and A.data_ptr() % 16 == 8
-    for threshold in (0.0, 6.0):
-        out, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, None, threshold))
-        assert not any("small_m_fused" in k for k in kernels), kernels
-        assert any("quantize_small_m" in k for k in kernels) and any("small_m_product" in k for k in kernels), kernels
-        assert_matches_reference(out, reference_linear(A, CB, SCB, None, threshold))
-
-
 def test_build_info_lists_the_product_backends():
     names = [b.split(":")[0] for b in llmint8.build_info()["cuda_product_backends"]]
-    assert names[:4] == ["gemv_fused", "small_m_fused", "gemv_dp4a", "small_m_mma"] and names[-1] == "int32_gemm"
+    assert names[:3] == ["gemv_fused", "gemv_dp4a", "small_m_mma"] and names[-1] == "int32_gemm"
 
 
 # The fused Hopper GEMM (CUTLASS, sm_90a) takes M > 16 with K % 16 == 0 and 16-byte output rows.
