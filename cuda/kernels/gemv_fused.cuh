@@ -9,11 +9,11 @@
 // stream's work is the same at every threshold (only its L2 policy follows the outlier count):
 // testing each 16-byte chunk for marked columns inside it cost every chunk a shared-memory
 // read, and a lane with marks held its whole warp (1.2x the t=0 time with 8 outlier columns,
-// 1.9x with 1080 on an H200). The grid is one resident
-// wave at most and each warp loops over rows n, n + WARPS * gridDim.x, ...: a block past the
-// first wave would repeat the prologue with nothing to hide it behind. Each warp keeps its next
-// two rows on their way into L2 (its first two before the prologue): the row loads that
-// follow hit L2 rather than wait on DRAM behind every other SM's requests.
+// 1.9x with 1080 on an H200). The grid is one resident wave at most and each warp loops over
+// rows n, n + WARPS * gridDim.x, ...: a block past the first wave would repeat the prologue
+// with nothing to hide it behind. Each warp keeps its next two rows on their way into L2 (its
+// first two before the prologue): the row loads that follow hit L2 rather than wait on DRAM
+// behind every other SM's requests.
 #pragma once
 
 #include "cuda/kernels/common.cuh"
