@@ -4,8 +4,9 @@
 # ./gpu-out), and a short summary. Steps: catch2 (ctest), pytest (on CUDA),
 # sanitizers (compute-sanitizer memcheck over the "[cuda]" Catch2 cases,
 # racecheck over the kernel paths case), profile and bench (benchmarks/bench_linear.py), e2e
-# (benchmarks/bench_e2e.py $E2E_ARGS), ncu (Nsight Compute's counters over the profile step's
-# kernels that match $NCU_KERNEL, $NCU_ARGS its options; not in the default steps).
+# (benchmarks/bench_e2e.py $E2E_ARGS), guards (benchmarks/bench_guards.py $GUARDS_ARGS), ncu
+# (Nsight Compute's counters over the profile step's kernels that match $NCU_KERNEL, $NCU_ARGS its
+# options; not in the default steps).
 #   bash tests/fetch_gpu_deps.sh          (here, once: packages the GPU machine lacks)
 #   bash tests/run_gpu.sh                 (there, through the device tool, carrying .debs and .models):
 #                                           catch2 pytest sanitizers profile bench
@@ -86,6 +87,7 @@ for name in $steps; do
       step ncu bash -c "ncu --clock-control none --kernel-name regex:'${NCU_KERNEL:-gemv_fused}' ${NCU_ARGS:---launch-count 16 --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats --section SchedulerStats} python3 benchmarks/bench_linear.py --profile --no-torch-profiler ${PROFILE_ARGS:-}" ;;
     bench) step bench bash -c "python3 benchmarks/bench_linear.py ${BENCH_ARGS:-} --json $out/bench.json" ;;
     e2e) step e2e bash -c "python3 benchmarks/bench_e2e.py ${E2E_ARGS:-} --json $out/e2e.json" ;;
+    guards) step guards bash -c "python3 benchmarks/bench_guards.py ${GUARDS_ARGS:-}" ;;
     ab)  # .ab/tree (tests/make_ab_tree.sh) built apart, into /tmp/llmint8-ab, ahead of the installed package
       # on PYTHONPATH; the same bench_linear.py (this tree's) then times A (this tree) and B in turns
       ab_ref=$(cat .ab/REF 2> /dev/null | cut -d' ' -f1)
@@ -115,7 +117,7 @@ done
 echo "== summary ($gpu_info; now: $(gpu_state))"
 failed=0
 [ -z "${unknown_step:-}" ] || failed=1
-for name in build catch2 pytest memcheck racecheck profile ncu bench e2e ab_build ab; do
+for name in build catch2 pytest memcheck racecheck profile ncu bench e2e guards ab_build ab; do
   [ -n "${status[$name]:-}" ] || continue
   echo "$name: ${status[$name]}"
   [ "${status[$name]}" = pass ] || failed=1

@@ -167,6 +167,9 @@ class LlmInt8HfQuantizer(HfQuantizer):
         for name, param in model.named_parameters():
             if not param.is_meta and non_finite(param):
                 raise ValueError("llmint8: the checkpoint's " + entry_problem(name, "finite values", non_finite(param)))
+        for module in model.modules():  # the loader may have written weights into _parameters directly
+            if isinstance(module, Linear8bitLt):
+                module._follow_weight()
         model.is_loaded_in_8bit = True
         model.is_8bit_serializable = True
         return model

@@ -6,6 +6,10 @@ from typing import Any, Optional
 
 import torch
 
+# Fields that decide how a Linear8bitLt holding this state computes: setting one tells the layer
+# (Linear8bitLt._follow_weight), whose compiled forward reads a copy of them.
+_LAYER_FIELDS = frozenset({"threshold", "has_fp16_weights", "use_pool"})
+
 # Fields of bitsandbytes' state for its retired tiled layouts: always None there, read by older
 # serving code (TGI, vLLM). Reading one warns, as in bitsandbytes.
 _RETIRED_FIELDS = frozenset({"CxB", "CxBt", "formatB", "_tile_indices"})
@@ -32,6 +36,16 @@ class MatmulLtState:
     outlier_pool: Any = None
     has_accumulated_gradients: bool = False
     force_no_igemmlt: bool = False
+
+    def __setattr__(self, name, value):
+        object.__setattr__(self, name, value)
+        if name in _LAYER_FIELDS:
+            for layer in list(self.__dict__.get("_layers", ())):
+                layer._follow_weight()
+
+    def __getstate__(self):
+        # The layers holding this state are not part of it (a copy or an unpickled state has none yet).
+        return {k: v for k, v in self.__dict__.items() if k != "_layers"}
 
     def __getattr__(self, name):
         if name in _RETIRED_FIELDS:

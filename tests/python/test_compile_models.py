@@ -2,6 +2,8 @@
 module around it, and a transformers model loaded through the "llmint8" quantizer, at both thresholds;
 and generate() with a static KV cache (which compiles the forward itself) giving eager's greedy ids."""
 
+import copy
+import pickle
 import subprocess
 import sys
 
@@ -108,3 +110,97 @@ def test_compiled_input_gradient_through_layers_is_accurate(device):
     for layer in reversed(net):  # dX = dY (CB SCB / 127), layer by layer
         expected = expected @ llmint8.reference.dequantize_weight(layer.weight.cpu(), layer.weight.SCB.cpu())
     assert_matches_reference(x.grad, expected)
+
+
+# --- The compiled forward reads plain views of the weight's codes and scales and a float copy of the
+# threshold (fewer guards to check per call); each way of changing them must reach compiled code
+# with no eager call in between.
+
+def _another_int8_weight(K, N, device, seed):
+    torch.manual_seed(seed)
+    return llmint8.nn.Int8Params(torch.randn(N, K) * 3, requires_grad=False, has_fp16_weights=False).to(device)
+
+
+def _set_weight(layer, device):
+    layer.weight = _another_int8_weight(64, 48, device, seed=5)
+
+
+def _load_state_dict(layer, device):
+    donor = quantized_layer(64, 48, layer.state.threshold, device)
+    with torch.no_grad():
+        donor.weight.SCB.mul_(0.5)  # distinct scales, as well as (same seed) the same codes
+    layer.load_state_dict(donor.state_dict())
+
+
+def _rebind_scb(layer, device):
+    layer.weight.SCB = layer.weight.SCB * 2
+
+
+def _rebind_cb(layer, device):
+    layer.weight.CB = torch.flip(layer.weight.CB, dims=[1]).contiguous()
+
+
+def _set_data(layer, device):
+    layer.weight.data = _another_int8_weight(64, 48, device, seed=6)
+
+
+def _set_threshold(layer, device):
+    layer.state.threshold = 0.0 if layer.state.threshold else 6.0
+
+
+def _write_parameters_then_init(layer, device):
+    # As accelerate does: past setattr; init_8bit_state() tells the layer (bitsandbytes' method).
+    layer._parameters["weight"] = _another_int8_weight(64, 48, device, seed=7)
+    layer.init_8bit_state()
+
+
+def _move_as_half(layer, device):
+    # _apply with a dtype: the codes stay int8 in a new tensor; the float bias becomes fp16, as the
+    # input will be. Then change that new weight's scales in place: the views must share its memory.
+    layer.half()
+    with torch.no_grad():
+        layer.weight.SCB.mul_(0.25)
+
+
+CHANGES = [_set_weight, _load_state_dict, _rebind_scb, _rebind_cb, _set_data, _set_threshold,
+           _write_parameters_then_init, _move_as_half]
+
+
+@pytest.mark.parametrize("change", CHANGES, ids=lambda f: f.__name__.lstrip("_"))
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+def test_compiled_layer_follows_weight_and_threshold_changes(change, threshold, device):
+    torch._dynamo.reset()
+    layer = quantized_layer(64, 48, threshold, device)
+    compiled = torch.compile(layer, fullgraph=True)
+    x = make_activations((3, 64), torch.float32, device, outlier_cols=[11], seed=2)
+    before = compiled(x)
+    change(layer, device)
+    x = x.to(layer.bias.dtype)
+    after = compiled(x)  # no eager call since the change
+    w = layer.weight
+    expected = llmint8.reference.int8_linear(x.double().cpu(), w.CB.cpu(), w.SCB.cpu(), layer.bias.double().cpu(),
+                                             layer.state.threshold)
+    assert_matches_reference(after.cpu(), expected)
+    assert not torch.allclose(after.float(), before.float(), rtol=1e-3, atol=1e-3)  # the change shows
+
+
+def test_compiled_forward_reads_views_sharing_the_weight(device):
+    """What keeps the guards cheap: exact nn.Parameters in the layer's __dict__, sharing the memory of
+    the weight's CB and SCB (no copy), and a float threshold; none of them in parameters() or the
+    state dict, pickles or deep copies, which remake them."""
+    layer = quantized_layer(64, 48, 6.0, device)
+    views = layer.__dict__["_cb_view"], layer.__dict__["_scb_view"]
+    assert [type(v) for v in views] == [torch.nn.Parameter] * 2
+    assert views[0].data_ptr() == layer.weight.CB.data_ptr() and views[1].data_ptr() == layer.weight.SCB.data_ptr()
+    assert type(layer.__dict__["_threshold"]) is float and layer.__dict__["_threshold"] == 6.0
+    assert len(list(layer.parameters())) == 2 and set(layer.state_dict()) == {"weight", "bias", "SCB",
+                                                                           "weight_format"}
+    clone = copy.deepcopy(layer)
+    assert clone._cb_view.data_ptr() == clone.weight.CB.data_ptr() != layer.weight.CB.data_ptr()
+    restored = pickle.loads(pickle.dumps(layer))
+    assert restored._scb_view.data_ptr() == restored.weight.SCB.data_ptr()
+    assert torch.equal(restored._scb_view, layer._scb_view)
+    layer.state.use_pool = True  # pooling synchronizes: the compiled forward takes the general path
+    assert layer._threshold is None
+    layer.state.use_pool = False
+    assert layer._threshold == 6.0

@@ -3,6 +3,7 @@
 import copy
 import math
 import numbers
+import weakref
 from typing import Dict, Optional, Set
 
 import torch
@@ -62,6 +63,19 @@ class Int8Params(torch.nn.Parameter):
         torch._C.TensorBase.data.__set__(self, value)
         if isinstance(value, Int8Params):
             self.has_fp16_weights, self.CB, self.SCB = value.has_fp16_weights, value.CB, value.SCB
+        self._tell_layers()
+
+    # The Linear8bitLt layers holding this weight keep views of CB and SCB for their compiled forward
+    # (Linear8bitLt._follow_weight): rebinding either, or the data, tells them.
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name in ("CB", "SCB"):
+            self._tell_layers()
+
+    def _tell_layers(self) -> None:
+        for layer in list(self.__dict__.get("_layers", ())):
+            layer._follow_weight()
+
 
     # Not named is_quantized: torch.Tensor.is_quantized means a qint8 tensor, and fake tensors
     # (torch.compile) refuse a tensor that claims to be one.
@@ -119,6 +133,12 @@ class Int8Params(torch.nn.Parameter):
         return f"Int8Params({kind}, shape={tuple(self.shape)}, device={self.device})"
 
 
+def _tell_on_change(holder, layer) -> None:
+    """Registers layer with an Int8Params or a MatmulLtState, which call layer._follow_weight() when
+    what the layer's compiled forward copies from them changes (weakly held: no cycle, no leak)."""
+    holder.__dict__.setdefault("_layers", weakref.WeakSet()).add(layer)
+
+
 def _rebuild_int8_params(data, requires_grad, has_fp16_weights, has_cb, SCB):
     return Int8Params(data, requires_grad, has_fp16_weights, CB=data if has_cb else None, SCB=SCB)
 
@@ -153,6 +173,17 @@ class Linear8bitLt(torch.nn.Linear):
     forward. threshold > 0 computes the outlier input columns in floating point.
     has_fp16_weights=True keeps a trainable float weight, quantized afresh at each forward.
     """
+
+    # What the compiled forward reads instead of self.state, weight.CB and weight.SCB (set by
+    # _follow_weight; None until the weight holds int8 codes). torch.compile checks every guard of a
+    # model before each call, a token in generate(), but skips a module whose __dict__ is unchanged
+    # and holds only immutable values (floats, exact nn.Parameters). The state (a plain object), the
+    # weight's CB and SCB (attributes of a tensor) and the Int8Params itself each defeat that, which
+    # cost int8 models about 10x nn.Linear's guard time (benchmarks/bench_guards.py).
+    _cb_view: Optional[torch.nn.Parameter] = None  # weight.CB, as a plain Parameter sharing its memory
+    _scb_view: Optional[torch.nn.Parameter] = None  # weight.SCB, likewise
+    _threshold: Optional[float] = None  # state.threshold; None where the compiled forward takes the general path
+    _view_sources = None  # (weight.CB, weight.SCB) the views were made from
 
     def __init__(self, input_features: int, output_features: int, bias: bool = True,
                  has_fp16_weights: bool = True, threshold: float = 0.0, index=None, device=None):
@@ -209,6 +240,7 @@ class Linear8bitLt(torch.nn.Linear):
             if not w.is_int8:
                 self.weight = w.to(w.device)
             self.state.CB, self.state.SCB = self.weight.CB, self.weight.SCB
+            self._follow_weight()
         return self.state.CB, self.state.SCB
 
     def _float_master(self) -> bool:
@@ -216,15 +248,73 @@ class Linear8bitLt(torch.nn.Linear):
         plain Parameter put in the Int8Params' place (a weight tied to another module's)."""
         return self.state.has_fp16_weights or not isinstance(self.weight, Int8Params)
 
+    def _follow_weight(self) -> None:
+        """Points the compiled forward's views at the weight's current CB and SCB and copies the
+        state's threshold (None, for the general path, unless the weight holds int8 codes for
+        inference without pooling). Called wherever these can change: setting the weight or the
+        state, moving the layer, loading a state dict, unpickling, init_8bit_state, rebinding the
+        weight's CB, SCB or data, setting state.threshold, has_fp16_weights or use_pool. Code that
+        writes module._parameters directly (accelerate does) is caught by the next eager forward, or
+        by calling init_8bit_state()."""
+        d = self.__dict__
+        state = d.get("state")
+        weight = d["_parameters"].get("weight") if "_parameters" in d else None
+        if state is None or weight is None:
+            return
+        _tell_on_change(state, self)
+        if isinstance(weight, Int8Params):
+            _tell_on_change(weight, self)
+        CB, SCB, threshold = getattr(weight, "CB", None), getattr(weight, "SCB", None), state.threshold
+        if (type(weight) is Int8Params and weight.dtype == torch.int8 and isinstance(CB, torch.Tensor)
+                and isinstance(SCB, torch.Tensor)):
+            sources = d.get("_view_sources")
+            if sources is None or sources[0] is not CB or sources[1] is not SCB:
+                d["_cb_view"] = torch.nn.Parameter(CB, requires_grad=False)
+                d["_scb_view"] = torch.nn.Parameter(SCB, requires_grad=False)
+                d["_view_sources"] = (CB, SCB)
+            fast = not state.has_fp16_weights and not state.use_pool and isinstance(threshold, numbers.Real)
+            if fast and (state.CB is not CB or state.SCB is not SCB):
+                state.CB, state.SCB = CB, SCB
+        else:
+            d["_cb_view"] = d["_scb_view"] = d["_view_sources"] = None
+            fast = False
+        d["_threshold"] = float(threshold) if fast else None
+
+    def __setattr__(self, name, value):
+        super().__setattr__(name, value)
+        if name in ("weight", "state"):
+            self._follow_weight()
+
+    def _apply(self, fn, recurse=True):  # behind to(), cuda(), half(): the weight may be a new tensor
+        result = super()._apply(fn, recurse)
+        self._follow_weight()
+        return result
+
+    def __getstate__(self):  # the views are remade on unpickling and after deepcopy, not copied
+        state = super().__getstate__()
+        for name in ("_cb_view", "_scb_view", "_view_sources", "_threshold"):
+            state.pop(name, None)
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        self._follow_weight()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Linear8bitLt: input has {x.shape[-1]} features in its last dimension, "
                              f"expected in_features = {self.in_features}")
+        if torch.compiler.is_compiling() and self._threshold is not None:
+            return _int8_linear(x, self._cb_view, self._scb_view, self.bias, self._threshold, None)
         state, weight = self.state, self.weight
         if not state.has_fp16_weights and type(weight) is Int8Params and weight.dtype == torch.int8:
             # Inference on a quantized weight, the common case, in few Python steps: at batch 1 the
             # host's time per layer is what eager generation waits for.
-            state.CB, state.SCB = weight.CB, weight.SCB
+            sources = self._view_sources
+            if sources is None or sources[0] is not weight.CB or sources[1] is not weight.SCB:
+                self._follow_weight()  # the weight changed unseen (module._parameters written directly)
+            if state.CB is not weight.CB or state.SCB is not weight.SCB:
+                state.CB, state.SCB = weight.CB, weight.SCB
             master = None
         else:
             self.init_8bit_state()
@@ -303,6 +393,7 @@ class Linear8bitLt(torch.nn.Linear):
         elif not isinstance(self.weight, Int8Params):  # load_state_dict(assign=True) put in a plain Parameter
             has_fp16 = self.state.has_fp16_weights
             self.weight = Int8Params(self.weight.data, requires_grad=has_fp16, has_fp16_weights=has_fp16)
+        self._follow_weight()  # torch may have swapped the weight's contents (swap_tensors)
 
     def _bias_problems(self, bias, bias_key):
         if bias is None or self.bias is None:
