@@ -204,3 +204,12 @@ def test_compiled_forward_reads_views_sharing_the_weight(device):
     assert layer._threshold is None
     layer.state.use_pool = False
     assert layer._threshold == 6.0
+
+
+def test_views_go_with_the_weight(device):
+    """A layer whose weight is set to None or deleted keeps no views (no stale product, no memory held)."""
+    for drop in (lambda layer: setattr(layer, "weight", None), lambda layer: delattr(layer, "weight")):
+        layer = quantized_layer(64, 48, 6.0, device)
+        assert layer._cb_view is not None
+        drop(layer)
+        assert layer._cb_view is None and layer._scb_view is None and layer._threshold is None

@@ -259,7 +259,8 @@ class Linear8bitLt(torch.nn.Linear):
         d = self.__dict__
         state = d.get("state")
         weight = d["_parameters"].get("weight") if "_parameters" in d else None
-        if state is None or weight is None:
+        if state is None or weight is None:  # (during __init__, or the weight deleted or set to None)
+            d["_cb_view"] = d["_scb_view"] = d["_view_sources"] = d["_threshold"] = None
             return
         _tell_on_change(state, self)
         if isinstance(weight, Int8Params):
@@ -282,6 +283,11 @@ class Linear8bitLt(torch.nn.Linear):
 
     def __setattr__(self, name, value):
         super().__setattr__(name, value)
+        if name in ("weight", "state"):
+            self._follow_weight()
+
+    def __delattr__(self, name):
+        super().__delattr__(name)
         if name in ("weight", "state"):
             self._follow_weight()
 
