@@ -5,7 +5,8 @@
 // the block lists those columns once, and each warp, after streaming a row, gathers the row's
 // bytes at the listed columns (from L2, where with many columns the stream keeps its rows)
 // against the activations there (L1 hits), its lanes taking the list 32 entries at a time
-// (with one row, each lane's first entry is loaded with the row's first chunks instead). The
+// (with one row, each lane holds its first entry: loaded with the row's first chunks, or for a
+// warp's first row pulled into L2 before the stream and loaded after it). The
 // stream's work is the same at every threshold (only its L2 policy follows the outlier count):
 // testing each 16-byte chunk for marked columns inside it cost every chunk a shared-memory
 // read, and a lane with marks held its whole warp (1.2x the t=0 time with 8 outlier columns,
@@ -76,12 +77,14 @@ __device__ __forceinline__ void load_weight_chunks(const int4* w4, int64_t c0, i
   }
 }
 
+__device__ __forceinline__ void prefetch_to_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
 // Pulls bytes [0, min(K, limit)) of a weight row into L2 (the warp's lanes 128 bytes apart): the
 // loads that follow hit L2 instead of queueing behind the whole card's requests to DRAM.
 __device__ __forceinline__ void prefetch_row_to_l2(const int8_t* w, int64_t K, int limit, int lane) {
   const int64_t end = min(K, static_cast<int64_t>(limit));
   for (int64_t off = static_cast<int64_t>(lane) * 128; off < end; off += 32 * 128) {
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(w + off));
+    prefetch_to_l2(w + off);
   }
 }
 
@@ -247,11 +250,13 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
   // 8192 x 28672 layer). Two rows have no register to spare for it (ptxas spilled).
   constexpr bool kHeldColumns = ROWS == 1;
   const int32_t lane_col = kHeldColumns && lane < outlier_count ? list[lane] : -1;
-  int8_t lane_w = lane_col >= 0 && first_row < N ? __ldg(p.b + first_row * K + lane_col) : int8_t{0};
-  // The activation at the held column is the same for every weight row: loaded once, here, so
-  // that no row waits for it after its stream (the out stores between rows keep the compiler
-  // from hoisting the load itself).
-  const float lane_x = lane_col >= 0 ? to_float(x[lane_col]) : 0.f;
+  // The first row's byte there is only pulled into L2 now and loaded after the row's stream. A
+  // load here took the scoreboard of the stream's first chunks and of the column scale (SASS,
+  // sm_90), so every warp waited a second DRAM round trip, for one byte, before its stream (at
+  // t > 0 with one row). The rows after the first load theirs with their first chunks, which
+  // the stream waits for anyway.
+  if (lane_col >= 0 && first_row < N) prefetch_to_l2(p.b + first_row * K + lane_col);
+  int8_t lane_w = 0;
 
   const int4* a4 = reinterpret_cast<const int4*>(codes);
   for (int64_t n = first_row; n < N; n += row_stride) {
@@ -288,9 +293,13 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
     //    the rest of the list 32 columns a step, their loads independent of each other (L2
     //    hits: the row was just streamed). 4 entries a lane in flight with one row, 1 with two:
     //    more live registers than that made ptxas spill at the 64 a thread allowed.
+    // The held column's activation, read here rather than before the stream for the same reason
+    // (an L1 hit: the prologue read x); with two rows lane_col is -1.
+    const float lane_x = lane_col >= 0 ? to_float(x[lane_col]) : 0.f;
+    if (n == first_row && lane_col >= 0) lane_w = __ldg(w + lane_col);  // (an L2 hit, see above)
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
-      outlier_sum[r] = r == 0 ? lane_x * static_cast<float>(lane_w) : 0.f;  // (lane_x is 0 with two rows)
+      outlier_sum[r] = r == 0 ? lane_x * static_cast<float>(lane_w) : 0.f;
     }
 #pragma unroll(ROWS == 1 ? 4 : 1)
     for (int32_t j = lane + (kHeldColumns ? 32 : 0); j < outlier_count; j += 32) {
