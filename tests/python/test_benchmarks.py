@@ -45,3 +45,33 @@ def test_bench_e2e_runs_only_the_thresholds_asked(tmp_path):
     data = json.loads(out.read_text())
     assert [r["variant"] for r in data["python"]] == ["fp16", "int8 t=6"] and data["cpp"] == []
     assert data["summary"] == [line for line in data["summary"] if "t=6" in line] and len(data["summary"]) == 1
+
+
+def test_bench_guards_runs_on_the_cpu():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_guards.py"), "--device", "cpu",
+                             "--blocks", "1", "--calls", "3"], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("nn.Linear", "int8"))]
+    assert [r[0] for r in rows] == ["nn.Linear", "int8", "int8"] and rows[0][-1] == "1.00x"
+    assert all(float(r[-3]) > 0 for r in rows)  # lookup us
+
+
+def _sass_line(address, text, write_barrier=7, wait_mask=0):
+    control = (write_barrier << 5) | (7 << 8) | (wait_mask << 11)
+    return [f"        /*{address:04x}*/                   {text} ;   /* 0x0000000000000000 */",
+            f"                                                      /* 0x{control << 41:016x} */"]
+
+
+def test_sass_waits_names_the_first_waiting_instruction(tmp_path):
+    sass = tmp_path / "k.sass"
+    sass.write_text("\n".join(
+        _sass_line(0x10, "LDG.E.S8.CONSTANT R7, desc[UR12][R6.64]", write_barrier=5)
+        + _sass_line(0x20, "IMAD.MOV.U32 R6, RZ, RZ, R46", wait_mask=0b000010)  # waits on sb1: not it
+        + _sass_line(0x30, "HADD2.F32 R7, -RZ, R6.H0_H0", wait_mask=0b100000)  # waits on sb5
+        + _sass_line(0x40, "LDG.E R9, desc[UR12][R8.64]")) + "\n")
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sass_waits.py"), str(sass), "LDG"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "sb5 -> first wait at 00030 HADD2.F32" in lines[0]
+    assert "(no write scoreboard)" in lines[1] and len(lines) == 2
