@@ -24,6 +24,9 @@ __device__ __forceinline__ __half from_float<__half>(float x) { return __float2h
 template <>
 __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 
+// Pulls the 128-byte line holding p into L2; no register, nothing waits for it.
+__device__ __forceinline__ void prefetch_to_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
 // NaN-propagating absmax of two stats (both >= 0 or NaN): a NaN anywhere wins,
 // so a row holding non-finite values can never dequantize to finite garbage.
 __device__ __forceinline__ float absmax_combine(float a, float b) { return (b > a || isnan(b)) ? b : a; }

@@ -26,7 +26,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_dp4a_kernel(SmallMParams
     if (row_valid) {
       for (int64_t off = static_cast<int64_t>(lane) * 128; off < min(K, static_cast<int64_t>(p.prefetch_bytes));
            off += 32 * 128) {
-        asm volatile("prefetch.global.L2 [%0];" ::"l"(w + off));
+        prefetch_to_l2(w + off);
       }
     }
     wait_for_prior_grid();

@@ -77,8 +77,6 @@ __device__ __forceinline__ void load_weight_chunks(const int4* w4, int64_t c0, i
   }
 }
 
-__device__ __forceinline__ void prefetch_to_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
-
 // Pulls bytes [0, min(K, limit)) of a weight row into L2 (the warp's lanes 128 bytes apart): the
 // loads that follow hit L2 instead of queueing behind the whole card's requests to DRAM.
 __device__ __forceinline__ void prefetch_row_to_l2(const int8_t* w, int64_t K, int limit, int lane) {

@@ -264,7 +264,7 @@ __global__ void __launch_bounds__(kSmallMWarps * 32, 1) small_m_product_kernel(S
     const int64_t lines = (min(K, static_cast<int64_t>(p.prefetch_bytes)) + 127) / 128;
     for (int64_t i = tid; i < BN * lines; i += blockDim.x) {
       const int64_t n = n0 + i / lines;
-      if (n < N) asm volatile("prefetch.global.L2 [%0];" ::"l"(p.b + n * K + (i % lines) * 128));
+      if (n < N) prefetch_to_l2(p.b + n * K + (i % lines) * 128);
     }
     wait_for_prior_grid();
   }

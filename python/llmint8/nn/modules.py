@@ -76,7 +76,6 @@ class Int8Params(torch.nn.Parameter):
         for layer in list(self.__dict__.get("_layers", ())):
             layer._follow_weight()
 
-
     # Not named is_quantized: torch.Tensor.is_quantized means a qint8 tensor, and fake tensors
     # (torch.compile) refuse a tensor that claims to be one.
     @property
@@ -178,8 +177,9 @@ class Linear8bitLt(torch.nn.Linear):
     # _follow_weight; None until the weight holds int8 codes). torch.compile checks every guard of a
     # model before each call, a token in generate(), but skips a module whose __dict__ is unchanged
     # and holds only immutable values (floats, exact nn.Parameters). The state (a plain object), the
-    # weight's CB and SCB (attributes of a tensor) and the Int8Params itself each defeat that, which
-    # cost int8 models about 10x nn.Linear's guard time (benchmarks/bench_guards.py).
+    # weight's CB and SCB (attributes of a tensor) and the Int8Params itself each defeat that: int8
+    # models took 4-5x nn.Linear's guard time on a CPU, 2.5x in a 32-layer model on an H200
+    # (benchmarks/NOTES.md, eleventh session; benchmarks/bench_guards.py measures it).
     _cb_view: Optional[torch.nn.Parameter] = None  # weight.CB, as a plain Parameter sharing its memory
     _scb_view: Optional[torch.nn.Parameter] = None  # weight.SCB, likewise
     _threshold: Optional[float] = None  # state.threshold; None where the compiled forward takes the general path
