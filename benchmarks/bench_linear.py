@@ -105,11 +105,8 @@ def run(shapes, tokens, dtypes, graph, outliers=OUTLIER_COLUMNS, warm_l2=False, 
                 # --producer: a small kernel writes x (in place, times 1: exact) before each call, as
                 # a model's norm or activation does; its own time (measured alone) is subtracted.
                 produce = (lambda: x.mul_(1.0)) if producer else (lambda: None)
-                row["producer_ms"] = bench(produce) if producer else 0.0
-                if producer:
-                    layer_time = lambda fn: bench(fn) - row["producer_ms"]  # noqa: E731
-                else:
-                    layer_time = bench
+                producer_ms = row["producer_ms"] = bench(produce) if producer else 0.0
+                layer_time = lambda fn: bench(fn) - producer_ms  # noqa: E731
                 row["float_ms"] = layer_time(in_turns(lambda w: (produce(), F.linear(x, w, bias)), float_weights))
                 row["float_err"] = rel_err(F.linear(x, Wf, bias), ref)
                 if M > 16 and K % 8 == 0 and N % 8 == 0:
