@@ -13,8 +13,8 @@
 #   STEPS="bench e2e" E2E_ARGS="--layers 8 --batches 1" bash tests/run_gpu.sh   (chosen steps, in this order)
 #   PYTEST_ARGS="test_placement.py" BENCH_ARGS="--quick" PROFILE_ARGS="--tokens 1,8" ...   (steps' arguments)
 #   STEPS=ncu PROFILE_ARGS="--tokens 1" NCU_KERNEL=gemv_fused ...   (counters: t=0 then t=6 calls, 8 each)
-#   STEPS=ab BENCH_ARGS="--graph --quick" ...   (after tests/make_ab_tree.sh REF here, carrying .ab too:
-#                                           this tree against REF's, bench_linear.py in turns A B A B;
+#   STEPS=ab BENCH_ARGS="--graph --quick" ...   (after tests/make_ab_tree.sh REF [REF...] here, carrying .ab
+#                                           too: this tree against each REF's, bench_linear.py in turns;
 #                                           AB_MORE_ARGS="args;args" compares more argument sets)
 #   LLMINT8_ALL_ARCHITECTURES=1 ...       (every release architecture, not only this card's)
 set -uo pipefail
@@ -88,15 +88,24 @@ for name in $steps; do
     bench) step bench bash -c "python3 benchmarks/bench_linear.py ${BENCH_ARGS:-} --json $out/bench.json" ;;
     e2e) step e2e bash -c "python3 benchmarks/bench_e2e.py ${E2E_ARGS:-} --json $out/e2e.json" ;;
     guards) step guards bash -c "python3 benchmarks/bench_guards.py ${GUARDS_ARGS:-}" ;;
-    ab)  # .ab/tree (tests/make_ab_tree.sh) built apart, into /tmp/llmint8-ab, ahead of the installed package
-      # on PYTHONPATH; the same bench_linear.py (this tree's) then times A (this tree) and B in turns
-      ab_ref=$(cat .ab/REF 2> /dev/null | cut -d' ' -f1)
-      step ab_build env LLMINT8_BUILD_DIR=build-gpu-ab LLMINT8_BUILD_TESTS=0 \
-        python3 -m pip install -q --no-build-isolation --no-deps --target /tmp/llmint8-ab .ab/tree
+    ab)  # each tree of .ab/ (tests/make_ab_tree.sh: tree, tree2, ...) built apart, into /tmp/llmint8-ab<i>,
+      # ahead of the installed package on PYTHONPATH; the same bench_linear.py (this tree's) then
+      # times A (this tree) and every other tree in turns, twice, and compares A with each
+      mapfile -t ab_refs < <(cut -d' ' -f1 .ab/REF 2> /dev/null)
+      ab_trees=()
+      for j in "${!ab_refs[@]}"; do
+        tree=.ab/tree; [ "$j" = 0 ] || tree=.ab/tree$((j + 1))
+        step ab_build env LLMINT8_BUILD_DIR=build-gpu-ab$j LLMINT8_BUILD_TESTS=0 \
+          python3 -m pip install -q --no-build-isolation --no-deps --target /tmp/llmint8-ab$j $tree
+        [ "${status[ab_build]}" = pass ] || break
+        PYTHONPATH=/tmp/llmint8-ab$j python3 -c "import llmint8; assert llmint8.__file__.startswith('/tmp/llmint8-ab$j/')" \
+          && ab_trees+=("$j")
+      done
       # BENCH_ARGS is the first set of bench_linear.py arguments; AB_MORE_ARGS adds more, ';'-separated
-      # (e.g. "--graph --shapes 11008x4096 --outlier-columns 1080"), each compared on its own (ab<i>.json)
-      [ "${status[ab_build]}" = pass ] && step ab bash -c "set -e; mkdir -p /tmp/ab
-        PYTHONPATH=/tmp/llmint8-ab python3 -c 'import llmint8; assert llmint8.__file__.startswith(\"/tmp/llmint8-ab/\"), llmint8.__file__'
+      # (e.g. "--graph --shapes 11008x4096 --outlier-columns 1080"), each compared on its own
+      # (ab<set>.json, or ab<set>_<tree>.json past the first tree)
+      [ "${status[ab_build]:-}" = pass ] && [ ${#ab_trees[@]} -gt 0 ] && step ab bash -c "set -e; mkdir -p /tmp/ab
+        refs=(${ab_refs[*]}); trees=(${ab_trees[*]})
         IFS=';' read -ra configs <<< '${BENCH_ARGS:-};${AB_MORE_ARGS:-}'
         i=0
         for args in \"\${configs[@]}\"; do
@@ -104,11 +113,16 @@ for name in $steps; do
           i=\$((i + 1))
           for round in 1 2; do
             python3 benchmarks/bench_linear.py \$args --json /tmp/ab/a\$i-\$round.json > /dev/null
-            PYTHONPATH=/tmp/llmint8-ab python3 benchmarks/bench_linear.py \$args --json /tmp/ab/b\$i-\$round.json > /dev/null
+            for j in \"\${trees[@]}\"; do
+              PYTHONPATH=/tmp/llmint8-ab\$j python3 benchmarks/bench_linear.py \$args --json /tmp/ab/b\$j-\$i-\$round.json > /dev/null
+            done
           done
-          echo \"== bench_linear.py \$args\"
-          python3 benchmarks/compare_runs.py --a /tmp/ab/a\$i-1.json /tmp/ab/a\$i-2.json --b /tmp/ab/b\$i-1.json /tmp/ab/b\$i-2.json \\
-            --labels 'this tree,${ab_ref:-ab tree}' --json $out/ab\$i.json
+          for j in \"\${trees[@]}\"; do
+            name=ab\$i; [ \$j = 0 ] || name=ab\${i}_\$((j + 1))
+            echo \"== bench_linear.py \$args (B = \${refs[\$j]})\"
+            python3 benchmarks/compare_runs.py --a /tmp/ab/a\$i-1.json /tmp/ab/a\$i-2.json \\
+              --b /tmp/ab/b\$j-\$i-1.json /tmp/ab/b\$j-\$i-2.json --labels \"this tree,\${refs[\$j]}\" --json $out/\$name.json
+          done
         done" ;;
     *) echo "unknown step $name"; unknown_step=1 ;;
   esac
