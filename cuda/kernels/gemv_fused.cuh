@@ -137,13 +137,6 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
   wait_for_prior_grid();
   allow_dependent_launch();  // a programmatic launch after this one may start its prefetches
 
-  // The first weight chunks depend on nothing below: start them now (evict-first: the outlier
-  // count, which decides the stream's policy below, is not known yet).
-  int4 wv[kFusedGemvUnroll];
-  load_weight_chunks(reinterpret_cast<const int4*>(p.b + (first_row < N ? first_row : 0) * K), lane, vectors,
-                     weight_stream_policy(false), wv);
-  float col_n = p.col[first_row < N ? first_row : 0];
-
   // 1. Outlier columns (any row at or above the threshold, as quantize_small_m decides) into the
   //    bitmask, and each row's absmax over the other columns.
   for (int64_t i = tid; i < words; i += kThreads) bits[i] = 0u;
@@ -255,6 +248,14 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
   // the stream waits for anyway.
   if (lane_col >= 0 && first_row < N) prefetch_to_l2(p.b + first_row * K + lane_col);
   int8_t lane_w = 0;
+  // The first row's first chunks (in L2 by now: prefetched before the prologue) and its column
+  // scale, loaded only now. Loaded before the prologue, they shared a scoreboard with its
+  // activation loads, so the prologue waited for them from DRAM (SASS, sm_90) instead of
+  // running under them.
+  int4 wv[kFusedGemvUnroll];
+  load_weight_chunks(reinterpret_cast<const int4*>(p.b + (first_row < N ? first_row : 0) * K), lane, vectors,
+                     stream_policy, wv);
+  float col_n = p.col[first_row < N ? first_row : 0];
 
   const int4* a4 = reinterpret_cast<const int4*>(codes);
   for (int64_t n = first_row; n < N; n += row_stride) {
