@@ -241,13 +241,6 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
   // 8192 x 28672 layer). Two rows have no register to spare for it (ptxas spilled).
   constexpr bool kHeldColumns = ROWS == 1;
   const int32_t lane_col = kHeldColumns && lane < outlier_count ? list[lane] : -1;
-  // The first row's byte there is only pulled into L2 now and loaded after the row's stream. A
-  // load here took the scoreboard of the stream's first chunks and of the column scale (SASS,
-  // sm_90), so every warp waited a second DRAM round trip, for one byte, before its stream (at
-  // t > 0 with one row). The rows after the first load theirs with their first chunks, which
-  // the stream waits for anyway.
-  if (lane_col >= 0 && first_row < N) prefetch_to_l2(p.b + first_row * K + lane_col);
-  int8_t lane_w = 0;
   // The first row's first chunks (in L2 by now: prefetched before the prologue) and its column
   // scale, loaded only now. Loaded before the prologue, they shared a scoreboard with its
   // activation loads, so the prologue waited for them from DRAM (SASS, sm_90) instead of
@@ -262,6 +255,13 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
     const int8_t* w = p.b + n * K;
     const int4* w4 = reinterpret_cast<const int4*>(w);
 
+    // The row's byte at the lane's held column: pulled into L2 now and loaded with the row's
+    // last chunks, whose wait it then shares. Loaded with the first chunks (L2 hits, prefetched
+    // ahead) it made their wait a DRAM round trip; loaded after the stream, an L2 round trip
+    // of its own at the row's end.
+    if (lane_col >= 0) prefetch_to_l2(w + lane_col);
+    int8_t lane_w = 0;
+
     // 4. The exact int32 product of the codes with the weight row, streamed once.
     int32_t acc[ROWS] = {};
     float outlier_sum[ROWS];
@@ -271,6 +271,7 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
       for (int u = 0; u < kFusedGemvUnroll; ++u) current[u] = wv[u];
       if (c0 + 32 * kFusedGemvUnroll < vectors) {
         load_weight_chunks(w4, c0 + 32 * kFusedGemvUnroll, vectors, stream_policy, wv);
+        if (lane_col >= 0 && c0 + 64 * kFusedGemvUnroll >= vectors) lane_w = __ldg(w + lane_col);
       }
 #pragma unroll
       for (int u = 0; u < kFusedGemvUnroll; ++u) {
@@ -295,7 +296,7 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
     // The held column's activation, read here rather than before the stream for the same reason
     // (an L1 hit: the prologue read x); with two rows lane_col is -1.
     const float lane_x = lane_col >= 0 ? to_float(x[lane_col]) : 0.f;
-    if (n == first_row && lane_col >= 0) lane_w = __ldg(w + lane_col);  // (an L2 hit, see above)
+    if (lane_col >= 0 && vectors <= 32 * kFusedGemvUnroll) lane_w = __ldg(w + lane_col);  // a one-step stream
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
       outlier_sum[r] = r == 0 ? lane_x * static_cast<float>(lane_w) : 0.f;
@@ -316,7 +317,6 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
     if (n + row_stride < N) {
       load_weight_chunks(reinterpret_cast<const int4*>(w + row_stride * K), lane, vectors, stream_policy, wv);
       col_n = p.col[n + row_stride];
-      if (lane_col >= 0) lane_w = __ldg(w + row_stride * K + lane_col);
     }
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
