@@ -1,12 +1,11 @@
 // The whole decode-size layer op (one or two rows) in one kernel: every block quantizes the
 // activations itself (a few KB, read from L2) and marks the outlier columns in a bitmask, then
 // streams weight rows with dp4a like gemv_dp4a. No quantizer launch to wait for: the first
-// weight loads are in flight while the block quantizes. The outlier columns' codes are zero;
-// the block lists those columns once, and each warp, after streaming a row, gathers the row's
-// bytes at the listed columns (from L2, where with many columns the stream keeps its rows)
-// against the activations there (L1 hits), its lanes taking the list 32 entries at a time
-// (with one row, each lane holds its first entry: loaded with the row's first chunks, or for a
-// warp's first row pulled into L2 before the stream and loaded after it). The
+// weight rows are on their way into L2 while the block quantizes. The outlier columns' codes
+// are zero; the block lists those columns once, and each warp, after streaming a row, gathers
+// the row's bytes at the listed columns (from L2, where with many columns the stream keeps its
+// rows) against the activations there (L1 hits), its lanes taking the list 32 entries at a time
+// (with one row, each lane holds its first entry: loaded with the row's last chunks). The
 // stream's work is the same at every threshold (only its L2 policy follows the outlier count):
 // testing each 16-byte chunk for marked columns inside it cost every chunk a shared-memory
 // read, and a lane with marks held its whole warp (1.2x the t=0 time with 8 outlier columns,
@@ -236,7 +235,7 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
   const uint64_t stream_policy =
       weight_stream_policy(__any_sync(0xffffffffu, outlier_count > 0 && outlier_count >= p.reread_columns));
   // One row: the first 32 listed columns, one a lane, and the row's byte there loaded with the
-  // row's first chunks and held in a register, so a few outliers add no L2 round trip of their
+  // row's last chunks and held in a register, so a few outliers add no L2 round trip of their
   // own to a row (gathered after the stream, 8 columns cost 8 us of 64 on an H200's
   // 8192 x 28672 layer). Two rows have no register to spare for it (ptxas spilled).
   constexpr bool kHeldColumns = ROWS == 1;
@@ -293,8 +292,8 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
     //    the rest of the list 32 columns a step, their loads independent of each other (L2
     //    hits: the row was just streamed). 4 entries a lane in flight with one row, 1 with two:
     //    more live registers than that made ptxas spill at the 64 a thread allowed.
-    // The held column's activation, read here rather than before the stream for the same reason
-    // (an L1 hit: the prologue read x); with two rows lane_col is -1.
+    // The held column's activation is read here (an L1 hit: the prologue read x), not held
+    // through the stream in a register; with two rows lane_col is -1.
     const float lane_x = lane_col >= 0 ? to_float(x[lane_col]) : 0.f;
     if (lane_col >= 0 && vectors <= 32 * kFusedGemvUnroll) lane_w = __ldg(w + lane_col);  // a one-step stream
 #pragma unroll
