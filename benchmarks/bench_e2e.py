@@ -7,7 +7,8 @@ Face folder, then measures, for fp16 and for llmint8 at thresholds 6 and 0:
 - Python: transformers `from_pretrained` (load time, weight bytes), `generate` with greedy
   decoding (the median of --repeats timed runs, the variants taking turns run after run),
   eager (dynamic cache) and compiled (static cache: transformers compiles the forward itself,
-  with CUDA graphs), at each batch size: tokens/s and peak memory, and the outlier columns
+  with CUDA graphs), at each batch size: tokens/s over whole calls and decode tokens/s (the
+  tokens after the first, timed in the same runs), peak memory, and the outlier columns
   entering each kind of layer;
 - C++: `llmint8-generate --json` on the same folder: load time and GB/s, the load's peak memory
   against the weights, first-call setup (a warm-up) apart from time to first token, decode
@@ -148,6 +149,25 @@ def load_variant(args, folder: Path, name: str, threshold):
             "resident_bytes": allocated(args.device) - before}
 
 
+class TokenClock(transformers.StoppingCriteria):
+    """Stops nothing: notes when each new token is ready (the device synchronized), so that a
+    timed run also gives its decode speed, tokens after the first over the time they took, apart
+    from the prefill and generate's setup, which whole-call times include."""
+
+    def __init__(self, device: str):
+        self.device, self.stamps = device, []
+
+    def __call__(self, input_ids, scores, **kwargs):
+        sync(self.device)
+        self.stamps.append(time.perf_counter())
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    def decode_seconds_per_token(self) -> float:
+        if len(self.stamps) < 2:
+            return float("nan")
+        return (self.stamps[-1] - self.stamps[0]) / (len(self.stamps) - 1)
+
+
 def generate_options(args, mode: str, prompt) -> dict:
     options = dict(max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens, do_sample=False)
     if mode == "compiled":
@@ -172,6 +192,7 @@ def python_rows(args, folder: Path):
             prompt = torch.randint(3, args.vocab, (batch, args.prompt_tokens), device=args.device)
             options = generate_options(args, mode, prompt)
             peaks, times = {}, {v["name"]: [] for v in variants}
+            decode_times = {v["name"]: [] for v in variants}  # seconds a token after the first
             with torch.no_grad():
                 for v in variants:  # warm-up (and compilation), then one run for the peak
                     before = allocated(args.device)
@@ -184,18 +205,23 @@ def python_rows(args, folder: Path):
                 for repeat in range(args.repeats):
                     shift = repeat % len(variants)
                     for v in variants[shift:] + variants[:shift]:
+                        clock = TokenClock(args.device)
                         start = time.perf_counter()
-                        out = v["model"].generate(prompt, **options)
+                        out = v["model"].generate(prompt, stopping_criteria=transformers.StoppingCriteriaList([clock]), **options)
                         sync(args.device)
                         times[v["name"]].append(time.perf_counter() - start)
+                        decode_times[v["name"]].append(clock.decode_seconds_per_token())
             generated = (out.shape[1] - args.prompt_tokens) * batch
             for v in variants:
                 seconds = sorted(times[v["name"]])[len(times[v["name"]]) // 2]  # the median
+                per_token = sorted(decode_times[v["name"]])[len(decode_times[v["name"]]) // 2]
                 row = {"variant": v["name"], "mode": mode, "batch": batch, "tokens_per_s": generated / seconds,
-                       "peak_bytes": peaks[v["name"]], "load_s": v["load_s"], "weight_bytes": v["weight_bytes"]}
+                       "decode_tokens_per_s": batch / per_token, "peak_bytes": peaks[v["name"]],
+                       "load_s": v["load_s"], "weight_bytes": v["weight_bytes"]}
                 rows.append(row)
-                print(f"python {v['name']:9s} {mode:8s} batch {batch}: {row['tokens_per_s']:.1f} tok/s, "
-                      f"peak {row['peak_bytes'] / 2**30:.2f} GiB, load {v['load_s']:.1f} s", flush=True)
+                print(f"python {v['name']:9s} {mode:8s} batch {batch}: {row['tokens_per_s']:.1f} tok/s "
+                      f"(decode {row['decode_tokens_per_s']:.1f}), peak {row['peak_bytes'] / 2**30:.2f} GiB, "
+                      f"load {v['load_s']:.1f} s", flush=True)
                 if args.profile:
                     profile_generation(v["model"], args, v["name"], mode, batch, prompt, options)
     for v in variants:
@@ -244,11 +270,13 @@ def cpp_rows(args, folder: Path):
 
 def summary(py, cpp):
     lines = []
-    base = {(r["mode"], r["batch"]): r["tokens_per_s"] for r in py if r["variant"] == "fp16"}
+    base = {(r["mode"], r["batch"]): r for r in py if r["variant"] == "fp16"}
     for r in py:
         if r["variant"] != "fp16":
-            ratio = r["tokens_per_s"] / base[(r["mode"], r["batch"])]
-            lines.append(f"python {r['variant']} {r['mode']} batch {r['batch']}: {ratio:.2f}x fp16")
+            b = base[(r["mode"], r["batch"])]
+            lines.append(f"python {r['variant']} {r['mode']} batch {r['batch']}: "
+                         f"{r['tokens_per_s'] / b['tokens_per_s']:.2f}x fp16 "
+                         f"(decode alone {r['decode_tokens_per_s'] / b['decode_tokens_per_s']:.2f}x)")
     cpp_base = next((r["decode_tokens_per_s"] for r in cpp if r["variant"] == "fp16"), None)
     for r in cpp:
         if r["variant"] != "fp16" and cpp_base:

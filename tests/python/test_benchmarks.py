@@ -23,6 +23,9 @@ def test_bench_e2e_runs_on_a_tiny_model(tmp_path):
     data = json.loads(out.read_text())
     assert {r["variant"] for r in data["python"]} == {"fp16", "int8 t=6", "int8 t=0"}
     assert all(r["tokens_per_s"] > 0 and r["load_s"] > 0 for r in data["python"])
+    # Decode alone, the 3 tokens after the first (NaN, failing here, if fewer than 2 were timed).
+    assert all(r["decode_tokens_per_s"] > 0 for r in data["python"])
+    assert "decode alone" in data["summary"][0]
     int8 = next(r for r in data["python"] if r["variant"] == "int8 t=6")
     fp16 = next(r for r in data["python"] if r["variant"] == "fp16")
     assert int8["weight_bytes"] < fp16["weight_bytes"]
