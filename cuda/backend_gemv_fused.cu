@@ -38,7 +38,7 @@ int64_t resident_blocks(Kernel kernel, int threads, size_t smem) {
 // Outlier columns from which gemv_fused streams its weight rows under evict-normal rather than
 // evict-first, so that the gather after each row finds the row's bytes at those columns in L2.
 // One row: past 32, where the gather starts (the first 32 are each held by a lane, loaded with
-// the row's first chunks); two rows (no held columns): K / 512. On an H200, graph replay,
+// the row's last chunks); two rows (no held columns): K / 512. On an H200, graph replay,
 // weights in turns, t=6, us with an evict-first -> evict-normal stream (benchmarks/RESULTS.md):
 // one row, 11008 x 4096 at 8 columns 15.8 -> 17.1, 32: 15.9 -> 17.3, 64: 18.1 -> 17.8, 320:
 // 24.7 -> 20.0; 4096 x 11008 at 32 17.2 -> 17.6, 64: 19.9 -> 17.9; two rows, 4096 x 11008 at 8
