@@ -234,15 +234,12 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
   // (launcher: the count where the two cross). The vote keeps the policy in a uniform register.
   const uint64_t stream_policy =
       weight_stream_policy(__any_sync(0xffffffffu, outlier_count > 0 && outlier_count >= p.reread_columns));
-  // The first 32 listed columns, one a lane: the row's word holding the byte there is copied
-  // into shared memory (cp.async) when the row starts and read after the stream, so a few
-  // outliers add no round trip of their own to a row (gathered after the stream, 8 columns cost
-  // 8 us of 64 on an H200's 8192 x 28672 layer). A register load held a register and a
-  // scoreboard through the stream: with two rows ptxas spilled, and loaded with the first chunks
-  // it made the stream wait for DRAM.
-  // (The lane's column is read from the list where it is used: kept live through the stream,
-  // it and what goes with it made ptxas spill with two rows.)
-  __shared__ uint32_t held_word[WARPS][32];
+  // One row: the first 32 listed columns, one a lane, and the row's byte there loaded with the
+  // row's last chunks and held in a register, so a few outliers add no L2 round trip of their
+  // own to a row (gathered after the stream, 8 columns cost 8 us of 64 on an H200's
+  // 8192 x 28672 layer). Two rows have no register to spare for it (ptxas spilled).
+  constexpr bool kHeldColumns = ROWS == 1;
+  const int32_t lane_col = kHeldColumns && lane < outlier_count ? list[lane] : -1;
   // The first row's first chunks (in L2 by now: prefetched before the prologue) and its column
   // scale, loaded only now. Loaded before the prologue, they shared a scoreboard with its
   // activation loads, so the prologue waited for them from DRAM (SASS, sm_90) instead of
@@ -257,8 +254,12 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
     const int8_t* w = p.b + n * K;
     const int4* w4 = reinterpret_cast<const int4*>(w);
 
-    // (w and K are 16-byte aligned: the word of the column's byte is too)
-    if (lane < outlier_count) copy_word_async(&held_word[warp][lane], w + (list[lane] & ~3));
+    // The row's byte at the lane's held column: pulled into L2 now and loaded with the row's
+    // last chunks, whose wait it then shares. Loaded with the first chunks (L2 hits, prefetched
+    // ahead) it made their wait a DRAM round trip; loaded after the stream, an L2 round trip
+    // of its own at the row's end.
+    if (lane_col >= 0) prefetch_to_l2(w + lane_col);
+    int8_t lane_w = 0;
 
     // 4. The exact int32 product of the codes with the weight row, streamed once.
     int32_t acc[ROWS] = {};
@@ -269,6 +270,7 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
       for (int u = 0; u < kFusedGemvUnroll; ++u) current[u] = wv[u];
       if (c0 + 32 * kFusedGemvUnroll < vectors) {
         load_weight_chunks(w4, c0 + 32 * kFusedGemvUnroll, vectors, stream_policy, wv);
+        if (lane_col >= 0 && c0 + 64 * kFusedGemvUnroll >= vectors) lane_w = __ldg(w + lane_col);
       }
 #pragma unroll
       for (int u = 0; u < kFusedGemvUnroll; ++u) {
@@ -290,20 +292,16 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
     //    the rest of the list 32 columns a step, their loads independent of each other (L2
     //    hits: the row was just streamed). 4 entries a lane in flight with one row, 1 with two:
     //    more live registers than that made ptxas spill at the 64 a thread allowed.
-    // The held column: its byte from the lane's copy, its activations read here (L1 hits: the
-    // prologue read x).
-    const int32_t lane_col = lane < outlier_count ? list[lane] : -1;
-    float held_w = 0.f;
-    if (lane_col >= 0) {
-      wait_async_copies();
-      held_w = static_cast<float>(static_cast<int8_t>(held_word[warp][lane] >> (8 * (lane_col & 3))));
-    }
+    // The held column's activation is read here (an L1 hit: the prologue read x), not held
+    // through the stream in a register; with two rows lane_col is -1.
+    const float lane_x = lane_col >= 0 ? to_float(x[lane_col]) : 0.f;
+    if (lane_col >= 0 && vectors <= 32 * kFusedGemvUnroll) lane_w = __ldg(w + lane_col);  // a one-step stream
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
-      outlier_sum[r] = r < rows && lane_col >= 0 ? to_float(x[r * K + lane_col]) * held_w : 0.f;
+      outlier_sum[r] = r == 0 ? lane_x * static_cast<float>(lane_w) : 0.f;
     }
 #pragma unroll(ROWS == 1 ? 4 : 1)
-    for (int32_t j = lane + 32; j < outlier_count; j += 32) {
+    for (int32_t j = lane + (kHeldColumns ? 32 : 0); j < outlier_count; j += 32) {
       const int64_t c = list[j];
       const float wk = static_cast<float>(__ldg(w + c));
 #pragma unroll
