@@ -295,7 +295,8 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
     // The held column's activation is read here (an L1 hit: the prologue read x), not held
     // through the stream in a register; with two rows lane_col is -1.
     const float lane_x = lane_col >= 0 ? to_float(x[lane_col]) : 0.f;
-    if (lane_col >= 0 && vectors <= 32 * kFusedGemvUnroll) lane_w = __ldg(w + lane_col);  // a one-step stream
+    // A lane whose stream was one step (lane + 128 >= vectors) had no later chunks to load it with.
+    if (lane_col >= 0 && lane + 32 * kFusedGemvUnroll >= vectors) lane_w = __ldg(w + lane_col);
 #pragma unroll
     for (int r = 0; r < ROWS; ++r) {
       outlier_sum[r] = r == 0 ? lane_x * static_cast<float>(lane_w) : 0.f;
