@@ -1,6 +1,7 @@
 """MatmulLtState: what one 8-bit layer knows about its quantized weight (bitsandbytes' names)."""
 
 import warnings
+import weakref
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -9,6 +10,19 @@ import torch
 # Fields that decide how a Linear8bitLt holding this state computes: setting one tells the layer
 # (Linear8bitLt._follow_weight), whose compiled forward reads a copy of them.
 _LAYER_FIELDS = frozenset({"threshold", "has_fp16_weights", "use_pool"})
+
+
+def tell_on_change(holder, layer) -> None:
+    """Registers layer with an Int8Params or a MatmulLtState, which call tell_layers() when what the
+    layer's compiled forward copies from them changes (weakly held: no cycle, no leak)."""
+    holder.__dict__.setdefault("_layers", weakref.WeakSet()).add(layer)
+
+
+def tell_layers(holder) -> None:
+    """Has every layer registered with holder follow its weight again (Linear8bitLt._follow_weight)."""
+    for layer in list(holder.__dict__.get("_layers", ())):
+        layer._follow_weight()
+
 
 # Fields of bitsandbytes' state for its retired tiled layouts: always None there, read by older
 # serving code (TGI, vLLM). Reading one warns, as in bitsandbytes.
@@ -40,8 +54,7 @@ class MatmulLtState:
     def __setattr__(self, name, value):
         object.__setattr__(self, name, value)
         if name in _LAYER_FIELDS:
-            for layer in list(self.__dict__.get("_layers", ())):
-                layer._follow_weight()
+            tell_layers(self)
 
     def __getstate__(self):
         # The layers holding this state are not part of it (a copy or an unpickled state has none yet).

@@ -3,14 +3,13 @@
 import copy
 import math
 import numbers
-import weakref
 from typing import Dict, Optional, Set
 
 import torch
 
 from .._untrusted import check_layer_entries, entry_problem, non_finite
 from ..config import THRESHOLD_RULE
-from ..state import MatmulLtState
+from ..state import MatmulLtState, tell_layers, tell_on_change
 
 _int8_linear = torch.ops.llmint8.int8_linear.default  # the overload itself: no packet lookup per call
 
@@ -63,18 +62,14 @@ class Int8Params(torch.nn.Parameter):
         torch._C.TensorBase.data.__set__(self, value)
         if isinstance(value, Int8Params):
             self.has_fp16_weights, self.CB, self.SCB = value.has_fp16_weights, value.CB, value.SCB
-        self._tell_layers()
+        tell_layers(self)
 
     # The Linear8bitLt layers holding this weight keep views of CB and SCB for their compiled forward
     # (Linear8bitLt._follow_weight): rebinding either, or the data, tells them.
     def __setattr__(self, name, value):
         super().__setattr__(name, value)
         if name in ("CB", "SCB"):
-            self._tell_layers()
-
-    def _tell_layers(self) -> None:
-        for layer in list(self.__dict__.get("_layers", ())):
-            layer._follow_weight()
+            tell_layers(self)
 
     # Not named is_quantized: torch.Tensor.is_quantized means a qint8 tensor, and fake tensors
     # (torch.compile) refuse a tensor that claims to be one.
@@ -130,12 +125,6 @@ class Int8Params(torch.nn.Parameter):
     def __repr__(self):
         kind = "int8 codes" if self.is_int8 else ("float, trainable" if self.has_fp16_weights else "float")
         return f"Int8Params({kind}, shape={tuple(self.shape)}, device={self.device})"
-
-
-def _tell_on_change(holder, layer) -> None:
-    """Registers layer with an Int8Params or a MatmulLtState, which call layer._follow_weight() when
-    what the layer's compiled forward copies from them changes (weakly held: no cycle, no leak)."""
-    holder.__dict__.setdefault("_layers", weakref.WeakSet()).add(layer)
 
 
 def _rebuild_int8_params(data, requires_grad, has_fp16_weights, has_cb, SCB):
@@ -262,9 +251,9 @@ class Linear8bitLt(torch.nn.Linear):
         if state is None or weight is None:  # (during __init__, or the weight deleted or set to None)
             d["_cb_view"] = d["_scb_view"] = d["_view_sources"] = d["_threshold"] = None
             return
-        _tell_on_change(state, self)
+        tell_on_change(state, self)
         if isinstance(weight, Int8Params):
-            _tell_on_change(weight, self)
+            tell_on_change(weight, self)
         CB, SCB, threshold = getattr(weight, "CB", None), getattr(weight, "SCB", None), state.threshold
         if (type(weight) is Int8Params and weight.dtype == torch.int8 and isinstance(CB, torch.Tensor)
                 and isinstance(SCB, torch.Tensor)):
