@@ -36,17 +36,13 @@ int64_t resident_blocks(Kernel kernel, int threads, size_t smem) {
 }
 
 // Outlier columns from which gemv_fused streams its weight rows under evict-normal rather than
-// evict-first, so that the gather after each row finds the row's bytes at those columns in L2.
-// One row: past 32, where the gather starts (the first 32 are each held by a lane, loaded with
-// the row's last chunks); two rows (no held columns): K / 512. On an H200, graph replay,
-// weights in turns, t=6, us with an evict-first -> evict-normal stream (benchmarks/RESULTS.md):
-// one row, 11008 x 4096 at 8 columns 15.8 -> 17.1, 32: 15.9 -> 17.3, 64: 18.1 -> 17.8, 320:
-// 24.7 -> 20.0; 4096 x 11008 at 32 17.2 -> 17.6, 64: 19.9 -> 17.9; two rows, 4096 x 11008 at 8
-// 19.0 -> 18.1, 11008 x 4096 at 8 18.0 -> 19.1, 64: 21.5 -> 20.0.
-int reread_columns(int rows, int64_t K) {
-  if (rows == 1) return 33;
-  return static_cast<int>(std::max<int64_t>(1, (K + 511) / 512));
-}
+// evict-first, so that the gather after each row finds the row's bytes at those columns in L2:
+// past 32, where the gather starts (the first 32 are each held by a lane, fetched during the
+// stream). On an H200, graph replay, weights in turns, t=6, us with an evict-first ->
+// evict-normal stream (benchmarks/RESULTS.md), one row: 11008 x 4096 at 8 columns 15.8 -> 17.1,
+// 32: 15.9 -> 17.3, 64: 18.1 -> 17.8, 320: 24.7 -> 20.0; 4096 x 11008 at 32 17.2 -> 17.6, 64:
+// 19.9 -> 17.9. (Two rows, before they held columns too, crossed near K / 512 columns.)
+constexpr int kRereadColumns = 33;
 
 template <typename T, int ROWS, int WARPS>
 cudaError_t launch_blocks(FusedGemvParams params, size_t smem, int device, cudaStream_t stream) {
@@ -55,7 +51,7 @@ cudaError_t launch_blocks(FusedGemvParams params, size_t smem, int device, cudaS
   if (row_groups == 0) return cudaSuccess;
   const auto grid = static_cast<unsigned>(std::min(row_groups, resident_blocks(kernel, WARPS * 32, smem)));
   params.l2_ahead = decode_prefetch_bytes(params.K);  // of each of a warp's next two rows
-  params.reread_columns = reread_columns(ROWS, params.K);
+  params.reread_columns = kRereadColumns;
   return launch_may_overlap(kernel, grid, WARPS * 32, smem, params, decode_overlap(device), stream);
 }
 

@@ -204,6 +204,15 @@ __device__ float block_absmax(float v) {
   return v;
 }
 
+// The aligned 4-byte word at `src` copied into shared memory at `dst` asynchronously (cp.async,
+// sm_80 and later): the copy holds no register and no register scoreboard while it is in flight.
+// wait_async_copies() waits for the thread's copies.
+__device__ __forceinline__ void copy_word_async(uint32_t* dst, const void* src) {
+  const auto shared = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(shared), "l"(src) : "memory");
+}
+__device__ __forceinline__ void wait_async_copies() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
 // Programmatic dependent launch (sm_90): a kernel launched so may start before the one ahead of it
 // in the stream has ended (at once when that one allows it); it pulls its weights toward L2, then
 // waits for that grid before reading anything the grid may have written. Without such a launch

@@ -234,12 +234,16 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
   // (launcher: the count where the two cross). The vote keeps the policy in a uniform register.
   const uint64_t stream_policy =
       weight_stream_policy(__any_sync(0xffffffffu, outlier_count > 0 && outlier_count >= p.reread_columns));
-  // One row: the first 32 listed columns, one a lane, and the row's byte there loaded with the
-  // row's last chunks and held in a register, so a few outliers add no L2 round trip of their
-  // own to a row (gathered after the stream, 8 columns cost 8 us of 64 on an H200's
-  // 8192 x 28672 layer). Two rows have no register to spare for it (ptxas spilled).
-  constexpr bool kHeldColumns = ROWS == 1;
-  const int32_t lane_col = kHeldColumns && lane < outlier_count ? list[lane] : -1;
+  // The first 32 listed columns are held, one a lane: the row's byte there is fetched during the
+  // stream, so a few outliers add no L2 round trip of their own to a row (gathered after the
+  // stream, 8 columns cost 8 us of 64 on an H200's 8192 x 28672 layer). One row: loaded with the
+  // row's last chunks into a register. Two rows have no register to spare (ptxas spilled): the
+  // byte's aligned word is copied into shared memory (cp.async) as the row starts and read after
+  // the stream (H200, t=6, 8 columns: 1.02-1.08x faster than gathering it after the stream, t=0
+  // 0.1-0.3 us slower; with one row it was up to 4 % slower than the register).
+  constexpr bool kHeldInRegister = ROWS == 1;
+  const int32_t lane_col = kHeldInRegister && lane < outlier_count ? list[lane] : -1;
+  __shared__ uint32_t held_word[kHeldInRegister ? 1 : WARPS][32];
   // The first row's first chunks (in L2 by now: prefetched before the prologue) and its column
   // scale, loaded only now. Loaded before the prologue, they shared a scoreboard with its
   // activation loads, so the prologue waited for them from DRAM (SASS, sm_90) instead of
@@ -258,7 +262,11 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
     // last chunks, whose wait it then shares. Loaded with the first chunks (L2 hits, prefetched
     // ahead) it made their wait a DRAM round trip; loaded after the stream, an L2 round trip
     // of its own at the row's end.
-    if (lane_col >= 0) prefetch_to_l2(w + lane_col);
+    if constexpr (kHeldInRegister) {
+      if (lane_col >= 0) prefetch_to_l2(w + lane_col);
+    } else {  // (w and K are 16-byte aligned: so is the byte's word)
+      if (lane < outlier_count) copy_word_async(&held_word[warp][lane], w + (list[lane] & ~3));
+    }
     int8_t lane_w = 0;
 
     // 4. The exact int32 product of the codes with the weight row, streamed once.
@@ -292,17 +300,27 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
     //    the rest of the list 32 columns a step, their loads independent of each other (L2
     //    hits: the row was just streamed). 4 entries a lane in flight with one row, 1 with two:
     //    more live registers than that made ptxas spill at the 64 a thread allowed.
-    // The held column's activation is read here (an L1 hit: the prologue read x), not held
-    // through the stream in a register; with two rows lane_col is -1.
-    const float lane_x = lane_col >= 0 ? to_float(x[lane_col]) : 0.f;
-    // A lane whose stream was one step (lane + 128 >= vectors) had no later chunks to load it with.
-    if (lane_col >= 0 && lane + 32 * kFusedGemvUnroll >= vectors) lane_w = __ldg(w + lane_col);
+    // The held column's activations are read here (L1 hits: the prologue read x), not held
+    // through the stream in registers.
+    if constexpr (kHeldInRegister) {
+      const float lane_x = lane_col >= 0 ? to_float(x[lane_col]) : 0.f;
+      // A lane whose stream was one step (lane + 128 >= vectors) had no later chunks to load it with.
+      if (lane_col >= 0 && lane + 32 * kFusedGemvUnroll >= vectors) lane_w = __ldg(w + lane_col);
+      outlier_sum[0] = lane_x * static_cast<float>(lane_w);
+    } else {  // (the column read from the list here: kept live through the stream, it made ptxas spill)
+      const int32_t held_col = lane < outlier_count ? list[lane] : -1;
+      float held_w = 0.f;
+      if (held_col >= 0) {
+        wait_async_copies();
+        held_w = static_cast<float>(static_cast<int8_t>(held_word[warp][lane] >> (8 * (held_col & 3))));
+      }
 #pragma unroll
-    for (int r = 0; r < ROWS; ++r) {
-      outlier_sum[r] = r == 0 ? lane_x * static_cast<float>(lane_w) : 0.f;
+      for (int r = 0; r < ROWS; ++r) {
+        outlier_sum[r] = r < rows && held_col >= 0 ? to_float(x[r * K + held_col]) * held_w : 0.f;
+      }
     }
 #pragma unroll(ROWS == 1 ? 4 : 1)
-    for (int32_t j = lane + (kHeldColumns ? 32 : 0); j < outlier_count; j += 32) {
+    for (int32_t j = lane + 32; j < outlier_count; j += 32) {
       const int64_t c = list[j];
       const float wk = static_cast<float>(__ldg(w + c));
 #pragma unroll
