@@ -6,7 +6,7 @@
 # racecheck over the kernel paths case), profile and bench (benchmarks/bench_linear.py), e2e
 # (benchmarks/bench_e2e.py $E2E_ARGS), guards (benchmarks/bench_guards.py $GUARDS_ARGS), ncu
 # (Nsight Compute's counters over the profile step's kernels that match $NCU_KERNEL, $NCU_ARGS its
-# options; not in the default steps).
+# options; not in the default steps; benchmarks/ncu_source_regions.py reads its `--page source --csv` output).
 #   bash tests/fetch_gpu_deps.sh          (here, once: packages the GPU machine lacks)
 #   bash tests/run_gpu.sh                 (there, through the device tool, carrying .debs and .models):
 #                                           catch2 pytest sanitizers profile bench

@@ -78,3 +78,31 @@ def test_sass_waits_names_the_first_waiting_instruction(tmp_path):
     lines = result.stdout.splitlines()
     assert "sb5 -> first wait at 00030 HADD2.F32" in lines[0]
     assert "(no write scoreboard)" in lines[1] and len(lines) == 2
+
+
+def test_ncu_source_regions_splits_samples_at_barriers(tmp_path):
+    header = ['"Address"', '"Source"', '"Warp Stall Sampling (All Samples)"', '"stall_long_sb"', '"stall_barrier"',
+              '"stall_long_sb (Not Issued)"']
+    rows = [("0x10", "LDG.E R4, desc[UR8][R2.64]", 1, 0, 0), ("0x20", "HADD2.F32 R5, -RZ, R4.H0_H0", 30, 29, 0),
+            ("0x30", "BAR.SYNC.DEFER_BLOCKING 0x0", 9, 0, 9), ("0x40", "IDP.4A.S8.S8 R8, R8, R16, R51", 60, 55, 0)]
+    lines = ['"Kernel Name","void k(int)",', ",".join(header)]
+    lines += [",".join(f'"{v}"' for v in (a, s, n, lsb, bar, 0)) for a, s, n, lsb, bar in rows]
+    log = tmp_path / "ncu.log"
+    log.write_text("==PROF== Connected\n" + "\n".join(lines) + "\n")
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ncu_source_regions.py"), str(log), "--top", "2"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "4 instructions, 100 stall samples" in out
+    regions = [line.split()[:2] for line in out.splitlines() if line.strip().startswith(("0-", "3-"))]
+    assert regions == [["0-2", "40"], ["3-3", "60"]]  # up to and including the barrier, then the rest
+    top = [line for line in out.splitlines() if "long_sb:" in line]
+    assert len(top) == 2 and "IDP.4A" in top[1] and "long_sb:55" in top[1] and "long_sb:29" in top[0]
+
+
+def test_ncu_source_regions_refuses_a_log_without_the_source_page(tmp_path):
+    log = tmp_path / "ncu.log"
+    log.write_text("==PROF== Disconnected\n")
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ncu_source_regions.py"), str(log)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "no kernel section" in result.stderr and str(log) in result.stderr
