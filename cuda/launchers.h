@@ -34,9 +34,9 @@ cudaError_t launch_quantize_small_m(FloatKind kind, const void* a, int64_t rows,
 // Blocks of a cluster launch_quantize_small_m should use on this device (1 before sm_90).
 int small_m_quantize_cluster_blocks(int device, int64_t rows, int64_t K);
 
-// Any number of rows: finds the outlier columns into cols [K] / count [1], sorted. mask (K
-// bytes rounded up to 16, 16-byte aligned) and ticket [1] are scratch that must be zero on
-// entry; the kernel leaves them zero again, so a cached workspace needs no clearing between calls.
+// Any number of rows: finds the outlier columns into cols [K] / count [1], sorted. mask [K]
+// and ticket [1] are scratch that must be zero on entry; the kernel leaves them zero again,
+// so a cached workspace needs no clearing between calls.
 cudaError_t launch_find_outlier_columns(FloatKind kind, const void* a, int64_t rows, int64_t K, float threshold,
                                         uint8_t* mask, uint32_t* ticket, int32_t* cols, int32_t* count,
                                         cudaStream_t stream);

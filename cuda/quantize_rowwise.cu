@@ -120,7 +120,6 @@ cudaError_t launch_find_outlier_columns(FloatKind kind, const void* a, int64_t r
                                         uint8_t* mask, uint32_t* ticket, int32_t* cols, int32_t* count,
                                         cudaStream_t stream) {
   if (K == 0) return cudaMemsetAsync(count, 0, sizeof(int32_t), stream);
-  if (reinterpret_cast<uintptr_t>(mask) % 16 != 0) return cudaErrorMisalignedAddress;  // read 16 bytes a load
   // Enough row chunks to fill the GPU, each long enough to amortize its column loads; a grid
   // of at least one block even for zero rows, so that the last block still writes count.
   const int64_t rows_per_chunk = std::max<int64_t>(16, (rows + kMaxGridY - 1) / kMaxGridY);

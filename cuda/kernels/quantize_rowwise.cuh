@@ -50,26 +50,22 @@ __global__ void __launch_bounds__(kFindBlock)
   __threadfence();
   using Scan = cub::BlockScan<int32_t, kFindBlock>;
   __shared__ typename Scan::TempStorage scan_storage;
-  // Each thread reads its 16 flags as one 16-byte load (mask: 16-byte aligned, K rounded up to
-  // 16 bytes, zero past K): one L2 round trip a round. Read a byte at a time, ptxas issued them in
-  // four batches, each waiting for the one before.
   constexpr int kPerThread = 16;
   int32_t written = 0;
   for (int64_t base = 0; base < K; base += static_cast<int64_t>(kFindBlock) * kPerThread) {
     const int64_t k0 = base + static_cast<int64_t>(threadIdx.x) * kPerThread;
     uint32_t bits = 0;
-    if (k0 < K) {
-      const int4 flags = __ldcg(reinterpret_cast<const int4*>(mask + k0));
-      const uint32_t words[4] = {static_cast<uint32_t>(flags.x), static_cast<uint32_t>(flags.y),
-                                 static_cast<uint32_t>(flags.z), static_cast<uint32_t>(flags.w)};
 #pragma unroll
-      for (int e = 0; e < kPerThread; ++e) bits |= static_cast<uint32_t>(((words[e / 4] >> (8 * (e % 4))) & 0xffu) != 0) << e;
+    for (int e = 0; e < kPerThread; ++e) {
+      if (k0 + e < K && __ldcg(mask + k0 + e) != 0) bits |= 1u << e;
     }
     int32_t offset = 0, round_total = 0;
     Scan(scan_storage).ExclusiveSum(__popc(bits), offset, round_total);
-    if (bits != 0u) *reinterpret_cast<int4*>(mask + k0) = make_int4(0, 0, 0, 0);
     for (int e = 0; e < kPerThread; ++e) {
-      if ((bits >> e) & 1u) cols[written + offset++] = static_cast<int32_t>(k0 + e);
+      if ((bits >> e) & 1u) {
+        cols[written + offset++] = static_cast<int32_t>(k0 + e);
+        mask[k0 + e] = 0;
+      }
     }
     written += round_total;
     __syncthreads();  // scan_storage is reused by the next round
@@ -80,11 +76,6 @@ __global__ void __launch_bounds__(kFindBlock)
   }
 }
 
-// 16-byte chunks of a row a thread of quantize_rows holds in registers (K up to 8 x 256 x 8 =
-// 16384 at fp16): the row is loaded once, all of it at once, before the outlier bitmask is
-// built, for both passes.
-constexpr int kRowChunksHeld = 8;
-
 // One block per row: absmax over the kept columns, then the codes. The outlier list becomes a
 // bitmask in shared memory (K / 8 bytes). V elements per 16-byte load when VECTOR.
 template <typename T, int BLOCK, int V, bool VECTOR>
@@ -93,48 +84,10 @@ __global__ void __launch_bounds__(BLOCK)
                          const int32_t* __restrict__ count, int8_t* __restrict__ q, float* __restrict__ stats) {
   extern __shared__ uint32_t outlier_bits[];
   const bool masked = cols != nullptr;
+  if (masked) outlier_bitmask<BLOCK>(outlier_bits, (K + 31) / 32, 0, cols, count);
   const int64_t row = blockIdx.x;
   const T* arow = a + row * K;
   int8_t* qrow = q + row * K;
-  if constexpr (VECTOR) {
-    // Held: a loop of one 16-byte load a step waited a round trip a step, twice (SASS), with only
-    // rows-many blocks (32 at a 32-token prefill) to hide it.
-    const int64_t step = static_cast<int64_t>(BLOCK) * V, k_first = static_cast<int64_t>(threadIdx.x) * V;
-    if (K <= kRowChunksHeld * step) {
-      int4 raw[kRowChunksHeld];
-#pragma unroll
-      for (int i = 0; i < kRowChunksHeld; ++i) raw[i] = load16_or_zero<false>(arow + k_first + i * step, k_first + i * step < K);
-      if (masked) outlier_bitmask<BLOCK>(outlier_bits, (K + 31) / 32, 0, cols, count);
-      const auto element = [](const int4& chunk, int e) { return to_float(reinterpret_cast<const T*>(&chunk)[e]); };
-      float m = 0.f;
-#pragma unroll
-      for (int i = 0; i < kRowChunksHeld; ++i) {
-        const int64_t k = k_first + i * step;
-        if (k >= K) continue;
-#pragma unroll
-        for (int e = 0; e < V; ++e) {
-          if (!masked || !bit_set(outlier_bits, k + e)) m = absmax_combine(m, fabsf(element(raw[i], e)));
-        }
-      }
-      m = block_absmax<BLOCK>(m);
-      const float scale = code_scale(m);
-      if (threadIdx.x == 0) stats[row] = m;
-#pragma unroll
-      for (int i = 0; i < kRowChunksHeld; ++i) {
-        const int64_t k = k_first + i * step;
-        if (k >= K) continue;
-        int8_t c[V];
-#pragma unroll
-        for (int e = 0; e < V; ++e) {
-          const bool skip = scale == 0.f || (masked && bit_set(outlier_bits, k + e));
-          c[e] = skip ? int8_t{0} : quantize_value(element(raw[i], e), scale);
-        }
-        store_codes<V>(qrow + k, c);
-      }
-      return;
-    }
-  }
-  if (masked) outlier_bitmask<BLOCK>(outlier_bits, (K + 31) / 32, 0, cols, count);
   const auto load = [&](int64_t k, float (&x)[V]) {
     if constexpr (VECTOR) {
       load_floats<T, V, true>(arow + k, x);
