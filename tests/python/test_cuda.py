@@ -215,11 +215,11 @@ def test_most_columns_outliers(dtype, M):
 @pytest.mark.parametrize("count", [1, 31, 32, 33, 65])
 @pytest.mark.parametrize("K", [2048, 2080])
 def test_fused_decode_outlier_list_steps(dtype, M, count, K):
-    # gemv_fused with one row keeps the first 32 listed columns one a lane and gathers the rest
-    # after the stream, 32 a step; two rows gather them all: counts on both sides of a step.
-    # The stream's L2 policy switches with the count too (one row: from 33; two: from K / 512).
-    # A lane loads its held column's byte with its stream's last chunks: at K = 2048 (128 16-byte
-    # chunks) every lane streams one step, at 2080 (130) lanes 0-1 two steps and lanes 2-31 one.
+    # gemv_fused keeps the first 32 listed columns one a lane and gathers the rest after the
+    # stream, 32 a step: counts on both sides of a step. The stream's L2 policy switches with the
+    # count too (from 33). With one row a lane loads its held column's byte with its stream's last
+    # chunks: at K = 2048 (128 16-byte chunks) every lane streams one step, at 2080 (130) lanes 0-1
+    # two steps and lanes 2-31 one; with two rows it is copied into shared memory as the row starts.
     N = 1000
     _, CB, SCB = make_weight(N, K, "cuda", seed=7)
     A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, count), seed=count)
