@@ -258,10 +258,10 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
     const int8_t* w = p.b + n * K;
     const int4* w4 = reinterpret_cast<const int4*>(w);
 
-    // The row's byte at the lane's held column: pulled into L2 now and loaded with the row's
-    // last chunks, whose wait it then shares. Loaded with the first chunks (L2 hits, prefetched
-    // ahead) it made their wait a DRAM round trip; loaded after the stream, an L2 round trip
-    // of its own at the row's end.
+    // The row's byte at the lane's held column. One row: pulled into L2 now and loaded with the
+    // row's last chunks, whose wait it then shares (loaded with the first chunks, L2 hits
+    // prefetched ahead, it made their wait a DRAM round trip; loaded after the stream, an L2
+    // round trip of its own at the row's end). Two rows: its word copied into shared memory now.
     if constexpr (kHeldInRegister) {
       if (lane_col >= 0) prefetch_to_l2(w + lane_col);
     } else {  // (w and K are 16-byte aligned: so is the byte's word)
