@@ -75,6 +75,12 @@ bool gemv_dp4a_applies(const ScaledProduct& p);
 cudaError_t gemv_dp4a_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
 bool small_m_applies(const ScaledProduct& p);
 cudaError_t small_m_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
+// Rows the dequantized-activation backend serves at threshold > 0 (prefill sizes bound by the
+// weight's bytes).
+constexpr int kDequantizedMinRows = kSmallMRows + 1;
+constexpr int kDequantizedMaxRows = 128;
+bool sm90_dequantized_applies(const ScaledProduct& p);
+cudaError_t sm90_dequantized_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
 bool sm90_gemm_applies(const ScaledProduct& p);
 cudaError_t sm90_gemm_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
 bool int32_gemm_applies(const ScaledProduct& p);

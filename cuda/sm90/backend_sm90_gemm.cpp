@@ -10,14 +10,7 @@
 
 namespace llmint8::cuda {
 
-namespace {
-
-struct DeviceTraits {
-  int hopper = 0;  // 0 unknown, 1 sm_90, 2 other
-  int sm_count = 0;
-};
-
-const DeviceTraits& traits(int device) {
+const sm90::DeviceTraits& sm90::device_traits(int device) {
   static std::array<DeviceTraits, 64> all{};
   static const DeviceTraits none{2, 0};
   if (device < 0 || device >= 64) return none;
@@ -32,13 +25,17 @@ const DeviceTraits& traits(int device) {
   return t;
 }
 
+namespace {
+
+using sm90::device_traits;
+
 bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 }  // namespace
 
 bool sm90_gemm_applies(const ScaledProduct& p) {
   const int64_t out_align = p.out_kind == FloatKind::f32 ? 4 : 8;  // 16-byte output rows for TMA
-  return traits(p.device).hopper == 1 && p.M > kSmallMRows && p.K > 0 && p.K % 16 == 0 && p.N % out_align == 0 &&
+  return device_traits(p.device).hopper == 1 && p.M > kSmallMRows && p.K > 0 && p.K % 16 == 0 && p.N % out_align == 0 &&
          p.M < (int64_t{1} << 31) && p.N < (int64_t{1} << 31) && p.K < (int64_t{1} << 31) && aligned16(p.a) &&
          aligned16(p.b) && aligned16(p.out);
 }
@@ -61,8 +58,8 @@ cudaError_t sm90_gemm_launch(const ScaledProduct& p, const Scratch& scratch, cud
     if (e != cudaSuccess) return e;
   }
   const sm90::GemmArgs args{p.a,  p.b,   p.M,   p.N,   p.K,   p.row,
-                            p.col, bias, sub_a, sub_w, p.out, traits(p.device).sm_count};
-  const bool small = sm90::use_small_tiles(p.M, p.N, traits(p.device).sm_count);
+                            p.col, bias, sub_a, sub_w, p.out, device_traits(p.device).sm_count};
+  const bool small = sm90::use_small_tiles(p.M, p.N, device_traits(p.device).sm_count);
   switch (p.out_kind) {
     case FloatKind::f16:
       e = small ? sm90::run_gemm_small_f16(args, stream) : sm90::run_gemm_f16(args, stream);
@@ -76,7 +73,7 @@ cudaError_t sm90_gemm_launch(const ScaledProduct& p, const Scratch& scratch, cud
   }
   if (e != cudaSuccess || p.outliers == nullptr) return e;
   if (outlier_mma_applies(p.outliers->kind, p.M, p.N, p.K)) {  // fp16 and bf16 activations: tensor cores
-    return launch_outlier_rest(p, sm90::kEpilogueOutliers, traits(p.device).sm_count, scratch, stream);
+    return launch_outlier_rest(p, sm90::kEpilogueOutliers, device_traits(p.device).sm_count, scratch, stream);
   }
   EpilogueArgs leftover{};
   leftover.M = p.M;

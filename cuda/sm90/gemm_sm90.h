@@ -9,6 +9,13 @@
 
 namespace llmint8::cuda::sm90 {
 
+// What the Hopper backends ask of a device, queried once (cuda/sm90/backend_sm90_gemm.cpp).
+struct DeviceTraits {
+  int hopper = 0;  // 0 unknown, 1 sm_90, 2 other
+  int sm_count = 0;
+};
+const DeviceTraits& device_traits(int device);
+
 // Outlier columns the GEMM epilogue adds itself (the rest go through the leftover pass).
 constexpr int kEpilogueOutliers = 8;
 

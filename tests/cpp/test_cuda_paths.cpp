@@ -31,8 +31,9 @@ TEST_CASE("CUDA paths of int8_linear match the LLM.int8() reference", "[cuda][cu
   }
   // (M, K, N): one and two rows in one kernel (gemv_fused; 20002 rows are more than one resident
   // wave of its blocks, so its warps loop over rows), decode in one block and in a
-  // cluster (16 x 1024), both halves of the 16-row tile (7, 9), prefill on the Hopper GEMM (64, 300)
-  // and, with K % 16 != 0, on the int32 GEMM. 160 outlier columns: past the gathered ones (64).
+  // cluster (16 x 1024), both halves of the 16-row tile (7, 9), prefill on the Hopper GEMM (64 and 33
+  // at t=0, 300; 64 and 33 at t=6 take the dequantized-activation product) and, with K % 16 != 0, on
+  // the int32 GEMM. 160 outlier columns: past the gathered ones (64).
   const auto [M, K, N] = GENERATE(std::make_tuple(1, 1024, 136), std::make_tuple(2, 1024, 72),
                                   std::make_tuple(2, 256, 20002), std::make_tuple(7, 512, 72),
                                   std::make_tuple(9, 1027, 72),

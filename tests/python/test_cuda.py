@@ -200,8 +200,9 @@ def test_most_columns_outliers(dtype, M):
     # 700 of 1024 columns past the threshold (as in a random model's down_proj). One or two
     # rows: gemv_fused lists them and gathers each weight row there. 3 to 16 rows: small_m_mma
     # takes them 16 at a time on the tensor cores (fp32 as three bf16 parts). Prefill on Hopper:
-    # the GEMM epilogue takes 8, the tensor-core leftover pass the rest (fp16, bf16; split in
-    # partial sums at small M), the float pass fp32's.
+    # 17 to 128 rows of fp16 and bf16 in the dequantized-activation product with the rest; past
+    # that (and fp32) the GEMM epilogue takes 8, the tensor-core leftover pass the rest (fp16,
+    # bf16), the float pass fp32's.
     K, N = 1024, 1000
     _, CB, SCB = make_weight(N, K, "cuda", seed=5)
     bias = torch.randn(N, device="cuda", dtype=dtype)
@@ -248,6 +249,8 @@ def test_decode_the_fused_kernel_does_not_take(case):
 def test_build_info_lists_the_product_backends():
     names = [b.split(":")[0] for b in llmint8.build_info()["cuda_product_backends"]]
     assert names[:3] == ["gemv_fused", "gemv_dp4a", "small_m_mma"] and names[-1] == "int32_gemm"
+    if llmint8.build_info()["fused_sm90_gemm"]:
+        assert names[3:5] == ["sm90_dequantized", "sm90_cutlass"], names
 
 
 # The fused Hopper GEMM (CUTLASS, sm_90a) takes M > 16 with K % 16 == 0 and 16-byte output rows.
@@ -282,8 +285,9 @@ def test_scaled_mm_matches_reference(dtype, M, K, N, bias_dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("n_outliers", [0, 8, 9, 80])  # 8 in the GEMM epilogue; more in the leftover pass
-def test_mixed_scaled_mm_matches_reference(dtype, n_outliers):
-    M, K, N = 257, 2048, 1032
+@pytest.mark.parametrize("M", [32, 257])  # the leftover pass splits into partial sums at small M
+def test_mixed_scaled_mm_matches_reference(dtype, n_outliers, M):
+    K, N = 2048, 1032
     A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, n_outliers), seed=3)
     _, CB, SCB = make_weight(N, K, "cuda")
     bias = torch.randn(N, device="cuda", dtype=dtype)
@@ -292,6 +296,26 @@ def test_mixed_scaled_mm_matches_reference(dtype, n_outliers):
     out, sub_a = ops.int8_mixed_scaled_mm(A, CA, CB, SCA, SCB, cols, bias)
     assert torch.equal(sub_a, A[:, cols])
     assert_matches_reference(out, reference_linear(A, CB, SCB, bias, 6.0))
+
+
+@needs_fused_gemm
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("M", [17, 128])
+def test_prefill_with_outliers_takes_the_dequantized_product(dtype, M):
+    # 17 to 128 rows at t=6 on Hopper (sm90_dequantized): outlier flags, the rows dequantized, one
+    # mixed-input GEMM, and no leftover outlier pass however many columns (700 of 1024 here).
+    # t=0 keeps the int8 GEMM.
+    K, N = 1024, 1000
+    _, CB, SCB = make_weight(N, K, "cuda", seed=7)
+    bias = torch.randn(N, device="cuda", dtype=dtype)
+    A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, 700), seed=M)
+    ops.int8_linear(A, CB, SCB, bias, 6.0)  # warm-up
+    out, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, bias, 6.0))
+    assert any("dequantize_rows" in k for k in kernels), kernels
+    assert not any("outlier_mma" in k or "gather_outlier" in k for k in kernels), kernels
+    assert_matches_reference(out, reference_linear(A, CB, SCB, bias, 6.0))
+    _, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, bias, 0.0))
+    assert not any("dequantize_rows" in k for k in kernels), kernels
 
 
 @needs_fused_gemm
