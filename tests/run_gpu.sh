@@ -139,4 +139,12 @@ done
 grep -E "passed|failed" "$out/pytest.log" 2>/dev/null | tail -n 1
 grep -E "assertions|test cases" "$out/catch2.log" 2>/dev/null | tail -n 1
 grep -E "ERROR SUMMARY|RACECHECK SUMMARY" "$out/memcheck.log" "$out/racecheck.log" 2>/dev/null
+# The device tool brings back 8 files of $out at most: past that, one archive of them all
+# (tar -xzf it here), named by time so that a second run in the same call keeps the first's.
+mapfile -t outputs < <(find "$out" -maxdepth 1 -type f ! -name '*.tar.gz' -printf '%f\n' | sort)
+if [ "${#outputs[@]}" -gt 8 ]; then
+  archive="outputs-$(date +%s).tar.gz"
+  tar -czf "$out/$archive" -C "$out" "${outputs[@]}" && (cd "$out" && rm -f "${outputs[@]}")
+  echo "(${#outputs[@]} output files, more than the 8 that come back: all in $archive)"
+fi
 exit $failed
