@@ -13,11 +13,7 @@
 
 namespace llmint8::cuda {
 
-namespace {
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-}  // namespace
+using sm90::aligned16;
 
 bool sm90_dequantized_applies(const ScaledProduct& p) {
   const bool sixteen_bit = p.x_kind == FloatKind::f16 || p.x_kind == FloatKind::bf16;

@@ -25,13 +25,8 @@ const sm90::DeviceTraits& sm90::device_traits(int device) {
   return t;
 }
 
-namespace {
-
+using sm90::aligned16;
 using sm90::device_traits;
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
-}  // namespace
 
 bool sm90_gemm_applies(const ScaledProduct& p) {
   const int64_t out_align = p.out_kind == FloatKind::f32 ? 4 : 8;  // 16-byte output rows for TMA
