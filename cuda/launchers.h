@@ -51,12 +51,14 @@ cudaError_t launch_quantize_columns(FloatKind kind, const void* a, int64_t rows,
 
 // The activations [rows, K] (fp16 or bf16, K % 8 == 0, 16-byte aligned) quantized row-wise as
 // LLM.int8() does and dequantized again into act [rows, K] of the same type, code * stat / 127;
-// outlier columns (|a| >= threshold in some row; threshold 0: none) keep their values. flags:
-// K bytes of scratch (8-byte aligned) for threshold > 0. bias_f32 non-null: bias [N] of
-// bias_kind written there as fp32 too (rows <= 65535).
+// outlier columns (|a| >= threshold in some row; threshold 0: none) keep their values. Scratch:
+// flags, K bytes (8-byte aligned), for threshold > 0; row_maxima, rows x
+// dequantize_column_blocks(K) floats. bias_f32 non-null: bias [N] of bias_kind written there as
+// fp32 too (rows <= 65535).
+int64_t dequantize_column_blocks(int64_t K);
 cudaError_t launch_dequantize_activations(FloatKind kind, const void* a, int64_t rows, int64_t K, float threshold,
-                                          uint8_t* flags, void* act, const void* bias, FloatKind bias_kind, int64_t N,
-                                          float* bias_f32, cudaStream_t stream);
+                                          uint8_t* flags, float* row_maxima, void* act, const void* bias,
+                                          FloatKind bias_kind, int64_t N, float* bias_f32, cudaStream_t stream);
 
 // out[r, k] = q[r, k] * stats[r] / 127 in fp32.
 cudaError_t launch_dequantize_rows(const int8_t* q, const float* stats, int64_t rows, int64_t K, float* out,

@@ -26,14 +26,16 @@ bool sm90_dequantized_applies(const ScaledProduct& p) {
 cudaError_t sm90_dequantized_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream) {
   void* act = scratch.get(static_cast<size_t>(p.M * p.K) * 2);
   auto* flags = p.threshold > 0.f ? static_cast<uint8_t*>(scratch.get(static_cast<size_t>(p.K))) : nullptr;
+  auto* row_maxima =
+      static_cast<float*>(scratch.get(sizeof(float) * static_cast<size_t>(p.M * dequantize_column_blocks(p.K))));
   const float* bias = static_cast<const float*>(p.bias);
   float* bias_f32 = nullptr;
   if (p.bias != nullptr && p.bias_kind != FloatKind::f32) {  // the epilogue reads an fp32 bias
     bias_f32 = static_cast<float*>(scratch.get(sizeof(float) * p.N));
     bias = bias_f32;
   }
-  cudaError_t e = launch_dequantize_activations(p.x_kind, p.x, p.M, p.K, p.threshold, flags, act, p.bias,
-                                                p.bias_kind, p.N, bias_f32, stream);
+  cudaError_t e = launch_dequantize_activations(p.x_kind, p.x, p.M, p.K, p.threshold, flags, row_maxima, act,
+                                                p.bias, p.bias_kind, p.N, bias_f32, stream);
   if (e != cudaSuccess) return e;
   const sm90::DequantizedGemmArgs args{act, p.b, p.col, bias, p.out, p.M, p.N, p.K,
                                        sm90::device_traits(p.device).sm_count};
