@@ -66,14 +66,14 @@ inline SmallMParams small_m_params(const ScaledProduct& p) {
 // kernel<<<grid, block, smem, stream>>>(params), or with `overlap` a programmatic launch: the
 // blocks may start (and prefetch their weights) before the kernel ahead of them has ended.
 template <typename Kernel, typename Params>
-cudaError_t launch_may_overlap(Kernel kernel, unsigned grid, unsigned block, size_t smem, const Params& params,
+cudaError_t launch_may_overlap(Kernel kernel, dim3 grid, unsigned block, size_t smem, const Params& params,
                                bool overlap, cudaStream_t stream) {
   if (!overlap) {
     kernel<<<grid, block, smem, stream>>>(params);
     return cudaGetLastError();
   }
   cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(grid);
+  config.gridDim = grid;
   config.blockDim = dim3(block);
   config.dynamicSmemBytes = smem;
   config.stream = stream;

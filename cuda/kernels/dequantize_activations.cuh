@@ -100,6 +100,7 @@ __global__ void __launch_bounds__(kDequantizeBlock)
                            int64_t column_blocks, const uint8_t* __restrict__ flags, T* __restrict__ act,
                            const void* __restrict__ bias, FloatKind bias_kind, int64_t N, float* __restrict__ bias_f32) {
   static_assert(sizeof(T) == 2, "8 columns a 16-byte load");
+  allow_dependent_launch();  // the product may start loading its weights (it waits for this grid's end)
   const int64_t block = static_cast<int64_t>(blockIdx.y) * gridDim.x + blockIdx.x;
   if (bias_f32 != nullptr) {
     for (int64_t n = block * kDequantizeBlock + threadIdx.x; n < N;

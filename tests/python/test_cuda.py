@@ -112,7 +112,7 @@ def test_decode_step_captured_in_cuda_graph_and_replayed(threshold, M):
 
 
 @pytest.mark.parametrize("threshold", [0.0, 6.0])
-@pytest.mark.parametrize("M", [64, 300])
+@pytest.mark.parametrize("M", [32, 64, 300])
 def test_prefill_step_captured_in_cuda_graph_and_replayed(threshold, M):
     capture_and_replay(M, torch.bfloat16, True, threshold, seed=20)
 
@@ -199,9 +199,9 @@ def test_fused_decode_block_sizes(dtype, M, K):
 def test_most_columns_outliers(dtype, M):
     # 700 of 1024 columns past the threshold (as in a random model's down_proj). One or two
     # rows: gemv_fused lists them and gathers each weight row there. 3 to 16 rows: small_m_mma
-    # takes them 16 at a time on the tensor cores (fp32 as three bf16 parts). Prefill on Hopper:
-    # 17 to 128 rows of fp16 and bf16 in the dequantized-activation product with the rest; past
-    # that (and fp32) the GEMM epilogue takes 8, the tensor-core leftover pass the rest (fp16,
+    # takes them 16 at a time on the tensor cores (fp32 as three bf16 parts); fp16 and bf16 take
+    # the dequantized-activation products from 17 rows (17 to 32 on any card, 33 to 128 on
+    # Hopper); past that (and fp32) the GEMM epilogue takes 8, the tensor-core leftover pass the rest (fp16,
     # bf16), the float pass fp32's.
     K, N = 1024, 1000
     _, CB, SCB = make_weight(N, K, "cuda", seed=5)
@@ -248,9 +248,9 @@ def test_decode_the_fused_kernel_does_not_take(case):
 
 def test_build_info_lists_the_product_backends():
     names = [b.split(":")[0] for b in llmint8.build_info()["cuda_product_backends"]]
-    assert names[:3] == ["gemv_fused", "gemv_dp4a", "small_m_mma"] and names[-1] == "int32_gemm"
+    assert names[:4] == ["gemv_fused", "gemv_dp4a", "small_m_mma", "dequantized_mma"] and names[-1] == "int32_gemm"
     if llmint8.build_info()["fused_sm90_gemm"]:
-        assert names[3:5] == ["sm90_dequantized", "sm90_cutlass"], names
+        assert names[4:6] == ["sm90_dequantized", "sm90_cutlass"], names
 
 
 # The fused Hopper GEMM (CUTLASS, sm_90a) takes M > 16 with K % 16 == 0 and 16-byte output rows.
@@ -298,11 +298,31 @@ def test_mixed_scaled_mm_matches_reference(dtype, n_outliers, M):
     assert_matches_reference(out, reference_linear(A, CB, SCB, bias, 6.0))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("M", [17, 24, 32])
+@pytest.mark.parametrize("bias_dtype", [None, "same", torch.float32])
+def test_short_prefill_with_outliers_takes_the_dequantized_mma(dtype, M, bias_dtype):
+    # 17 to 32 rows at t=6 (dequantized_mma): outlier flags, the rows dequantized, one tensor-core
+    # product over K splits whose sums meet in a workspace, and no outlier pass however many
+    # columns (700 of 1024 here). N = 1000: the last block of weight rows is partial.
+    K, N = 1024, 1000
+    _, CB, SCB = make_weight(N, K, "cuda", seed=11)
+    bias_type = dtype if bias_dtype == "same" else bias_dtype
+    bias = None if bias_dtype is None else torch.randn(N, device="cuda", dtype=bias_type)
+    A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, 700), seed=M)
+    ops.int8_linear(A, CB, SCB, bias, 6.0)  # warm-up
+    out, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, bias, 6.0))
+    assert any("dequantized_mma" in k for k in kernels), kernels
+    assert not any("outlier_mma" in k or "small_m" in k for k in kernels), kernels
+    assert_matches_reference(out, reference_linear(A, CB, SCB, bias, 6.0))
+    assert torch.equal(out, ops.int8_linear(A, CB, SCB, bias, 6.0))  # the splits add in a fixed order
+
+
 @needs_fused_gemm
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("M", [17, 128])
+@pytest.mark.parametrize("M", [33, 128])
 def test_prefill_with_outliers_takes_the_dequantized_product(dtype, M):
-    # 17 to 128 rows at t=6 on Hopper (sm90_dequantized): outlier flags, the rows dequantized, one
+    # 33 to 128 rows at t=6 on Hopper (sm90_dequantized): outlier flags, the rows dequantized, one
     # mixed-input GEMM, and no leftover outlier pass however many columns (700 of 1024 here).
     # t=0 keeps the int8 GEMM.
     K, N = 1024, 1000
