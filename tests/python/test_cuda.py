@@ -298,20 +298,27 @@ def test_mixed_scaled_mm_matches_reference(dtype, n_outliers, M):
     assert_matches_reference(out, reference_linear(A, CB, SCB, bias, 6.0))
 
 
+def with_most_columns_outliers(M, dtype, bias_type, weight_seed):
+    """A 1024 x 1000 layer and M rows with 700 outlier columns; returns (A, CB, SCB, bias, out,
+    kernels) of a t=6 call after a warm-up."""
+    K, N = 1024, 1000
+    _, CB, SCB = make_weight(N, K, "cuda", seed=weight_seed)
+    bias = None if bias_type is None else torch.randn(N, device="cuda", dtype=bias_type)
+    A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, 700), seed=M)
+    ops.int8_linear(A, CB, SCB, bias, 6.0)  # warm-up
+    out, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, bias, 6.0))
+    return A, CB, SCB, bias, out, kernels
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("M", [17, 24, 32])
 @pytest.mark.parametrize("bias_dtype", [None, "same", torch.float32])
 def test_short_prefill_with_outliers_takes_the_dequantized_mma(dtype, M, bias_dtype):
     # 17 to 32 rows at t=6 (dequantized_mma): outlier flags, the rows dequantized, one tensor-core
     # product over K splits whose sums meet in a workspace, and no outlier pass however many
-    # columns (700 of 1024 here). N = 1000: the last block of weight rows is partial.
-    K, N = 1024, 1000
-    _, CB, SCB = make_weight(N, K, "cuda", seed=11)
+    # columns. N = 1000: the last block of weight rows is partial.
     bias_type = dtype if bias_dtype == "same" else bias_dtype
-    bias = None if bias_dtype is None else torch.randn(N, device="cuda", dtype=bias_type)
-    A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, 700), seed=M)
-    ops.int8_linear(A, CB, SCB, bias, 6.0)  # warm-up
-    out, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, bias, 6.0))
+    A, CB, SCB, bias, out, kernels = with_most_columns_outliers(M, dtype, bias_type, weight_seed=11)
     assert any("dequantized_mma" in k for k in kernels), kernels
     assert not any("outlier_mma" in k or "small_m" in k for k in kernels), kernels
     assert_matches_reference(out, reference_linear(A, CB, SCB, bias, 6.0))
@@ -323,14 +330,8 @@ def test_short_prefill_with_outliers_takes_the_dequantized_mma(dtype, M, bias_dt
 @pytest.mark.parametrize("M", [33, 128])
 def test_prefill_with_outliers_takes_the_dequantized_product(dtype, M):
     # 33 to 128 rows at t=6 on Hopper (sm90_dequantized): outlier flags, the rows dequantized, one
-    # mixed-input GEMM, and no leftover outlier pass however many columns (700 of 1024 here).
-    # t=0 keeps the int8 GEMM.
-    K, N = 1024, 1000
-    _, CB, SCB = make_weight(N, K, "cuda", seed=7)
-    bias = torch.randn(N, device="cuda", dtype=dtype)
-    A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, 700), seed=M)
-    ops.int8_linear(A, CB, SCB, bias, 6.0)  # warm-up
-    out, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, bias, 6.0))
+    # mixed-input GEMM, and no leftover outlier pass however many columns. t=0 keeps the int8 GEMM.
+    A, CB, SCB, bias, out, kernels = with_most_columns_outliers(M, dtype, dtype, weight_seed=7)
     assert any("dequantize_rows" in k for k in kernels), kernels
     assert not any("outlier_mma" in k or "gather_outlier" in k for k in kernels), kernels
     assert_matches_reference(out, reference_linear(A, CB, SCB, bias, 6.0))
