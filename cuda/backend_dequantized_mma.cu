@@ -26,22 +26,19 @@ int64_t chunk_for(int64_t N, int64_t K, int64_t step, int sm_count) {
 
 // The product over one wave of resident blocks, then the reduction of its K splits; on sm_90
 // both are programmatic launches that start while the kernel ahead of them runs.
-template <typename T, int MT, int STAGES>
+template <typename T, int MT, int V, int DEPTH>
 cudaError_t launch_product(DmmaParams params, const Scratch& scratch, int sm_count, bool overlap,
                            cudaStream_t stream) {
-  const auto kernel = dequantized_mma_kernel<T, MT, STAGES>;
-  constexpr int64_t kStaged = 48 * 1024;  // the activations' chunk at most
-  constexpr int64_t kRing = int64_t{STAGES} * 4 * kDmmaThreads * 16;
-  constexpr int64_t kMaxChunk = (kStaged / (16 * MT * 2) - kDmmaPad) / kDmmaPiece * kDmmaPiece;
-  static const cudaError_t opt_in =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kStaged + kRing));
-  if (opt_in != cudaSuccess) return opt_in;
-  params.chunk = std::min(kMaxChunk, chunk_for(params.N, params.K, kDmmaPiece, sm_count));
+  const auto kernel = dequantized_mma_kernel<T, MT, V, DEPTH>;
+  constexpr int64_t kStep = kDmmaPiece * V;
+  constexpr int64_t kMaxShared = 48 * 1024;  // no opt-in needed
+  constexpr int64_t kMaxChunk = (kMaxShared / (16 * MT * 2) - kDmmaPad) / kStep * kStep;
+  params.chunk = std::min(kMaxChunk, chunk_for(params.N, params.K, kStep, sm_count));
   const int64_t row_blocks = (params.N + kDmmaBlockRows - 1) / kDmmaBlockRows;
   params.splits = static_cast<int>((params.K + params.chunk - 1) / params.chunk);
   params.partials =
       static_cast<float*>(scratch.get(sizeof(float) * static_cast<size_t>(params.splits * params.M * params.N)));
-  const size_t smem = static_cast<size_t>(16 * MT) * (params.chunk + kDmmaPad) * sizeof(T) + kRing;
+  const size_t smem = static_cast<size_t>(16 * MT) * (params.chunk + kDmmaPad) * sizeof(T);
   const dim3 grid(static_cast<unsigned>(row_blocks), static_cast<unsigned>(params.splits));
   cudaError_t e = launch_may_overlap(kernel, grid, kDmmaThreads, smem, params, overlap, stream);
   if (e != cudaSuccess) return e;
@@ -49,6 +46,14 @@ cudaError_t launch_product(DmmaParams params, const Scratch& scratch, int sm_cou
   return launch_may_overlap(dequantized_mma_reduce_kernel<T>,
                             dim3(static_cast<unsigned>((quads + kDmmaReduceThreads - 1) / kDmmaReduceThreads)),
                             kDmmaReduceThreads, 0, params, overlap, stream);
+}
+
+template <typename T>
+cudaError_t launch_for(const DmmaParams& params, const Scratch& scratch, int sms, bool overlap, bool long_chunks,
+                       cudaStream_t stream) {
+  // 17 to 32 rows: two m-tiles.
+  return long_chunks ? launch_product<T, 2, 2, 1>(params, scratch, sms, overlap, stream)
+                     : launch_product<T, 2, 1, 2>(params, scratch, sms, overlap, stream);
 }
 
 }  // namespace
@@ -73,9 +78,14 @@ cudaError_t dequantized_mma_launch(const ScaledProduct& p, const Scratch& scratc
   const DmmaParams params{act, p.b, p.col, p.bias, p.bias_kind, p.out, nullptr, 0, static_cast<int>(p.M), p.N, p.K, 0};
   const int sms = decode_traits(p.device).sm_count;
   const bool overlap = decode_overlap(p.device);
-  // 17 to 32 rows: two m-tiles; four steps a ring (three in flight).
-  if (p.x_kind == FloatKind::f16) return launch_product<__half, 2, 4>(params, scratch, sms, overlap, stream);
-  return launch_product<__nv_bfloat16, 2, 4>(params, scratch, sms, overlap, stream);
+  // Pieces a step: two (128 codes of a row a step, the loads of a row's whole line together) where
+  // a block's chunk is at least 512 codes, one (two steps in flight) on shorter ones. On an H200
+  // at 32 rows (graph replay, cold L2) two pieces took 4096 x 11008 from 29.5 to 27.7 us, 11008 x
+  // 4096 from 30.3 to 32.0; 4096 x 4096 (chunks of 256) 20.0 with one (benchmarks/NOTES.md,
+  // sixteenth session).
+  const bool long_chunks = p.K % (2 * kDmmaPiece) == 0 && chunk_for(p.N, p.K, kDmmaPiece, sms) >= 512;
+  if (p.x_kind == FloatKind::f16) return launch_for<__half>(params, scratch, sms, overlap, long_chunks, stream);
+  return launch_for<__nv_bfloat16>(params, scratch, sms, overlap, long_chunks, stream);
 }
 
 }  // namespace llmint8::cuda
