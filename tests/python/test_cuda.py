@@ -325,6 +325,17 @@ def test_short_prefill_with_outliers_takes_the_dequantized_mma(dtype, M, bias_dt
     assert torch.equal(out, ops.int8_linear(A, CB, SCB, bias, 6.0))  # the splits add in a fixed order
 
 
+def test_dequantized_mma_leaves_long_rows_to_the_next_backend():
+    # K = 131072 on 1024 weight rows would take over 200 K splits (the staged rows cap a block's
+    # chunk at 640 codes): more than 1.25 waves of blocks on any card, so another path serves it.
+    K, N, M = 131072, 1024, 17
+    _, CB, SCB = make_weight(N, K, "cuda", seed=3)
+    A = make_activations((M, K), torch.float16, "cuda", outlier_cols=outlier_set(K, 9), seed=3)
+    out, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, None, 6.0))
+    assert not any("dequantized_mma" in k for k in kernels), kernels
+    assert_matches_reference(out, reference_linear(A, CB, SCB, None, 6.0))
+
+
 @needs_fused_gemm
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("M", [33, 128])
