@@ -38,7 +38,7 @@ DmmaPlan plan_for(int64_t N, int64_t K, int sm_count) {
   // at 32 rows (graph replay, cold L2) two pieces took 4096 x 11008 from 29.5 to 27.7 us, 11008 x
   // 4096 from 30.3 to 32.0; 4096 x 4096 (chunks of 256) 20.0 with one (benchmarks/NOTES.md,
   // sixteenth session).
-  const int pieces = 1;  // EXPERIMENT: the cp.async ring takes one piece a step
+  const int pieces = K % (2 * kDmmaPiece) == 0 && wave_chunk(kDmmaPiece) >= 512 ? 2 : 1;
   const int64_t step = int64_t{kDmmaPiece} * pieces;
   const int64_t max_chunk = (kDmmaStagedBytes / (16 * kDmmaTiles * 2) - kDmmaPad) / step * step;
   const int64_t chunk = std::min(max_chunk, wave_chunk(step));
@@ -47,19 +47,15 @@ DmmaPlan plan_for(int64_t N, int64_t K, int sm_count) {
 
 // The product, then the reduction of its K splits; on sm_90 both are programmatic launches that
 // start while the kernel ahead of them runs.
-template <typename T, int STAGES>
+template <typename T, int V, int DEPTH>
 cudaError_t launch_product(DmmaParams params, const DmmaPlan& plan, const Scratch& scratch, bool overlap,
                            cudaStream_t stream) {
-  const auto kernel = dequantized_mma_kernel<T, kDmmaTiles, STAGES>;
-  constexpr int64_t kRing = int64_t{STAGES} * 4 * kDmmaThreads * 16;
-  static const cudaError_t opt_in = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                         static_cast<int>(kDmmaStagedBytes + kRing));
-  if (opt_in != cudaSuccess) return opt_in;
+  const auto kernel = dequantized_mma_kernel<T, kDmmaTiles, V, DEPTH>;
   params.chunk = plan.chunk;
   params.splits = static_cast<int>(plan.splits);
   params.partials =
       static_cast<float*>(scratch.get(sizeof(float) * static_cast<size_t>(plan.splits * params.M * params.N)));
-  const size_t smem = static_cast<size_t>(16 * kDmmaTiles) * (plan.chunk + kDmmaPad) * sizeof(T) + kRing;
+  const size_t smem = static_cast<size_t>(16 * kDmmaTiles) * (plan.chunk + kDmmaPad) * sizeof(T);
   const dim3 grid(static_cast<unsigned>(plan.row_blocks), static_cast<unsigned>(plan.splits));
   cudaError_t e = launch_may_overlap(kernel, grid, kDmmaThreads, smem, params, overlap, stream);
   if (e != cudaSuccess) return e;
@@ -72,7 +68,8 @@ cudaError_t launch_product(DmmaParams params, const DmmaPlan& plan, const Scratc
 template <typename T>
 cudaError_t launch_for(const DmmaParams& params, const DmmaPlan& plan, const Scratch& scratch, bool overlap,
                        cudaStream_t stream) {
-  return launch_product<T, 4>(params, plan, scratch, overlap, stream);  // four steps a ring, three in flight
+  return plan.pieces == 2 ? launch_product<T, 2, 1>(params, plan, scratch, overlap, stream)
+                          : launch_product<T, 1, 2>(params, plan, scratch, overlap, stream);
 }
 
 // Within 1.25 waves of resident blocks. Where the staged rows cap the chunk (K past about 12800

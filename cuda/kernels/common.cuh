@@ -220,19 +220,6 @@ __device__ __forceinline__ void copy16_async(void* dst, const void* src) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(shared), "l"(src) : "memory");
 }
 
-// copy16_async, or 16 zero bytes written to `dst` when !in (cp.async with a source size of 0; `src`
-// must still be a valid address). commit_async_copies() closes a group of the thread's copies;
-// wait_async_groups<N>() waits until at most N groups are pending.
-__device__ __forceinline__ void copy16_async_or_zero(void* dst, const void* src, bool in) {
-  const auto shared = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(shared), "l"(src), "r"(in ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void commit_async_copies() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N>
-__device__ __forceinline__ void wait_async_groups() {
-  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
-
 // d += a (16 x 16, row-major fragments) * b (16 x 8, column-major fragments) on the tensor cores
 // (mma.sync, sm_80 and later), fp16 or bf16 operands, fp32 sums.
 template <typename T>

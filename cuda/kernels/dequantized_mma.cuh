@@ -15,8 +15,8 @@
 // Grid: (blocks of kDmmaBlockRows weight rows, K splits of `chunk` columns), one wave of resident
 // blocks. Each block loads its first weights, waits for the row pass ahead of it (a programmatic
 // launch on sm_90 starts while that pass runs), stages its chunk of every activation row in
-// shared memory, and each warp streams 32 weight rows over the chunk through a ring of STAGES steps
-// of 64 codes in shared memory. Each split writes its fp32 sums to partials[split]; a second kernel adds the splits in
+// shared memory, and each warp streams 32 weight rows over the chunk, DEPTH steps of V pieces of
+// 64 codes in flight. Each split writes its fp32 sums to partials[split]; a second kernel adds the splits in
 // order (the same bits every call, unlike atomic adds) and applies the epilogue.
 #pragma once
 
@@ -74,21 +74,19 @@ __device__ __forceinline__ void codes_to_pairs<__nv_bfloat16>(uint32_t w, uint32
   hi = __byte_perm(__float_as_uint(f[2]), __float_as_uint(f[3]), 0x7632);
 }
 
-// MT: m-tiles of 16 activation rows (M <= 16 MT). A step is 64 codes of each weight row, 16 a
-// thread; the codes reach shared memory by cp.async, STAGES steps a ring, so that the bytes in
-// flight hold no registers. Each thread copies and reads back only its own 16-byte pieces (no
-// barrier), laid out [stage][group][thread] so that a warp's reads are conflict-free.
-template <typename T, int MT, int STAGES>
+// MT: m-tiles of 16 activation rows (M <= 16 MT). A step is V pieces of 64 codes of each weight
+// row, piece v of thread t at codes 64 v + 16 t (each piece reads shared memory as the first
+// does: no bank conflicts); DEPTH steps of weight loads in flight.
+template <typename T, int MT, int V, int DEPTH>
 __global__ void __launch_bounds__(kDmmaThreads, 2) dequantized_mma_kernel(const DmmaParams p) {
   static_assert(sizeof(T) == 2, "16-bit activations");
-  static_assert(STAGES >= 2, "a step in flight while one is used");
+  constexpr int kStep = kDmmaPiece * V;
   extern __shared__ int4 staged_raw[];
   T* staged = reinterpret_cast<T*>(staged_raw);  // [16 MT][chunk + kDmmaPad]
   const int64_t pitch = p.chunk + kDmmaPad;
-  int4* ring = staged_raw + 16 * MT * pitch * sizeof(T) / 16;  // [STAGES][4][kDmmaThreads]
   const int64_t k0 = static_cast<int64_t>(blockIdx.y) * p.chunk;
   const int64_t width = min(p.chunk, p.K - k0);
-  const int steps = static_cast<int>(width / kDmmaPiece);
+  const int steps = static_cast<int>(width / kStep);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int64_t n_warp = static_cast<int64_t>(blockIdx.x) * kDmmaBlockRows + warp * kDmmaWarpRows;
@@ -99,15 +97,19 @@ __global__ void __launch_bounds__(kDmmaThreads, 2) dequantized_mma_kernel(const 
     group_in[j] = n_warp + 8 * j < p.N;
     wrow[j] = p.cb + (group_in[j] ? n_warp + 8 * j + g : 0) * p.K + k0 + 16 * t;
   }
-  const auto slot = [&](int s, int j) { return ring + ((s % STAGES) * 4 + j) * kDmmaThreads + threadIdx.x; };
-  const auto copy_step = [&](int s) {  // past the last step: zeros, so that every step commits a group
+  int4 w[DEPTH][V][4];
+  const auto load_piece = [&](int4 (&dst)[4], int s, int v) {
     const bool in = s < steps;
 #pragma unroll
-    for (int j = 0; j < 4; ++j) copy16_async_or_zero(slot(s, j), wrow[j] + (in ? s : 0) * kDmmaPiece, in && group_in[j]);
-    commit_async_copies();
+    for (int j = 0; j < 4; ++j) {
+      dst[j] = load16_or_zero<true>(wrow[j] + (in ? s : 0) * kStep + v * kDmmaPiece, in && group_in[j]);
+    }
   };
 #pragma unroll
-  for (int s = 0; s < STAGES - 1; ++s) copy_step(s);
+  for (int d = 0; d < DEPTH; ++d) {
+#pragma unroll
+    for (int v = 0; v < V; ++v) load_piece(w[d][v], d, v);
+  }
   allow_dependent_launch();  // the reduction's blocks may take their places (they wait for this grid)
   wait_for_prior_grid();     // the dequantized activations are written
 
@@ -127,40 +129,44 @@ __global__ void __launch_bounds__(kDmmaThreads, 2) dequantized_mma_kernel(const 
   __syncthreads();
 
   float acc[MT][4][4] = {};
-  for (int s = 0; s < steps; ++s) {
-    // Step s's codes (landed: at most STAGES - 2 younger groups pending), as 16-bit pairs.
-    wait_async_groups<STAGES - 2>();
-    uint32_t b[4][4][2];  // [group][mma][register]
+  for (int s0 = 0; s0 < steps; s0 += DEPTH) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int4 w = *slot(s, j);
-      codes_to_pairs<T>(static_cast<uint32_t>(w.x), b[j][0][0], b[j][0][1]);
-      codes_to_pairs<T>(static_cast<uint32_t>(w.y), b[j][1][0], b[j][1][1]);
-      codes_to_pairs<T>(static_cast<uint32_t>(w.z), b[j][2][0], b[j][2][1]);
-      codes_to_pairs<T>(static_cast<uint32_t>(w.w), b[j][3][0], b[j][3][1]);
-    }
-    // The slot step s - 1 used (its codes were consumed by its MMAs) takes step s + STAGES - 1.
-    copy_step(s + STAGES - 1);
-    // The activations at the same k: row g and g + 8 of each m-tile, 16 elements each.
-    const T* base = staged + s * kDmmaPiece + 16 * t;
+    for (int d = 0; d < DEPTH; ++d) {
+      const int s = s0 + d;
+      if (s >= steps) break;
 #pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-      const T* lo_row = base + (16 * mt + g) * pitch;
-      const T* hi_row = lo_row + 8 * pitch;
-      const uint4 lo[2] = {*reinterpret_cast<const uint4*>(lo_row), *reinterpret_cast<const uint4*>(lo_row + 8)};
-      const uint4 hi[2] = {*reinterpret_cast<const uint4*>(hi_row), *reinterpret_cast<const uint4*>(hi_row + 8)};
+      for (int v = 0; v < V; ++v) {
+        // This piece's codes as 16-bit pairs, then the load of step s + DEPTH into the same registers.
+        uint32_t b[4][4][2];  // [group][mma][register]
 #pragma unroll
-      for (int q = 0; q < 4; ++q) {  // MMA q: codes 4q..4q+3 of each thread's 16
-        const uint4& l = lo[q / 2];
-        const uint4& h = hi[q / 2];
-        const uint32_t a[4] = {q % 2 == 0 ? l.x : l.z, q % 2 == 0 ? h.x : h.z, q % 2 == 0 ? l.y : l.w,
-                               q % 2 == 0 ? h.y : h.w};
+        for (int j = 0; j < 4; ++j) {
+          codes_to_pairs<T>(static_cast<uint32_t>(w[d][v][j].x), b[j][0][0], b[j][0][1]);
+          codes_to_pairs<T>(static_cast<uint32_t>(w[d][v][j].y), b[j][1][0], b[j][1][1]);
+          codes_to_pairs<T>(static_cast<uint32_t>(w[d][v][j].z), b[j][2][0], b[j][2][1]);
+          codes_to_pairs<T>(static_cast<uint32_t>(w[d][v][j].w), b[j][3][0], b[j][3][1]);
+        }
+        load_piece(w[d][v], s + DEPTH, v);
+        // The activations at the same k: row g and g + 8 of each m-tile, 16 elements each.
+        const T* base = staged + s * kStep + v * kDmmaPiece + 16 * t;
 #pragma unroll
-        for (int j = 0; j < 4; ++j) mma_16x8x16<T>(acc[mt][j], a, b[j][q][0], b[j][q][1]);
+        for (int mt = 0; mt < MT; ++mt) {
+          const T* lo_row = base + (16 * mt + g) * pitch;
+          const T* hi_row = lo_row + 8 * pitch;
+          const uint4 lo[2] = {*reinterpret_cast<const uint4*>(lo_row), *reinterpret_cast<const uint4*>(lo_row + 8)};
+          const uint4 hi[2] = {*reinterpret_cast<const uint4*>(hi_row), *reinterpret_cast<const uint4*>(hi_row + 8)};
+#pragma unroll
+          for (int q = 0; q < 4; ++q) {  // MMA q: codes 4q..4q+3 of each thread's 16
+            const uint4& l = lo[q / 2];
+            const uint4& h = hi[q / 2];
+            const uint32_t a[4] = {q % 2 == 0 ? l.x : l.z, q % 2 == 0 ? h.x : h.z, q % 2 == 0 ? l.y : l.w,
+                                   q % 2 == 0 ? h.y : h.w};
+#pragma unroll
+            for (int j = 0; j < 4; ++j) mma_16x8x16<T>(acc[mt][j], a, b[j][q][0], b[j][q][1]);
+          }
+        }
       }
     }
   }
-  wait_async_copies();  // the zero-filled copies past the last step, before the block's shared memory goes
 
   // This split's sums: element (row g (+8) of the m-tile, weight rows 2t, 2t+1 of the group).
   float* partials = p.partials + static_cast<int64_t>(blockIdx.y) * p.M * p.N;
