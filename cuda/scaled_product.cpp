@@ -25,8 +25,10 @@ const ProductBackend kBackends[] = {
     // Short prefills with outliers: the activations quantized and dequantized again (outlier
     // columns kept), then one tensor-core product that converts the weight codes in registers;
     // any number of outlier columns at no extra cost (cuda/backend_dequantized_mma.cu).
-    {"dequantized_mma", "layer op at t > 0, 17 <= M <= 32, sm_80 and newer, fp16 or bf16, K % 64 == 0, N % 8 == 0, "
-     "16-byte aligned rows", true, dequantized_mma_applies, dequantized_mma_launch},
+    {"dequantized_mma",
+     "layer op at t > 0, 17 <= M <= 32, sm_80 and newer, fp16 or bf16, K % 64 == 0, N % 8 == 0, its K splits "
+     "within 1.25 waves of blocks, 16-byte aligned rows",
+     true, dequantized_mma_applies, dequantized_mma_launch},
 #ifdef LLMINT8_WITH_SM90_GEMM
     // Prefill sizes bound by the weight's bytes on Hopper, with outliers: the activations
     // quantized and dequantized again (outlier columns kept), then CUTLASS's mixed-input GEMM
