@@ -16,8 +16,8 @@
 // blocks. Each block loads its first weights, waits for the row pass ahead of it (a programmatic
 // launch on sm_90 starts while that pass runs), stages its chunk of every activation row in
 // shared memory, and each warp streams 32 weight rows over the chunk, DEPTH steps of V pieces of
-// 64 codes in flight. Each split writes its fp32 sums to partials[split]; a second kernel adds the splits in
-// order (the same bits every call, unlike atomic adds) and applies the epilogue.
+// 64 codes in flight. Each split writes its fp32 sums to partials[split]; a second kernel adds
+// the splits in order (the same bits every call, unlike atomic adds) and applies the epilogue.
 #pragma once
 
 #include "cuda/kernels/common.cuh"
