@@ -13,8 +13,6 @@ namespace llmint8::cuda {
 
 namespace {
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // How a product is cut: pieces of 64 codes a step, the K chunk of a block (its activation rows
 // staged in 48 KB of shared memory: no opt-in needed), the K splits and the blocks of weight rows.
 struct DmmaPlan {
@@ -93,7 +91,7 @@ bool dequantized_mma_applies(const ScaledProduct& p) {
 
 cudaError_t dequantized_mma_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream) {
   void* act = scratch.get(static_cast<size_t>(p.M * p.K) * 2);
-  auto* flags = p.threshold > 0.f ? static_cast<uint8_t*>(scratch.get(static_cast<size_t>(p.K))) : nullptr;
+  auto* flags = static_cast<uint8_t*>(scratch.get(static_cast<size_t>(p.K)));  // t > 0 here
   auto* row_maxima =
       static_cast<float*>(scratch.get(sizeof(float) * static_cast<size_t>(p.M * dequantize_column_blocks(p.K))));
   cudaError_t e = launch_dequantize_activations(p.x_kind, p.x, p.M, p.K, p.threshold, flags, row_maxima, act, nullptr,

@@ -49,6 +49,9 @@ struct ProductBackend {
   cudaError_t (*launch)(const ScaledProduct&, const Scratch&, cudaStream_t);
 };
 
+// Whether p starts on 16 bytes (the backends' vector loads and TMA copies need aligned rows).
+inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 // The table, in order of preference; its last row applies to every product.
 const ProductBackend* product_backends(size_t* count);
 

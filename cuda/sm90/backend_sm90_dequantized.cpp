@@ -13,7 +13,6 @@
 
 namespace llmint8::cuda {
 
-using sm90::aligned16;
 
 bool sm90_dequantized_applies(const ScaledProduct& p) {
   const bool sixteen_bit = p.x_kind == FloatKind::f16 || p.x_kind == FloatKind::bf16;

@@ -25,7 +25,6 @@ const sm90::DeviceTraits& sm90::device_traits(int device) {
   return t;
 }
 
-using sm90::aligned16;
 using sm90::device_traits;
 
 bool sm90_gemm_applies(const ScaledProduct& p) {

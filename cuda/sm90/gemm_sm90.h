@@ -16,9 +16,6 @@ struct DeviceTraits {
 };
 const DeviceTraits& device_traits(int device);
 
-// TMA and the 16-byte vector loads need 16-byte aligned rows.
-inline bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 // Outlier columns the GEMM epilogue adds itself (the rest go through the leftover pass).
 constexpr int kEpilogueOutliers = 8;
 

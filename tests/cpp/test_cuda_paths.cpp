@@ -38,7 +38,8 @@ TEST_CASE("CUDA paths of int8_linear match the LLM.int8() reference", "[cuda][cu
   const auto [M, K, N] = GENERATE(std::make_tuple(1, 1024, 136), std::make_tuple(2, 1024, 72),
                                   std::make_tuple(2, 256, 20002), std::make_tuple(7, 512, 72),
                                   std::make_tuple(9, 1027, 72),
-                                  std::make_tuple(16, 1024, 200), std::make_tuple(24, 1024, 520), std::make_tuple(64, 1024, 136),
+                                  std::make_tuple(16, 1024, 200), std::make_tuple(24, 1024, 520),
+                                  std::make_tuple(64, 1024, 136),
                                   std::make_tuple(300, 1027, 72), std::make_tuple(33, 512, 1032));
   const int outliers = GENERATE(0, 9, 80, 160);
   const auto dtype = GENERATE(at::kHalf, at::kBFloat16, at::kFloat);

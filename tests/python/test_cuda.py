@@ -201,8 +201,8 @@ def test_most_columns_outliers(dtype, M):
     # rows: gemv_fused lists them and gathers each weight row there. 3 to 16 rows: small_m_mma
     # takes them 16 at a time on the tensor cores (fp32 as three bf16 parts); fp16 and bf16 take
     # the dequantized-activation products from 17 rows (17 to 32 on any card, 33 to 128 on
-    # Hopper); past that (and fp32) the GEMM epilogue takes 8, the tensor-core leftover pass the rest (fp16,
-    # bf16), the float pass fp32's.
+    # Hopper); past that (and fp32) the GEMM epilogue takes 8, the tensor-core leftover pass the
+    # rest (fp16, bf16), the float pass fp32's.
     K, N = 1024, 1000
     _, CB, SCB = make_weight(N, K, "cuda", seed=5)
     bias = torch.randn(N, device="cuda", dtype=dtype)
