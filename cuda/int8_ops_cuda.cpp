@@ -386,10 +386,10 @@ at::Tensor int8_linear_cuda(const at::Tensor& A, const at::Tensor& CB, const at:
   const c10::cuda::CUDAGuard guard(A.device());
   const auto A2 = as_rows(A);
   const int64_t M = A2.size(0), K = A2.size(1), N = CB.size(0);
-  auto out = at::empty({M, N}, A.options());
-  if (M == 0 || N == 0) return out.view(output_shape(A, N));
+  auto out = at::empty(output_shape(A, N), A.options());  // [..., N]: the kernels write it as [M, N]
+  if (M == 0 || N == 0) return out;
   TensorScratch scratch(A.device());
-  if (fused_layer_product(A2, threshold, CB, SCB, bias, out, scratch)) return out.view(output_shape(A, N));
+  if (fused_layer_product(A2, threshold, CB, SCB, bias, out, scratch)) return out;
   std::vector<at::Tensor> held;
   int8_t* codes = nullptr;
   float* stats = nullptr;
@@ -400,7 +400,7 @@ at::Tensor int8_linear_cuda(const at::Tensor& A, const at::Tensor& CB, const at:
   const auto q = quantize(A2, threshold, codes, stats, held);
   const OutlierTerm term{float_kind(A.scalar_type()), A2.const_data_ptr(), q.cols, q.count};
   scaled_product(q, M, K, CB, SCB, bias, threshold > 0.0 ? &term : nullptr, out, scratch);
-  return out.view(output_shape(A, N));
+  return out;
 }
 
 }  // namespace

@@ -76,6 +76,13 @@ class MatMul8bitLt : public torch::autograd::Function<MatMul8bitLt> {
 at::Tensor int8_linear_autograd(const at::Tensor& A, const at::Tensor& CB, const at::Tensor& SCB,
                                 const std::optional<at::Tensor>& bias, double threshold,
                                 const std::optional<at::Tensor>& weight) {
+  // Inference (no_grad, or no input that wants a gradient) skips the graph node: apply() would
+  // still build one and fill its saved data on every call, host time an eager decode waits for.
+  const auto wants_grad = [](const std::optional<at::Tensor>& t) { return t.has_value() && t->requires_grad(); };
+  if (!at::GradMode::is_enabled() ||
+      !(A.requires_grad() || CB.requires_grad() || SCB.requires_grad() || wants_grad(bias) || wants_grad(weight))) {
+    return redispatch_int8_linear(A, CB, SCB, bias, threshold, weight);
+  }
   return MatMul8bitLt::apply(A, CB, SCB, bias, threshold, weight);
 }
 

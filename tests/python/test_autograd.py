@@ -55,6 +55,25 @@ def test_no_grad_needed_and_empty_batch(device):
         assert not ops.int8_linear(torch.randn(3, 10, device=device), CB, SCB, None, 0.0).requires_grad
 
 
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+def test_graph_node_only_when_an_input_wants_a_gradient(threshold, device):
+    """Inference skips the autograd node (host time per eager call); a bias alone that wants a
+    gradient still gets one, and every route gives the same values."""
+    A = make_activations((5, 40), torch.float32, device, outlier_cols=[2, 39])
+    _, CB, SCB = make_weight(7, 40, device)
+    bias = torch.randn(7, device=device)
+    plain = ops.int8_linear(A, CB, SCB, bias, threshold)
+    assert plain.grad_fn is None and not plain.requires_grad
+    with torch.no_grad():
+        assert torch.equal(ops.int8_linear(A, CB, SCB, bias.clone().requires_grad_(), threshold), plain)
+    trained = bias.clone().requires_grad_()
+    out = ops.int8_linear(A, CB, SCB, trained, threshold)
+    assert out.grad_fn is not None and torch.equal(out.detach(), plain)
+    dY = torch.randn(5, 7, device=device)
+    (db,) = torch.autograd.grad(out, (trained,), dY)
+    assert_matches_reference(db, dY.cpu().double().sum(0))
+
+
 def test_lora_style_training_step_reduces_loss(device):
     """A frozen int8 base with a trainable bias and input adapter: gradients flow and SGD helps."""
     torch.manual_seed(0)

@@ -59,6 +59,15 @@ def test_bench_guards_runs_on_the_cpu():
     assert all(float(r[-3]) > 0 for r in rows)  # lookup us
 
 
+def test_bench_host_runs_on_the_cpu():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_host.py"), "--device", "cpu",
+                             "--blocks", "1", "--calls", "3"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("nn.Linear", "int8"))]
+    assert [r[0] for r in rows] == ["nn.Linear", "int8", "int8"] and rows[0][2] == rows[0][-1] == "1.00x"
+    assert all(float(r[-4]) > 0 and float(r[-2]) > 0 for r in rows)  # us per layer call, both grad modes
+
+
 def _sass_line(address, text, write_barrier=7, wait_mask=0):
     control = (write_barrier << 5) | (7 << 8) | (wait_mask << 11)
     return [f"        /*{address:04x}*/                   {text} ;   /* 0x0000000000000000 */",

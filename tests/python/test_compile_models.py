@@ -184,6 +184,30 @@ def test_compiled_layer_follows_weight_and_threshold_changes(change, threshold, 
     assert not torch.allclose(after.float(), before.float(), rtol=1e-3, atol=1e-3)  # the change shows
 
 
+def _write_parameters_unseen(layer, device):
+    # accelerate's write without init_8bit_state(): only the eager forward can notice it.
+    layer._parameters["weight"] = _another_int8_weight(64, 48, device, seed=8)
+
+
+@pytest.mark.parametrize("change", CHANGES + [_write_parameters_unseen], ids=lambda f: f.__name__.lstrip("_"))
+@pytest.mark.parametrize("threshold", [0.0, 6.0])
+def test_eager_layer_follows_weight_and_threshold_changes(change, threshold, device):
+    """The eager forward's short path (the views, for host time per call) gives way to the
+    general one whenever the views no longer match the weight."""
+    layer = quantized_layer(64, 48, threshold, device)
+    x = make_activations((3, 64), torch.float32, device, outlier_cols=[11], seed=2)
+    before = layer(x)
+    change(layer, device)
+    x = x.to(layer.bias.dtype)
+    after = layer(x)
+    w = layer.weight
+    expected = llmint8.reference.int8_linear(x.double().cpu(), w.CB.cpu(), w.SCB.cpu(), layer.bias.double().cpu(),
+                                             layer.state.threshold)
+    assert_matches_reference(after.cpu(), expected)
+    assert not torch.allclose(after.float(), before.float(), rtol=1e-3, atol=1e-3)  # the change shows
+    assert layer.state.CB is w.CB and layer.state.SCB is w.SCB  # bitsandbytes' state follows too
+
+
 def test_compiled_forward_reads_views_sharing_the_weight(device):
     """What keeps the guards cheap: exact nn.Parameters in the layer's __dict__, sharing the memory of
     the weight's CB and SCB (no copy), and a float threshold; none of them in parameters() or the

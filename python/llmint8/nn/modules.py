@@ -299,12 +299,20 @@ class Linear8bitLt(torch.nn.Linear):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"Linear8bitLt: input has {x.shape[-1]} features in its last dimension, "
                              f"expected in_features = {self.in_features}")
-        if torch.compiler.is_compiling() and self._threshold is not None:
-            return _int8_linear(x, self._cb_view, self._scb_view, self.bias, self._threshold, None)
+        threshold = self._threshold
+        if threshold is not None:  # quantized weight, inference: the views' path, eager or compiled
+            if torch.compiler.is_compiling():
+                return _int8_linear(x, self._cb_view, self._scb_view, self.bias, threshold, None)
+            # Eager: at batch 1 the host's time per layer is what generation waits for, so few
+            # Python steps (no nn.Module.__getattr__). The views are current unless the weight
+            # was written into module._parameters unseen; then the path below follows it.
+            params = self._parameters
+            weight, (CB, SCB) = params.get("weight"), self._view_sources
+            if (type(weight) is Int8Params and weight.CB is CB and weight.SCB is SCB and weight.dtype == torch.int8
+                    and "bias" in params):
+                return _int8_linear(x, CB, SCB, params["bias"], threshold, None)
         state, weight = self.state, self.weight
         if not state.has_fp16_weights and type(weight) is Int8Params and weight.dtype == torch.int8:
-            # Inference on a quantized weight, the common case, in few Python steps: at batch 1 the
-            # host's time per layer is what eager generation waits for.
             sources = self._view_sources
             if sources is None or sources[0] is not weight.CB or sources[1] is not weight.SCB:
                 self._follow_weight()  # the weight changed unseen (module._parameters written directly)
