@@ -1,7 +1,7 @@
 // Product backend "dequantized_mma": the layer op at short prefill sizes (17 to 32 rows) with
-// outliers, whatever their count: outlier flags, the rows quantized and dequantized again, the
-// product of the weight codes and those rows on the tensor cores over K splits, then the splits
-// added (kernels/dequantized_mma.cuh). sm_80 and newer, fp16 and bf16.
+// outliers, whatever their count: outlier flags and row maxima, then the product of the weight
+// codes and the rows (quantized and dequantized again as they are staged) on the tensor cores
+// over K splits, then the splits added (kernels/dequantized_mma.cuh). sm_80 and newer, fp16 and bf16.
 #include "cuda/kernels/dequantized_mma.cuh"
 #include "cuda/scaled_product.h"
 #include "cuda/small_m_launch.cuh"  // decode_traits
@@ -90,14 +90,13 @@ bool dequantized_mma_applies(const ScaledProduct& p) {
 }
 
 cudaError_t dequantized_mma_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream) {
-  void* act = scratch.get(static_cast<size_t>(p.M * p.K) * 2);
+  const int64_t column_blocks = dequantize_column_blocks(p.K);
   auto* flags = static_cast<uint8_t*>(scratch.get(static_cast<size_t>(p.K)));  // t > 0 here
-  auto* row_maxima =
-      static_cast<float*>(scratch.get(sizeof(float) * static_cast<size_t>(p.M * dequantize_column_blocks(p.K))));
-  cudaError_t e = launch_dequantize_activations(p.x_kind, p.x, p.M, p.K, p.threshold, flags, row_maxima, act, nullptr,
-                                                FloatKind::f32, p.N, nullptr, stream);
+  auto* row_maxima = static_cast<float*>(scratch.get(sizeof(float) * static_cast<size_t>(p.M * column_blocks)));
+  cudaError_t e = launch_outlier_flags(p.x_kind, p.x, p.M, p.K, p.threshold, flags, row_maxima, stream);
   if (e != cudaSuccess) return e;
-  const DmmaParams params{act, p.b, p.col, p.bias, p.bias_kind, p.out, nullptr, 0, static_cast<int>(p.M), p.N, p.K, 0};
+  const DmmaParams params{p.x,  flags,  row_maxima, column_blocks, p.b, p.col, p.bias, p.bias_kind, p.out, nullptr, 0,
+                          static_cast<int>(p.M), p.N, p.K, 0};
   const DmmaPlan plan = plan_for(p.N, p.K, decode_traits(p.device).sm_count);
   const bool overlap = decode_overlap(p.device);
   if (p.x_kind == FloatKind::f16) return launch_for<__half>(params, plan, scratch, overlap, stream);

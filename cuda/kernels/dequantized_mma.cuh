@@ -1,6 +1,7 @@
 // The LLM.int8() product at short prefill sizes (17 to 32 rows, bound by the weight's bytes), from
-// dequantized activations (dequantize_activations.cuh: outlier columns as they are, every other
-// value code * row stat / 127), on the tensor cores with mma.sync m16n8k16 and fp32 sums:
+// dequantized activations (outlier columns as they are, every other value code * row stat / 127,
+// made as the rows are staged from the outlier flags and row maxima of outlier_flags_kernel in
+// dequantize_activations.cuh), on the tensor cores with mma.sync m16n8k16 and fp32 sums:
 //   out[m, n] = col[n] / 127 * sum_k act[m, k] * CB[n, k] + bias[n]
 // Both parts of LLM.int8() multiply the same codes by the same column scale, so one product
 // covers them, however many outlier columns there are. The weight codes become the
@@ -13,14 +14,16 @@
 // layouts then pair the same k on both sides by construction.
 //
 // Grid: (blocks of kDmmaBlockRows weight rows, K splits of `chunk` columns), one wave of resident
-// blocks. Each block loads its first weights, waits for the row pass ahead of it (a programmatic
-// launch on sm_90 starts while that pass runs), stages its chunk of every activation row in
-// shared memory, and each warp streams 32 weight rows over the chunk, DEPTH steps of V pieces of
-// 64 codes in flight. Each split writes its fp32 sums to partials[split]; a second kernel adds
-// the splits in order (the same bits every call, unlike atomic adds) and applies the epilogue.
+// blocks. Each block loads its first weights, waits for the flags pass ahead of it (a programmatic
+// launch on sm_90 starts while that pass runs), takes each row's stat from the pass's maxima,
+// stages its chunk of every activation row in shared memory, dequantized, and each warp streams
+// 32 weight rows over the chunk, DEPTH steps of V pieces of 64 codes in flight. Each split writes
+// its fp32 sums to partials[split]; a second kernel adds the splits in order (the same bits every
+// call, unlike atomic adds) and applies the epilogue.
 #pragma once
 
 #include "cuda/kernels/common.cuh"
+#include "cuda/kernels/dequantize_activations.cuh"
 
 namespace llmint8::cuda {
 
@@ -32,7 +35,10 @@ constexpr int kDmmaPiece = 64;     // codes of a weight row a piece: 16 per thre
 constexpr int kDmmaPad = 8;        // elements after each staged row: the 8 rows of a read phase hit distinct banks
 
 struct DmmaParams {
-  const void* act;    // [M, K] dequantized activations, fp16 or bf16
+  const void* x;            // [M, K] activations, fp16 or bf16
+  const uint8_t* flags;     // [K] 1 where a column is an outlier
+  const float* row_maxima;  // [M, column_blocks] absmax of each row's non-outlier columns, 64 at a time
+  int64_t column_blocks;
   const int8_t* cb;   // [N, K] weight codes
   const float* col;   // [N] weight absmax stats (SCB)
   const void* bias;   // [N] or null
@@ -111,21 +117,37 @@ __global__ void __launch_bounds__(kDmmaThreads, 2) dequantized_mma_kernel(const 
     for (int v = 0; v < V; ++v) load_piece(w[d][v], d, v);
   }
   allow_dependent_launch();  // the reduction's blocks may take their places (they wait for this grid)
-  wait_for_prior_grid();     // the dequantized activations are written
+  wait_for_prior_grid();     // the flags and row maxima are written (read through L2: __ldcg)
 
-  // The activations' chunk (rows past M are zeros) while the first weights load.
+  // Each row's stat, the absmax of its non-outlier columns, as the row pass would take it.
+  __shared__ float row_stat[16 * MT];
+  for (int r = warp; r < p.M; r += kDmmaWarps) {
+    float m = 0.f;
+    for (int64_t j = lane; j < p.column_blocks; j += 32) {
+      m = absmax_combine(m, __ldcg(p.row_maxima + r * p.column_blocks + j));
+    }
+#pragma unroll
+    for (int offset = 16; offset > 0; offset /= 2) m = absmax_combine(m, __shfl_xor_sync(0xffffffffu, m, offset));
+    if (lane == 0) row_stat[r] = m;
+  }
+  __syncthreads();
+
+  // The activations' chunk, quantized and dequantized again (rows past M are zeros), while the
+  // first weights load.
   const int vectors = static_cast<int>(width / 8);
-  const T* act = static_cast<const T*>(p.act);
+  const T* x = static_cast<const T*>(p.x);
+#pragma unroll 1
   for (int i = threadIdx.x; i < 16 * MT * vectors; i += kDmmaThreads) {
     const int r = i / vectors, c = (i % vectors) * 8;
-    T* dst = staged + r * pitch + c;
+    int4 packed = make_int4(0, 0, 0, 0);
     if (r < p.M) {
-      copy16_async(dst, act + r * p.K + k0 + c);
-    } else {
-      *reinterpret_cast<int4*>(dst) = make_int4(0, 0, 0, 0);
+      const int64_t k = k0 + c;
+      const int4 raw = __ldcg(reinterpret_cast<const int4*>(x + r * p.K + k));
+      const auto outliers = __ldcg(reinterpret_cast<const unsigned long long*>(p.flags + k));
+      packed = dequantize_eight<T>(raw, outliers, row_stat[r]);
     }
+    *reinterpret_cast<int4*>(staged + r * pitch + c) = packed;
   }
-  wait_async_copies();
   __syncthreads();
 
   float acc[MT][4][4] = {};

@@ -314,13 +314,13 @@ def with_most_columns_outliers(M, dtype, bias_type, weight_seed):
 @pytest.mark.parametrize("M", [17, 24, 32])
 @pytest.mark.parametrize("bias_dtype", [None, "same", torch.float32])
 def test_short_prefill_with_outliers_takes_the_dequantized_mma(dtype, M, bias_dtype):
-    # 17 to 32 rows at t=6 (dequantized_mma): outlier flags, the rows dequantized, one tensor-core
-    # product over K splits whose sums meet in a workspace, and no outlier pass however many
-    # columns. N = 1000: the last block of weight rows is partial.
+    # 17 to 32 rows at t=6 (dequantized_mma): outlier flags and row maxima, one tensor-core product
+    # over K splits (the rows dequantized as it stages them) whose sums meet in a workspace, their
+    # reduction; no outlier pass however many columns. N = 1000: the last block of weight rows is partial.
     bias_type = dtype if bias_dtype == "same" else bias_dtype
     A, CB, SCB, bias, out, kernels = with_most_columns_outliers(M, dtype, bias_type, weight_seed=11)
-    assert any("dequantized_mma" in k for k in kernels), kernels
-    assert not any("outlier_mma" in k or "small_m" in k for k in kernels), kernels
+    assert [k.split("<")[0].split("::")[-1] for k in kernels] == [
+        "outlier_flags_kernel", "dequantized_mma_kernel", "dequantized_mma_reduce_kernel"], kernels
     assert_matches_reference(out, reference_linear(A, CB, SCB, bias, 6.0))
     assert torch.equal(out, ops.int8_linear(A, CB, SCB, bias, 6.0))  # the splits add in a fixed order
 
