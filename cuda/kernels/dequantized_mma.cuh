@@ -1,4 +1,5 @@
-// The LLM.int8() product at short prefill sizes (17 to 32 rows, bound by the weight's bytes), from
+// The LLM.int8() product at short prefill sizes (17 to 32 rows, bound by the weight's bytes; on
+// sm_90 decode sizes from 3 rows too, one m-tile), from
 // dequantized activations (outlier columns as they are, every other value code * row stat / 127,
 // made as the rows are staged from the outlier flags and row maxima of outlier_flags_kernel in
 // dequantize_activations.cuh), on the tensor cores with mma.sync m16n8k16 and fp32 sums:

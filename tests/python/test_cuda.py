@@ -199,10 +199,10 @@ def test_fused_decode_block_sizes(dtype, M, K):
 def test_most_columns_outliers(dtype, M):
     # 700 of 1024 columns past the threshold (as in a random model's down_proj). One or two
     # rows: gemv_fused lists them and gathers each weight row there. 3 to 16 rows: small_m_mma
-    # takes them 16 at a time on the tensor cores (fp32 as three bf16 parts); fp16 and bf16 take
-    # the dequantized-activation products from 17 rows (17 to 32 on any card, 33 to 128 on
-    # Hopper); past that (and fp32) the GEMM epilogue takes 8, the tensor-core leftover pass the
-    # rest (fp16, bf16), the float pass fp32's.
+    # takes them 16 at a time on the tensor cores (fp32 as three bf16 parts; fp16 and bf16 before
+    # sm_90); fp16 and bf16 take the dequantized-activation products from 17 rows (17 to 32 on any
+    # card, from 3 on sm_90; 33 to 128 on Hopper); past that (and fp32) the GEMM epilogue takes 8,
+    # the tensor-core leftover pass the rest (fp16, bf16), the float pass fp32's.
     K, N = 1024, 1000
     _, CB, SCB = make_weight(N, K, "cuda", seed=5)
     bias = torch.randn(N, device="cuda", dtype=dtype)
@@ -325,6 +325,23 @@ def test_short_prefill_with_outliers_takes_the_dequantized_mma(dtype, M, bias_dt
         [] if clusters else ["dequantized_mma_reduce_kernel"]), kernels
     assert_matches_reference(out, reference_linear(A, CB, SCB, bias, 6.0))
     assert torch.equal(out, ops.int8_linear(A, CB, SCB, bias, 6.0))  # the splits add in a fixed order
+
+
+@pytest.mark.skipif(torch.cuda.is_available() and torch.cuda.get_device_capability()[0] < 9,
+                    reason="clusters: sm_90 and newer")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("M", [3, 4, 8, 16])
+def test_decode_with_outliers_takes_the_dequantized_mma_in_two_kernels(dtype, M):
+    # 3 to 16 rows at t=6 on sm_90: outlier flags and row maxima into the per-device workspace,
+    # then the product with its K splits as a cluster. Nothing allocated but the output.
+    A, CB, SCB, bias, out, kernels = with_most_columns_outliers(M, dtype, dtype, weight_seed=13)
+    assert [k.split("<")[0].split("::")[-1] for k in kernels] == ["outlier_flags_kernel", "dequantized_mma_kernel"]
+    assert_matches_reference(out, reference_linear(A, CB, SCB, bias, 6.0))
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_stats()["allocation.all.allocated"]
+    again = ops.int8_linear(A, CB, SCB, bias, 6.0)
+    assert torch.cuda.memory_stats()["allocation.all.allocated"] - before == 1  # the output
+    assert torch.equal(again, out)
 
 
 @pytest.mark.parametrize("K,N", [(1024, 11008), (11008, 4096), (4096, 4096)])
