@@ -1,36 +1,29 @@
 // Product backend "dequantized_mma": the layer op at short prefill sizes (17 to 32 rows) with
-// outliers, whatever their count, and on sm_90 at decode sizes too (3 to 16 rows): outlier flags
-// and row maxima, then the product of the weight codes and the rows (quantized and dequantized
-// again as they are staged) on the tensor cores over K splits, the splits added in a cluster's
-// shared memory (sm_90) or by a second kernel (kernels/dequantized_mma.cuh). sm_80 and newer,
-// fp16 and bf16.
+// outliers, whatever their count: outlier flags, the rows quantized and dequantized again, the
+// product of the weight codes and those rows on the tensor cores over K splits, then the splits
+// added (kernels/dequantized_mma.cuh). sm_80 and newer, fp16 and bf16.
 #include "cuda/kernels/dequantized_mma.cuh"
 #include "cuda/scaled_product.h"
 #include "cuda/small_m_launch.cuh"  // decode_traits
 
 #include <algorithm>
-#include <array>
 #include <cstdint>
-#include <mutex>
 
 namespace llmint8::cuda {
 
 namespace {
 
 // How a product is cut: pieces of 64 codes a step, the K chunk of a block (its activation rows
-// staged in 48 KB of shared memory: no opt-in needed; up to 96 KB with clusters), the K splits, the
-// blocks of weight rows, and whether the splits of a row block form a cluster (sm_90).
+// staged in 48 KB of shared memory: no opt-in needed), the K splits and the blocks of weight rows.
 struct DmmaPlan {
   int pieces;
   int64_t chunk, splits, row_blocks;
-  bool cluster;
 };
 
+constexpr int kDmmaTiles = 2;  // 17 to 32 rows: two m-tiles
 constexpr int64_t kDmmaStagedBytes = 48 * 1024;
-constexpr int64_t kDmmaClusterStagedBytes = 96 * 1024;  // two blocks an SM still fit in sm_90's 227 KB
 
-// tiles: the m-tiles of 16 activation rows (1 up to 16 rows, 2 up to 32).
-DmmaPlan plan_for(int64_t N, int64_t K, int sm_count, bool clusters, int tiles) {
+DmmaPlan plan_for(int64_t N, int64_t K, int sm_count) {
   const int64_t row_blocks = (N + kDmmaBlockRows - 1) / kDmmaBlockRows;
   // K splits so that one wave of resident blocks (two a multiprocessor: the kernel's launch
   // bounds) covers the weight, each block streaming about the same number of codes.
@@ -45,55 +38,9 @@ DmmaPlan plan_for(int64_t N, int64_t K, int sm_count, bool clusters, int tiles) 
   // sixteenth session).
   const int pieces = K % (2 * kDmmaPiece) == 0 && wave_chunk(kDmmaPiece) >= 512 ? 2 : 1;
   const int64_t step = int64_t{kDmmaPiece} * pieces;
-  if (clusters) {  // the same wave, in at most 16 splits (a cluster) with longer chunks if need be
-    const int64_t wanted = std::clamp<int64_t>((2 * sm_count + row_blocks - 1) / row_blocks, 1,
-                                               std::min<int64_t>(kDmmaMaxClusterSplits, K / step));
-    const int64_t chunk = ((K + wanted - 1) / wanted + step - 1) / step * step;
-    const int64_t max_chunk = (kDmmaClusterStagedBytes / (16 * tiles * 2) - kDmmaPad) / step * step;
-    if (chunk <= max_chunk) return {pieces, chunk, (K + chunk - 1) / chunk, row_blocks, true};
-  }
-  const int64_t max_chunk = (kDmmaStagedBytes / (16 * tiles * 2) - kDmmaPad) / step * step;
+  const int64_t max_chunk = (kDmmaStagedBytes / (16 * kDmmaTiles * 2) - kDmmaPad) / step * step;
   const int64_t chunk = std::min(max_chunk, wave_chunk(step));
-  return {pieces, chunk, (K + chunk - 1) / chunk, row_blocks, false};
-}
-
-// The product as clusters of its K splits, which add their sums in each other's shared memory
-// and write the output: one launch, no workspace (sm_90; a programmatic launch there).
-template <typename T, int MT, int V, int DEPTH>
-cudaError_t launch_clustered(DmmaParams params, const DmmaPlan& plan, int device, bool overlap, cudaStream_t stream) {
-  const auto kernel = dequantized_mma_kernel<T, MT, V, DEPTH, true>;
-  params.chunk = plan.chunk;
-  params.splits = static_cast<int>(plan.splits);
-  const size_t staged = static_cast<size_t>(16 * MT) * (plan.chunk + kDmmaPad) * sizeof(T);
-  const size_t smem = std::max(staged, static_cast<size_t>(16 * MT) * kDmmaTilePitch * sizeof(float));
-  // The kernel's limits, raised once per device (not a call a CUDA graph capture should see each time).
-  static std::mutex mutex;
-  static std::array<bool, 64> configured{};
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    if (device < 0 || device >= 64 || !configured[device]) {
-      cudaError_t e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           static_cast<int>(kDmmaClusterStagedBytes));
-      if (e == cudaSuccess) e = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-      if (e != cudaSuccess) return e;
-      if (device >= 0 && device < 64) configured[device] = true;
-    }
-  }
-  cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(plan.row_blocks), static_cast<unsigned>(plan.splits));
-  config.blockDim = dim3(kDmmaThreads);
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  cudaLaunchAttribute attributes[2] = {};
-  attributes[0].id = cudaLaunchAttributeClusterDimension;
-  attributes[0].val.clusterDim.x = 1;
-  attributes[0].val.clusterDim.y = static_cast<unsigned>(plan.splits);
-  attributes[0].val.clusterDim.z = 1;
-  attributes[1].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attributes[1].val.programmaticStreamSerializationAllowed = 1;
-  config.attrs = attributes;
-  config.numAttrs = overlap ? 2 : 1;
-  return cudaLaunchKernelEx(&config, kernel, params);
+  return {pieces, chunk, (K + chunk - 1) / chunk, row_blocks};
 }
 
 // The product, then the reduction of its K splits; on sm_90 both are programmatic launches that
@@ -101,12 +48,12 @@ cudaError_t launch_clustered(DmmaParams params, const DmmaPlan& plan, int device
 template <typename T, int V, int DEPTH>
 cudaError_t launch_product(DmmaParams params, const DmmaPlan& plan, const Scratch& scratch, bool overlap,
                            cudaStream_t stream) {
-  const auto kernel = dequantized_mma_kernel<T, 2, V, DEPTH, false>;  // 17 to 32 rows only
+  const auto kernel = dequantized_mma_kernel<T, kDmmaTiles, V, DEPTH>;
   params.chunk = plan.chunk;
   params.splits = static_cast<int>(plan.splits);
   params.partials =
       static_cast<float*>(scratch.get(sizeof(float) * static_cast<size_t>(plan.splits * params.M * params.N)));
-  const size_t smem = static_cast<size_t>(16 * 2) * (plan.chunk + kDmmaPad) * sizeof(T);
+  const size_t smem = static_cast<size_t>(16 * kDmmaTiles) * (plan.chunk + kDmmaPad) * sizeof(T);
   const dim3 grid(static_cast<unsigned>(plan.row_blocks), static_cast<unsigned>(plan.splits));
   cudaError_t e = launch_may_overlap(kernel, grid, kDmmaThreads, smem, params, overlap, stream);
   if (e != cudaSuccess) return e;
@@ -117,31 +64,19 @@ cudaError_t launch_product(DmmaParams params, const DmmaPlan& plan, const Scratc
 }
 
 template <typename T>
-cudaError_t launch_for(const DmmaParams& params, const DmmaPlan& plan, const Scratch& scratch, int device,
-                       bool overlap, cudaStream_t stream) {
-  if (plan.cluster && params.M <= 16) {
-    return plan.pieces == 2 ? launch_clustered<T, 1, 2, 1>(params, plan, device, overlap, stream)
-                            : launch_clustered<T, 1, 1, 2>(params, plan, device, overlap, stream);
-  }
-  if (plan.cluster) {
-    return plan.pieces == 2 ? launch_clustered<T, 2, 2, 1>(params, plan, device, overlap, stream)
-                            : launch_clustered<T, 2, 1, 2>(params, plan, device, overlap, stream);
-  }
+cudaError_t launch_for(const DmmaParams& params, const DmmaPlan& plan, const Scratch& scratch, bool overlap,
+                       cudaStream_t stream) {
   return plan.pieces == 2 ? launch_product<T, 2, 1>(params, plan, scratch, overlap, stream)
                           : launch_product<T, 1, 2>(params, plan, scratch, overlap, stream);
 }
 
-bool clusters_on(int device) { return decode_traits(device).major >= 9; }
-
 // Within 1.25 waves of resident blocks. Where the staged rows cap the chunk (K past about 12800
 // on 4096 weight rows, past about 4500 on 11008) the splits, partial sums and waves grow,
-// unmeasured: those shapes keep the paths after this one. 17 to 32 rows: judged on the partials
-// path's plan (the wider limit); decode sizes take only the cluster's (two kernels).
+// unmeasured: those shapes keep the paths after this one.
 bool fits_a_wave(const ScaledProduct& p) {
   const int sms = decode_traits(p.device).sm_count;
-  const bool decode = p.M <= kSmallMRows;
-  const DmmaPlan plan = plan_for(p.N, p.K, sms, decode, decode ? 1 : 2);
-  return (plan.cluster || !decode) && plan.row_blocks * plan.splits <= 5 * int64_t{sms} / 2;
+  const DmmaPlan plan = plan_for(p.N, p.K, sms);
+  return plan.row_blocks * plan.splits <= 5 * int64_t{sms} / 2;
 }
 
 }  // namespace
@@ -149,25 +84,24 @@ bool fits_a_wave(const ScaledProduct& p) {
 bool dequantized_mma_applies(const ScaledProduct& p) {
   const bool sixteen_bit = p.x_kind == FloatKind::f16 || p.x_kind == FloatKind::bf16;
   return p.x != nullptr && p.threshold > 0.f && sixteen_bit && p.out_kind == p.x_kind &&
-         p.M >= (clusters_on(p.device) ? kDequantizedMmaClusterMinRows : kDequantizedMmaMinRows) &&
-         p.M <= kDequantizedMmaMaxRows && decode_traits(p.device).major >= 8 &&
+         p.M >= kDequantizedMmaMinRows && p.M <= kDequantizedMmaMaxRows && decode_traits(p.device).major >= 8 &&
          p.K > 0 && p.K % kDmmaPiece == 0 && p.N % 8 == 0 && p.N < (int64_t{1} << 31) && p.K < (int64_t{1} << 31) &&
          aligned16(p.x) && aligned16(p.b) && aligned16(p.out) && fits_a_wave(p);
 }
 
 cudaError_t dequantized_mma_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream) {
-  const int64_t column_blocks = dequantize_column_blocks(p.K);
+  void* act = scratch.get(static_cast<size_t>(p.M * p.K) * 2);
   auto* flags = static_cast<uint8_t*>(scratch.get(static_cast<size_t>(p.K)));  // t > 0 here
-  auto* row_maxima = static_cast<float*>(scratch.get(sizeof(float) * static_cast<size_t>(p.M * column_blocks)));
-  cudaError_t e = launch_outlier_flags(p.x_kind, p.x, p.M, p.K, p.threshold, flags, row_maxima, stream);
+  auto* row_maxima =
+      static_cast<float*>(scratch.get(sizeof(float) * static_cast<size_t>(p.M * dequantize_column_blocks(p.K))));
+  cudaError_t e = launch_dequantize_activations(p.x_kind, p.x, p.M, p.K, p.threshold, flags, row_maxima, act, nullptr,
+                                                FloatKind::f32, p.N, nullptr, stream);
   if (e != cudaSuccess) return e;
-  const DmmaParams params{p.x,  flags,  row_maxima, column_blocks, p.b, p.col, p.bias, p.bias_kind, p.out, nullptr, 0,
-                          static_cast<int>(p.M), p.N, p.K, 0};
-  const DmmaPlan plan =
-      plan_for(p.N, p.K, decode_traits(p.device).sm_count, clusters_on(p.device), p.M <= kSmallMRows ? 1 : 2);
+  const DmmaParams params{act, p.b, p.col, p.bias, p.bias_kind, p.out, nullptr, 0, static_cast<int>(p.M), p.N, p.K, 0};
+  const DmmaPlan plan = plan_for(p.N, p.K, decode_traits(p.device).sm_count);
   const bool overlap = decode_overlap(p.device);
-  if (p.x_kind == FloatKind::f16) return launch_for<__half>(params, plan, scratch, p.device, overlap, stream);
-  return launch_for<__nv_bfloat16>(params, plan, scratch, p.device, overlap, stream);
+  if (p.x_kind == FloatKind::f16) return launch_for<__half>(params, plan, scratch, overlap, stream);
+  return launch_for<__nv_bfloat16>(params, plan, scratch, overlap, stream);
 }
 
 }  // namespace llmint8::cuda

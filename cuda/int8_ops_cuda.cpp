@@ -73,19 +73,13 @@ struct LayerWorkspace {
   int32_t* count;    // [1]
   uint8_t* mask;     // [K]
   uint32_t* ticket;  // [1]
-  uint8_t* scratch;  // [scratch_bytes(K)]: the decode-size scratch of backends that quantize themselves
 };
 
 int64_t round16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
 
-// dequantized_mma at decode sizes: outlier flags (K bytes) and row maxima (kSmallMRows rows).
-int64_t scratch_bytes(int64_t K) {
-  return round16(K) + round16(static_cast<int64_t>(sizeof(float)) * kSmallMRows * dequantize_column_blocks(K));
-}
-
 int64_t workspace_bytes(int64_t K) {
   return round16(kSmallMRows * K) + round16(sizeof(float) * kSmallMRows) + round16(sizeof(int32_t) * K) + 16 +
-         round16(K) + 16 + scratch_bytes(K);
+         round16(K) + 16;
 }
 
 LayerWorkspace carve(uint8_t* base, int64_t K) {
@@ -101,8 +95,6 @@ LayerWorkspace carve(uint8_t* base, int64_t K) {
   w.mask = base;
   base += round16(K);
   w.ticket = reinterpret_cast<uint32_t*>(base);
-  base += 16;
-  w.scratch = base;
   return w;
 }
 
@@ -149,37 +141,6 @@ LayerWorkspace layer_workspace(const at::Device& device, int64_t K, bool outlier
               " past the 64 this library supports");
   return workspaces[device.index()].acquire(device.index(), K, s);
 }
-
-// Scratch for a backend that quantizes the activations itself at decode sizes: the per-device
-// workspace's scratch region (no allocation per call), taken at the first request only (gemv_fused
-// asks for none). Past the region, PyTorch allocations (`more`).
-class WorkspaceScratch {
- public:
-  WorkspaceScratch(const at::Device& device, int64_t K, std::vector<at::Tensor>& held, TensorScratch& more)
-      : device_(device), K_(K), held_(held), more_(more) {}
-  Scratch view() { return Scratch{&WorkspaceScratch::allocate, this}; }
-
- private:
-  static void* allocate(void* self, size_t bytes) {
-    auto* s = static_cast<WorkspaceScratch*>(self);
-    if (s->next_ == nullptr) {
-      s->next_ = layer_workspace(s->device_, s->K_, false, s->held_).scratch;
-      s->left_ = scratch_bytes(s->K_);
-    }
-    const int64_t rounded = round16(static_cast<int64_t>(bytes));
-    if (rounded > s->left_) return s->more_.get(bytes);
-    void* p = s->next_;
-    s->next_ += rounded;
-    s->left_ -= rounded;
-    return p;
-  }
-  at::Device device_;
-  int64_t K_;
-  std::vector<at::Tensor>& held_;
-  TensorScratch& more_;
-  uint8_t* next_ = nullptr;
-  int64_t left_ = 0;
-};
 
 // Device pointers of quantized activation rows and their outlier columns (cols/count null
 // without outliers).
@@ -275,12 +236,7 @@ bool fused_layer_product(const at::Tensor& A2, double threshold, const at::Tenso
   p.threshold = static_cast<float>(threshold);
   const ProductBackend* backend = find_product_backend(p);
   if (backend == nullptr) return false;
-  if (p.M <= kSmallMRows) {  // decode sizes: nothing allocated but the output
-    WorkspaceScratch workspace(A2.device(), p.K, held, scratch);
-    C10_CUDA_CHECK(backend->launch(p, workspace.view(), stream()));
-  } else {
-    C10_CUDA_CHECK(backend->launch(p, scratch.view(), stream()));
-  }
+  C10_CUDA_CHECK(backend->launch(p, scratch.view(), stream()));
   return true;
 }
 

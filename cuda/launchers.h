@@ -56,10 +56,6 @@ cudaError_t launch_quantize_columns(FloatKind kind, const void* a, int64_t rows,
 // dequantize_column_blocks(K) floats. bias_f32 non-null: bias [N] of bias_kind written there as
 // fp32 too (rows <= 65535).
 int64_t dequantize_column_blocks(int64_t K);
-// Only the first of its two kernels: flags and row_maxima as above, for a product that
-// dequantizes the rows itself as it reads them (dequantized_mma); it may start while this runs.
-cudaError_t launch_outlier_flags(FloatKind kind, const void* a, int64_t rows, int64_t K, float threshold,
-                                 uint8_t* flags, float* row_maxima, cudaStream_t stream);
 cudaError_t launch_dequantize_activations(FloatKind kind, const void* a, int64_t rows, int64_t K, float threshold,
                                           uint8_t* flags, float* row_maxima, void* act, const void* bias,
                                           FloatKind bias_kind, int64_t N, float* bias_f32, cudaStream_t stream);

@@ -22,13 +22,12 @@ const ProductBackend kBackends[] = {
     // Decode sizes: tensor-core MMA over 16-row tiles, the weight streamed once, outliers
     // and bias in the same kernel (cuda/backend_small_m.cu).
     {"small_m_mma", "1 <= M <= 16, sm_80 and newer", false, small_m_applies, small_m_launch},
-    // Short prefills with outliers, and on sm_90 decode sizes from 3 rows (two kernels): the
-    // activations quantized and dequantized again (outlier columns kept) as one tensor-core
-    // product that converts the weight codes in registers stages them; any number of outlier
-    // columns at no extra cost (cuda/backend_dequantized_mma.cu).
+    // Short prefills with outliers: the activations quantized and dequantized again (outlier
+    // columns kept), then one tensor-core product that converts the weight codes in registers;
+    // any number of outlier columns at no extra cost (cuda/backend_dequantized_mma.cu).
     {"dequantized_mma",
-     "layer op at t > 0, 17 <= M <= 32 (3 <= M on sm_90), sm_80 and newer, fp16 or bf16, K % 64 == 0, N % 8 == 0, "
-     "its K splits within 1.25 waves of blocks, 16-byte aligned rows",
+     "layer op at t > 0, 17 <= M <= 32, sm_80 and newer, fp16 or bf16, K % 64 == 0, N % 8 == 0, its K splits "
+     "within 1.25 waves of blocks, 16-byte aligned rows",
      true, dequantized_mma_applies, dequantized_mma_launch},
 #ifdef LLMINT8_WITH_SM90_GEMM
     // Prefill sizes bound by the weight's bytes on Hopper, with outliers: the activations

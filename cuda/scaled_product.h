@@ -80,10 +80,8 @@ bool small_m_applies(const ScaledProduct& p);
 cudaError_t small_m_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
 // Rows the dequantized-activation backends serve at threshold > 0 (prefill sizes bound by the
 // weight's bytes): dequantized_mma on any card from sm_80, sm90_dequantized above it on Hopper.
-// On sm_90 dequantized_mma takes decode sizes from 3 rows too, as two kernels (its K splits a
-// cluster) with its scratch in the per-device workspace: no allocation but the output.
+// Decode sizes keep the two-kernel paths above them (no allocation but the output).
 constexpr int kDequantizedMmaMinRows = kSmallMRows + 1;
-constexpr int kDequantizedMmaClusterMinRows = 3;
 constexpr int kDequantizedMmaMaxRows = 32;
 bool dequantized_mma_applies(const ScaledProduct& p);
 cudaError_t dequantized_mma_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);

@@ -2,8 +2,7 @@
 // each row quantized as LLM.int8() does (absmax over the columns that are not outliers, codes
 // rounded to nearest) and dequantized again, code * stat / 127, in the activations' own 16-bit
 // type; outlier columns (|a| >= threshold in some row) keep their values. Two kernels: the
-// column flags need every row before any row's stat. dequantized_mma.cuh runs only the first and
-// dequantizes each row as it stages it (dequantize_eight).
+// column flags need every row before any row's stat.
 #pragma once
 
 #include "cuda/kernels/common.cuh"
@@ -26,7 +25,6 @@ __global__ void __launch_bounds__(kFlagBlock)
     outlier_flags_kernel(const T* __restrict__ a, int64_t rows, int64_t K, float threshold, uint8_t* __restrict__ flags,
                          float* __restrict__ row_maxima) {
   static_assert(sizeof(T) == 2, "8 columns a 16-byte load");
-  allow_dependent_launch();  // a product launched so may load its weights (it waits for this grid's end)
   const int column_thread = threadIdx.x % kFlagColumnThreads, group = threadIdx.x / kFlagColumnThreads;
   const int64_t k = (static_cast<int64_t>(blockIdx.x) * kFlagColumnThreads + column_thread) * 8;
   const bool in = k < K;
@@ -88,22 +86,6 @@ __global__ void __launch_bounds__(kFlagBlock)
   }
 }
 
-// Eight activations (one 16-byte load) quantized with their row's stat and dequantized again,
-// code * stat / 127; those whose bit 8 i of `outliers` is set keep their values.
-template <typename T>
-__device__ __forceinline__ int4 dequantize_eight(const int4 raw, unsigned long long outliers, float stat) {
-  const float scale = code_scale(stat);
-  const T* e = reinterpret_cast<const T*>(&raw);
-  int4 packed;
-  T* v = reinterpret_cast<T*>(&packed);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    const float code = scale == 0.f ? 0.f : static_cast<float>(quantize_value(to_float(e[i]), scale));
-    v[i] = ((outliers >> (8 * i)) & 1ull) != 0ull ? e[i] : from_float<T>(code * stat / 127.f);
-  }
-  return packed;
-}
-
 constexpr int kDequantizeBlock = 256;
 constexpr int kDequantizeBlockColumns = kDequantizeBlock * 8;
 
@@ -141,7 +123,16 @@ __global__ void __launch_bounds__(kDequantizeBlock)
   }
   m = block_absmax<kDequantizeBlock>(m);
   if (!in) return;
-  *reinterpret_cast<int4*>(act + row * K + k) = dequantize_eight<T>(raw, f, m);
+  const float scale = code_scale(m);
+  const T* e = reinterpret_cast<const T*>(&raw);
+  int4 packed;
+  T* v = reinterpret_cast<T*>(&packed);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const float code = scale == 0.f ? 0.f : static_cast<float>(quantize_value(to_float(e[i]), scale));
+    v[i] = ((f >> (8 * i)) & 1ull) != 0ull ? e[i] : from_float<T>(code * m / 127.f);
+  }
+  *reinterpret_cast<int4*>(act + row * K + k) = packed;
 }
 
 }  // namespace llmint8::cuda

@@ -1,8 +1,6 @@
-// The LLM.int8() product at short prefill sizes (17 to 32 rows, bound by the weight's bytes; on
-// sm_90 decode sizes from 3 rows too, one m-tile), from
-// dequantized activations (outlier columns as they are, every other value code * row stat / 127,
-// made as the rows are staged from the outlier flags and row maxima of outlier_flags_kernel in
-// dequantize_activations.cuh), on the tensor cores with mma.sync m16n8k16 and fp32 sums:
+// The LLM.int8() product at short prefill sizes (17 to 32 rows, bound by the weight's bytes), from
+// dequantized activations (dequantize_activations.cuh: outlier columns as they are, every other
+// value code * row stat / 127), on the tensor cores with mma.sync m16n8k16 and fp32 sums:
 //   out[m, n] = col[n] / 127 * sum_k act[m, k] * CB[n, k] + bias[n]
 // Both parts of LLM.int8() multiply the same codes by the same column scale, so one product
 // covers them, however many outlier columns there are. The weight codes become the
@@ -15,22 +13,14 @@
 // layouts then pair the same k on both sides by construction.
 //
 // Grid: (blocks of kDmmaBlockRows weight rows, K splits of `chunk` columns), one wave of resident
-// blocks. Each block loads its first weights, waits for the flags pass ahead of it (a programmatic
-// launch on sm_90 starts while that pass runs), takes each row's stat from the pass's maxima,
-// stages its chunk of every activation row in shared memory, dequantized, and each warp streams
-// 32 weight rows over the chunk, DEPTH steps of V pieces of 64 codes in flight. Then the splits
-// are added in split order (the same bits every call, unlike atomic adds) and the epilogue applied:
-// - CLUSTER (sm_90): the K splits of a block of weight rows are one thread block cluster; each
-//   split puts its fp32 sums in its own shared memory, and after a cluster barrier each adds a
-//   slice of the row block's outputs over every split's shared memory (no workspace, no second
-//   kernel);
-// - otherwise each split writes its sums to partials[split] and a second kernel adds them.
+// blocks. Each block loads its first weights, waits for the row pass ahead of it (a programmatic
+// launch on sm_90 starts while that pass runs), stages its chunk of every activation row in
+// shared memory, and each warp streams 32 weight rows over the chunk, DEPTH steps of V pieces of
+// 64 codes in flight. Each split writes its fp32 sums to partials[split]; a second kernel adds
+// the splits in order (the same bits every call, unlike atomic adds) and applies the epilogue.
 #pragma once
 
 #include "cuda/kernels/common.cuh"
-#include "cuda/kernels/dequantize_activations.cuh"
-
-#include <cooperative_groups.h>
 
 namespace llmint8::cuda {
 
@@ -40,14 +30,9 @@ constexpr int kDmmaWarpRows = 32;  // four groups of 8 weight rows
 constexpr int kDmmaBlockRows = kDmmaWarps * kDmmaWarpRows;
 constexpr int kDmmaPiece = 64;     // codes of a weight row a piece: 16 per thread, 4 threads
 constexpr int kDmmaPad = 8;        // elements after each staged row: the 8 rows of a read phase hit distinct banks
-constexpr int kDmmaTilePitch = kDmmaBlockRows + 8;  // floats a row of a split's sums in shared memory (CLUSTER)
-constexpr int kDmmaMaxClusterSplits = 16;           // sm_90's largest (non-portable) cluster
 
 struct DmmaParams {
-  const void* x;            // [M, K] activations, fp16 or bf16
-  const uint8_t* flags;     // [K] 1 where a column is an outlier
-  const float* row_maxima;  // [M, column_blocks] absmax of each row's non-outlier columns, 64 at a time
-  int64_t column_blocks;
+  const void* act;    // [M, K] dequantized activations, fp16 or bf16
   const int8_t* cb;   // [N, K] weight codes
   const float* col;   // [N] weight absmax stats (SCB)
   const void* bias;   // [N] or null
@@ -92,7 +77,7 @@ __device__ __forceinline__ void codes_to_pairs<__nv_bfloat16>(uint32_t w, uint32
 // MT: m-tiles of 16 activation rows (M <= 16 MT). A step is V pieces of 64 codes of each weight
 // row, piece v of thread t at codes 64 v + 16 t (each piece reads shared memory as the first
 // does: no bank conflicts); DEPTH steps of weight loads in flight.
-template <typename T, int MT, int V, int DEPTH, bool CLUSTER>
+template <typename T, int MT, int V, int DEPTH>
 __global__ void __launch_bounds__(kDmmaThreads, 2) dequantized_mma_kernel(const DmmaParams p) {
   static_assert(sizeof(T) == 2, "16-bit activations");
   constexpr int kStep = kDmmaPiece * V;
@@ -126,37 +111,21 @@ __global__ void __launch_bounds__(kDmmaThreads, 2) dequantized_mma_kernel(const 
     for (int v = 0; v < V; ++v) load_piece(w[d][v], d, v);
   }
   allow_dependent_launch();  // the reduction's blocks may take their places (they wait for this grid)
-  wait_for_prior_grid();     // the flags and row maxima are written (read through L2: __ldcg)
+  wait_for_prior_grid();     // the dequantized activations are written
 
-  // Each row's stat, the absmax of its non-outlier columns, as the row pass would take it.
-  __shared__ float row_stat[16 * MT];
-  for (int r = warp; r < p.M; r += kDmmaWarps) {
-    float m = 0.f;
-    for (int64_t j = lane; j < p.column_blocks; j += 32) {
-      m = absmax_combine(m, __ldcg(p.row_maxima + r * p.column_blocks + j));
-    }
-#pragma unroll
-    for (int offset = 16; offset > 0; offset /= 2) m = absmax_combine(m, __shfl_xor_sync(0xffffffffu, m, offset));
-    if (lane == 0) row_stat[r] = m;
-  }
-  __syncthreads();
-
-  // The activations' chunk, quantized and dequantized again (rows past M are zeros), while the
-  // first weights load.
+  // The activations' chunk (rows past M are zeros) while the first weights load.
   const int vectors = static_cast<int>(width / 8);
-  const T* x = static_cast<const T*>(p.x);
-#pragma unroll 1
+  const T* act = static_cast<const T*>(p.act);
   for (int i = threadIdx.x; i < 16 * MT * vectors; i += kDmmaThreads) {
     const int r = i / vectors, c = (i % vectors) * 8;
-    int4 packed = make_int4(0, 0, 0, 0);
+    T* dst = staged + r * pitch + c;
     if (r < p.M) {
-      const int64_t k = k0 + c;
-      const int4 raw = __ldcg(reinterpret_cast<const int4*>(x + r * p.K + k));
-      const auto outliers = __ldcg(reinterpret_cast<const unsigned long long*>(p.flags + k));
-      packed = dequantize_eight<T>(raw, outliers, row_stat[r]);
+      copy16_async(dst, act + r * p.K + k0 + c);
+    } else {
+      *reinterpret_cast<int4*>(dst) = make_int4(0, 0, 0, 0);
     }
-    *reinterpret_cast<int4*>(staged + r * pitch + c) = packed;
   }
+  wait_async_copies();
   __syncthreads();
 
   float acc[MT][4][4] = {};
@@ -199,47 +168,6 @@ __global__ void __launch_bounds__(kDmmaThreads, 2) dequantized_mma_kernel(const 
     }
   }
 
-  if constexpr (CLUSTER) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
-    // This split's sums into its shared memory (the staged rows' place: every warp is done with
-    // them), element (row g (+8) of the m-tile, weight rows 2t, 2t+1 of the group).
-    __syncthreads();
-    float* tile = reinterpret_cast<float*>(staged_raw);  // [16 MT][kDmmaTilePitch]
-#pragma unroll
-    for (int mt = 0; mt < MT; ++mt) {
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-#pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int m = 16 * mt + g + 8 * half, nl = warp * kDmmaWarpRows + 8 * j + 2 * t;
-          *reinterpret_cast<float2*>(tile + m * kDmmaTilePitch + nl) =
-              make_float2(acc[mt][j][2 * half], acc[mt][j][2 * half + 1]);
-        }
-      }
-    }
-    cluster.sync();  // every split's sums are in its shared memory
-    // Split `rank` finishes a slice of the row block's M x kDmmaBlockRows outputs, adding the
-    // splits in order (the partials path's order: the same bits).
-    const int splits = static_cast<int>(cluster.num_blocks()), rank = static_cast<int>(cluster.block_rank());
-    const int elements = p.M * kDmmaBlockRows, per = (elements + splits - 1) / splits;
-    const int end = min(elements, (rank + 1) * per);
-    const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kDmmaBlockRows;
-    for (int e = rank * per + threadIdx.x; e < end; e += kDmmaThreads) {
-      const int m = e / kDmmaBlockRows, nl = e % kDmmaBlockRows;
-      const int64_t n = n0 + nl;
-      if (n >= p.N) continue;
-      float sum = 0.f;
-      for (int s = 0; s < splits; ++s) sum += cluster.map_shared_rank(tile, s)[m * kDmmaTilePitch + nl];
-      const float b = p.bias != nullptr ? load_float(p.bias, p.bias_kind, n) : 0.f;
-      static_cast<T*>(p.out)[m * p.N + n] = from_float<T>(fmaf(sum, p.col[n] / 127.f, b));
-    }
-    cluster.sync();  // no block leaves while another may still read its shared memory
-#else
-    __trap();  // launched on sm_90 only
-#endif
-    return;
-  }
   // This split's sums: element (row g (+8) of the m-tile, weight rows 2t, 2t+1 of the group).
   float* partials = p.partials + static_cast<int64_t>(blockIdx.y) * p.M * p.N;
 #pragma unroll
