@@ -69,15 +69,22 @@ def measure(model, x, calls: int):
     return lookup_us, (time.perf_counter() - start) / calls * 1e6
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def stack_arguments(description: str, calls: int, calls_help: str):
+    """The block-stack benchmarks' command line (--blocks, --device, --calls), their input row
+    (fp16 on CUDA, fp32 on the CPU) and the device's name: (args, x, where)."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--blocks", type=int, default=32, help="Llama-like blocks of seven Linear layers")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--calls", type=int, default=300, help="timed calls per variant")
+    parser.add_argument("--calls", type=int, default=calls, help=calls_help)
     args = parser.parse_args()
     dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
     x = torch.randn(1, HIDDEN, device=args.device, dtype=dtype)
-    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    return args, x, torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+
+
+def main():
+    args, x, where = stack_arguments(__doc__, 300, "timed calls per variant")
+    dtype = x.dtype
     print(f"# {args.blocks} blocks x 7 layers, {dtype}, {where}, torch {torch.__version__}")
     print(f"{'variant':14s} {'lookup us':>10s} {'call us':>9s} {'lookup vs nn.Linear':>20s}")
     base = None

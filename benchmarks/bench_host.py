@@ -11,13 +11,12 @@ and 6; the ratio is nn.Linear's time over the variant's (above 1.00x: less host 
     python benchmarks/bench_host.py [--blocks 32] [--device cpu] [--calls 200]
 """
 
-import argparse
 import contextlib
 import time
 
 import torch
 
-from bench_guards import HIDDEN, build
+from bench_guards import HIDDEN, build, stack_arguments
 
 
 def per_layer_us(model, x, calls: int, grad: bool) -> float:
@@ -38,14 +37,8 @@ def per_layer_us(model, x, calls: int, grad: bool) -> float:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--blocks", type=int, default=32, help="Llama-like blocks of seven Linear layers")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--calls", type=int, default=200, help="timed forwards per round (three rounds)")
-    args = parser.parse_args()
-    dtype = torch.float16 if args.device.startswith("cuda") else torch.float32
-    x = torch.randn(1, HIDDEN, device=args.device, dtype=dtype)
-    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
+    args, x, where = stack_arguments(__doc__, 200, "timed forwards per round (three rounds)")
+    dtype = x.dtype
     print(f"# eager, {args.blocks} blocks x 7 layers of {HIDDEN}-{2 * HIDDEN} features, one row, {dtype}, {where}, "
           f"torch {torch.__version__}; us per layer call, best of 3 rounds")
     print(f"{'variant':10s} {'no_grad us':>11s} {'vs nn.Linear':>13s} {'grad us':>9s} {'vs nn.Linear':>13s}")
