@@ -219,7 +219,11 @@ def python_rows(args, folder: Path):
                 per_token = sorted(decode_times[v["name"]])[len(decode_times[v["name"]]) // 2]
                 row = {"variant": v["name"], "mode": mode, "batch": batch, "tokens_per_s": generated / seconds,
                        "decode_tokens_per_s": batch / per_token, "peak_bytes": peaks[v["name"]],
-                       "load_s": v["load_s"], "weight_bytes": v["weight_bytes"]}
+                       "load_s": v["load_s"], "weight_bytes": v["weight_bytes"],
+                       # every timed run in order (repeat r of each variant ran back to back with the
+                       # others' repeat r): the spread, and the ratios run by run, which the medians hide
+                       "tokens_per_s_each": [generated / s for s in times[v["name"]]],
+                       "decode_tokens_per_s_each": [batch / t for t in decode_times[v["name"]]]}
                 rows.append(row)
                 print(f"python {v['name']:9s} {mode:8s} batch {batch}: {row['tokens_per_s']:.1f} tok/s "
                       f"(decode {row['decode_tokens_per_s']:.1f}), peak {row['peak_bytes'] / 2**30:.2f} GiB, "
@@ -276,9 +280,10 @@ def summary(py, cpp):
     for r in py:
         if r["variant"] != "fp16":
             b = base[(r["mode"], r["batch"])]
+            each = ", ".join(f"{x / y:.2f}x" for x, y in zip(r["tokens_per_s_each"], b["tokens_per_s_each"]))
             lines.append(f"python {r['variant']} {r['mode']} batch {r['batch']}: "
                          f"{r['tokens_per_s'] / b['tokens_per_s']:.2f}x fp16 "
-                         f"(decode alone {r['decode_tokens_per_s'] / b['decode_tokens_per_s']:.2f}x)")
+                         f"(decode alone {r['decode_tokens_per_s'] / b['decode_tokens_per_s']:.2f}x; run by run {each})")
     cpp_base = next((r["decode_tokens_per_s"] for r in cpp if r["variant"] == "fp16"), None)
     for r in cpp:
         if r["variant"] != "fp16" and cpp_base:

@@ -26,6 +26,10 @@ def test_bench_e2e_runs_on_a_tiny_model(tmp_path):
     # Decode alone, the 3 tokens after the first (NaN, failing here, if fewer than 2 were timed).
     assert all(r["decode_tokens_per_s"] > 0 for r in data["python"])
     assert "decode alone" in data["summary"][0]
+    # Every timed run kept (3 repeats by default), and the ratio of each run pair in the summary.
+    assert all(len(r["tokens_per_s_each"]) == 3 and min(r["tokens_per_s_each"]) <= r["tokens_per_s"]
+               <= max(r["tokens_per_s_each"]) and len(r["decode_tokens_per_s_each"]) == 3 for r in data["python"])
+    assert data["summary"][0].count("x, ") == 2
     int8 = next(r for r in data["python"] if r["variant"] == "int8 t=6")
     fp16 = next(r for r in data["python"] if r["variant"] == "fp16")
     assert int8["weight_bytes"] < fp16["weight_bytes"]
