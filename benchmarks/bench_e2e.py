@@ -9,7 +9,9 @@ Face folder, then measures, for fp16 and for llmint8 at thresholds 6 and 0:
   eager (dynamic cache) and compiled (static cache: transformers compiles the forward itself,
   with CUDA graphs), at each batch size: tokens/s over whole calls and decode tokens/s (the
   tokens after the first, timed in the same runs), peak memory, and the outlier columns
-  entering each kind of layer;
+  entering each kind of layer; with --decode-forwards, eager rows also time the one-token forward
+  alone (the model called in a loop on its own cache, no generate() around it), which tells the
+  model's per-token time from generate()'s own;
 - C++: `llmint8-generate --json` on the same folder: load time and GB/s, the load's peak memory
   against the weights, first-call setup (a warm-up) apart from time to first token, decode
   tokens/s (on CUDA a replayed CUDA graph, its one-time capture timed apart), peak memory.
@@ -18,6 +20,7 @@ Ratios are against fp16 in the same run. Results go in benchmarks/RESULTS.md.
     python benchmarks/bench_e2e.py [--layers 8] [--new-tokens 64] [--batches 1,8] [--json out.json]
     python benchmarks/bench_e2e.py --layers 32 --batches 1          # the full 7B shape
     python benchmarks/bench_e2e.py --layers 32 --batches 1 --modes compiled --thresholds 6 --skip-cpp --repeats 1
+    python benchmarks/bench_e2e.py --layers 32 --batches 1 --modes eager --thresholds 6 --skip-cpp --repeats 5 --decode-forwards 64
 """
 
 import argparse
@@ -181,6 +184,22 @@ def generate_options(args, mode: str, prompt) -> dict:
     return options
 
 
+def decode_forward_seconds(model, prompt, count: int, device: str) -> float:
+    """Seconds per one-token eager forward: the prompt's prefill, then `count` forwards each taking
+    the last token's greedy pick and the growing dynamic cache, synchronized only at the end, as
+    generate() runs them but without its per-token work (logits processors, stopping criteria,
+    input preparation)."""
+    out = model(prompt, use_cache=True)
+    past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(count):
+        out = model(token, past_key_values=past, use_cache=True)
+        past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+    sync(device)
+    return (time.perf_counter() - start) / count
+
+
 def python_rows(args, folder: Path):
     """Every variant loaded at once and timed in turn, run after run (rotating which goes first),
     so that a drift of the card's clocks or of the host's load during the benchmark falls on all
@@ -195,6 +214,7 @@ def python_rows(args, folder: Path):
             options = generate_options(args, mode, prompt)
             peaks, times = {}, {v["name"]: [] for v in variants}
             decode_times = {v["name"]: [] for v in variants}  # seconds a token after the first
+            forward_times = {v["name"]: [] for v in variants}  # seconds a one-token forward (--decode-forwards)
             with torch.no_grad():
                 for v in variants:  # warm-up (and compilation), then one run for the peak
                     before = allocated(args.device)
@@ -213,6 +233,10 @@ def python_rows(args, folder: Path):
                         sync(args.device)
                         times[v["name"]].append(time.perf_counter() - start)
                         decode_times[v["name"]].append(clock.decode_seconds_per_token())
+                    if mode == "eager" and args.decode_forwards > 0:  # the same turns, forwards alone
+                        for v in variants[shift:] + variants[:shift]:
+                            forward_times[v["name"]].append(
+                                decode_forward_seconds(v["model"], prompt, args.decode_forwards, args.device))
             generated = (out.shape[1] - args.prompt_tokens) * batch
             for v in variants:
                 seconds = sorted(times[v["name"]])[len(times[v["name"]]) // 2]  # the median
@@ -224,10 +248,15 @@ def python_rows(args, folder: Path):
                        # others' repeat r): the spread, and the ratios run by run, which the medians hide
                        "tokens_per_s_each": [generated / s for s in times[v["name"]]],
                        "decode_tokens_per_s_each": [batch / t for t in decode_times[v["name"]]]}
+                if forward_times[v["name"]]:
+                    row["forward_ms_each"] = [1e3 * t for t in forward_times[v["name"]]]
+                    row["forward_ms"] = sorted(row["forward_ms_each"])[len(row["forward_ms_each"]) // 2]
                 rows.append(row)
                 print(f"python {v['name']:9s} {mode:8s} batch {batch}: {row['tokens_per_s']:.1f} tok/s "
                       f"(decode {row['decode_tokens_per_s']:.1f}), peak {row['peak_bytes'] / 2**30:.2f} GiB, "
-                      f"load {v['load_s']:.1f} s", flush=True)
+                      f"load {v['load_s']:.1f} s"
+                      + (f", one-token forward alone {row['forward_ms']:.2f} ms" if "forward_ms" in row else ""),
+                      flush=True)
                 if args.profile:
                     profile_generation(v["model"], args, v["name"], mode, batch, prompt, options)
     for v in variants:
@@ -284,6 +313,10 @@ def summary(py, cpp):
             lines.append(f"python {r['variant']} {r['mode']} batch {r['batch']}: "
                          f"{r['tokens_per_s'] / b['tokens_per_s']:.2f}x fp16 "
                          f"(decode alone {r['decode_tokens_per_s'] / b['decode_tokens_per_s']:.2f}x; run by run {each})")
+            if "forward_ms" in r and "forward_ms" in b:
+                each = ", ".join(f"{y / x:.2f}x" for x, y in zip(r["forward_ms_each"], b["forward_ms_each"]))
+                lines.append(f"python {r['variant']} {r['mode']} batch {r['batch']}, one-token forward alone: "
+                             f"{b['forward_ms'] / r['forward_ms']:.2f}x fp16 (run by run {each})")
     cpp_base = next((r["decode_tokens_per_s"] for r in cpp if r["variant"] == "fp16"), None)
     for r in cpp:
         if r["variant"] != "fp16" and cpp_base:
@@ -308,10 +341,14 @@ def main():
     parser.add_argument("--modes", default="eager,compiled")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per row (the median is reported)")
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--decode-forwards", type=int, default=0,
+                        help="eager rows: also time this many one-token forwards alone after each run (0: off)")
     parser.add_argument("--skip-cpp", action="store_true")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top entries of each row's generation")
     parser.add_argument("--json", help="write the rows and the environment to this file")
     args = parser.parse_args()
+    if args.decode_forwards < 0:
+        parser.error(f"argument --decode-forwards: must be >= 0, got {args.decode_forwards}")
     args.batches = [int(b) for b in args.batches.split(",")]
     args.modes = [m for m in args.modes.split(",") if m]
     args.variants = variants_of(float(t) for t in args.thresholds.split(",") if t)

@@ -54,6 +54,25 @@ def test_bench_e2e_runs_only_the_thresholds_asked(tmp_path):
     assert data["summary"] == [line for line in data["summary"] if "t=6" in line] and len(data["summary"]) == 1
 
 
+def test_bench_e2e_times_the_decode_forward_alone(tmp_path):
+    out = tmp_path / "e2e.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench_e2e.py"), "--device", "cpu", "--layers", "1", "--hidden", "64",
+         "--intermediate", "172", "--heads", "4", "--kv-heads", "4", "--vocab", "512", "--prompt-tokens", "4",
+         "--new-tokens", "2", "--batches", "1", "--modes", "eager", "--thresholds", "6", "--skip-cpp", "--repeats", "2",
+         "--decode-forwards", "3", "--json", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    for row in data["python"]:
+        assert len(row["forward_ms_each"]) == 2 and all(ms > 0 for ms in row["forward_ms_each"])
+        assert row["forward_ms"] in row["forward_ms_each"]
+    assert [line for line in data["summary"] if "one-token forward alone" in line][0].count("x, ") == 1
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_e2e.py"), "--device", "cpu",
+                          "--decode-forwards", "-1"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--decode-forwards" in bad.stderr
+
+
 def test_bench_guards_runs_on_the_cpu():
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_guards.py"), "--device", "cpu",
                              "--blocks", "1", "--calls", "3"], capture_output=True, text=True, timeout=900)
