@@ -12,15 +12,20 @@ ROOT = Path(__file__).resolve().parents[2]
 pytest.importorskip("transformers")
 
 
-def test_bench_e2e_runs_on_a_tiny_model(tmp_path):
+def run_bench_e2e(tmp_path, *args):
+    """bench_e2e.py on a one-layer 64-wide model on the CPU, eager, batch 1, with args added; its JSON."""
     out = tmp_path / "e2e.json"
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_e2e.py"), "--device", "cpu", "--layers", "1", "--hidden", "64",
          "--intermediate", "172", "--heads", "4", "--kv-heads", "4", "--vocab", "512", "--prompt-tokens", "4",
-         "--new-tokens", "4", "--batches", "1", "--modes", "eager", "--json", str(out)],
+         "--batches", "1", "--modes", "eager", *args, "--json", str(out)],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    data = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_bench_e2e_runs_on_a_tiny_model(tmp_path):
+    data = run_bench_e2e(tmp_path, "--new-tokens", "4")
     assert {r["variant"] for r in data["python"]} == {"fp16", "int8 t=6", "int8 t=0"}
     assert all(r["tokens_per_s"] > 0 and r["load_s"] > 0 for r in data["python"])
     # Decode alone, the 3 tokens after the first (NaN, failing here, if fewer than 2 were timed).
@@ -41,29 +46,14 @@ def test_bench_e2e_runs_on_a_tiny_model(tmp_path):
 
 
 def test_bench_e2e_runs_only_the_thresholds_asked(tmp_path):
-    out = tmp_path / "e2e.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_e2e.py"), "--device", "cpu", "--layers", "1", "--hidden", "64",
-         "--intermediate", "172", "--heads", "4", "--kv-heads", "4", "--vocab", "512", "--prompt-tokens", "4",
-         "--new-tokens", "2", "--batches", "1", "--modes", "eager", "--thresholds", "6", "--skip-cpp", "--repeats", "1",
-         "--json", str(out)],
-        capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    data = json.loads(out.read_text())
+    data = run_bench_e2e(tmp_path, "--new-tokens", "2", "--thresholds", "6", "--skip-cpp", "--repeats", "1")
     assert [r["variant"] for r in data["python"]] == ["fp16", "int8 t=6"] and data["cpp"] == []
     assert data["summary"] == [line for line in data["summary"] if "t=6" in line] and len(data["summary"]) == 1
 
 
 def test_bench_e2e_times_the_decode_forward_alone(tmp_path):
-    out = tmp_path / "e2e.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench_e2e.py"), "--device", "cpu", "--layers", "1", "--hidden", "64",
-         "--intermediate", "172", "--heads", "4", "--kv-heads", "4", "--vocab", "512", "--prompt-tokens", "4",
-         "--new-tokens", "2", "--batches", "1", "--modes", "eager", "--thresholds", "6", "--skip-cpp", "--repeats", "2",
-         "--decode-forwards", "3", "--json", str(out)],
-        capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-2000:]
-    data = json.loads(out.read_text())
+    data = run_bench_e2e(tmp_path, "--new-tokens", "2", "--thresholds", "6", "--skip-cpp", "--repeats", "2",
+                         "--decode-forwards", "3")
     for row in data["python"]:
         assert len(row["forward_ms_each"]) == 2 and all(ms > 0 for ms in row["forward_ms_each"])
         assert row["forward_ms"] in row["forward_ms_each"]
