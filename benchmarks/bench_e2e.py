@@ -26,6 +26,7 @@ Ratios are against fp16 in the same run. Results go in benchmarks/RESULTS.md.
 import argparse
 import gc
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -239,8 +240,9 @@ def python_rows(args, folder: Path):
                                 decode_forward_seconds(v["model"], prompt, args.decode_forwards, args.device))
             generated = (out.shape[1] - args.prompt_tokens) * batch
             for v in variants:
-                seconds = sorted(times[v["name"]])[len(times[v["name"]]) // 2]  # the median
-                per_token = sorted(decode_times[v["name"]])[len(decode_times[v["name"]]) // 2]
+                # medians (the higher middle run of an even count: a run that took place)
+                seconds = statistics.median_high(times[v["name"]])
+                per_token = statistics.median_high(decode_times[v["name"]])
                 row = {"variant": v["name"], "mode": mode, "batch": batch, "tokens_per_s": generated / seconds,
                        "decode_tokens_per_s": batch / per_token, "peak_bytes": peaks[v["name"]],
                        "load_s": v["load_s"], "weight_bytes": v["weight_bytes"],
@@ -250,7 +252,7 @@ def python_rows(args, folder: Path):
                        "decode_tokens_per_s_each": [batch / t for t in decode_times[v["name"]]]}
                 if forward_times[v["name"]]:
                     row["forward_ms_each"] = [1e3 * t for t in forward_times[v["name"]]]
-                    row["forward_ms"] = sorted(row["forward_ms_each"])[len(row["forward_ms_each"]) // 2]
+                    row["forward_ms"] = statistics.median_high(row["forward_ms_each"])
                 rows.append(row)
                 print(f"python {v['name']:9s} {mode:8s} batch {batch}: {row['tokens_per_s']:.1f} tok/s "
                       f"(decode {row['decode_tokens_per_s']:.1f}), peak {row['peak_bytes'] / 2**30:.2f} GiB, "
