@@ -22,11 +22,11 @@ const ProductBackend kBackends[] = {
     // Decode sizes: tensor-core MMA over 16-row tiles, the weight streamed once, outliers
     // and bias in the same kernel (cuda/backend_small_m.cu).
     {"small_m_mma", "1 <= M <= 16, sm_80 and newer", false, small_m_applies, small_m_launch},
-    // Short prefills with outliers: the activations quantized and dequantized again (outlier
+    // Short prefills with outliers (17 to 64 rows): the activations quantized and dequantized again (outlier
     // columns kept), then one tensor-core product that converts the weight codes in registers;
     // any number of outlier columns at no extra cost (cuda/backend_dequantized_mma.cu).
     {"dequantized_mma",
-     "layer op at t > 0, 17 <= M <= 32, sm_80 and newer, fp16 or bf16, K % 64 == 0, N % 8 == 0, its K splits "
+     "layer op at t > 0, 17 <= M <= 64, sm_80 and newer, fp16 or bf16, K % 64 == 0, N % 8 == 0, its K splits "
      "within 1.25 waves of blocks, 16-byte aligned rows",
      true, dequantized_mma_applies, dequantized_mma_launch},
 #ifdef LLMINT8_WITH_SM90_GEMM
@@ -35,7 +35,8 @@ const ProductBackend kBackends[] = {
     // converts the weight codes in registers; any number of outlier columns at no extra cost
     // (cuda/sm90/backend_sm90_dequantized.cpp).
     {"sm90_dequantized",
-     "layer op at t > 0, 33 <= M <= 128 on sm_90, fp16 or bf16, K % 16 == 0, N % 8 == 0, 16-byte aligned rows", true,
+     "layer op at t > 0, 33 <= M <= 128 on sm_90 (to 64 where dequantized_mma does not apply), fp16 or bf16, "
+     "K % 16 == 0, N % 8 == 0, 16-byte aligned rows", true,
      sm90_dequantized_applies, sm90_dequantized_launch},
     // Prefill on Hopper: CUTLASS warpgroup GEMM, scales, bias and up to 8 outlier columns in
     // its epilogue (cuda/sm90/backend_sm90_gemm.cpp, kernels beside it).

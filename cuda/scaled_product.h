@@ -79,13 +79,14 @@ cudaError_t gemv_dp4a_launch(const ScaledProduct& p, const Scratch& scratch, cud
 bool small_m_applies(const ScaledProduct& p);
 cudaError_t small_m_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
 // Rows the dequantized-activation backends serve at threshold > 0 (prefill sizes bound by the
-// weight's bytes): dequantized_mma on any card from sm_80, sm90_dequantized above it on Hopper.
-// Decode sizes keep the two-kernel paths above them (no allocation but the output).
+// weight's bytes): dequantized_mma on any card from sm_80, sm90_dequantized on Hopper from 33 rows
+// where dequantized_mma does not take the layer (rows too long for its wave of splits) and above
+// it. Decode sizes keep the two-kernel paths above them (no allocation but the output).
 constexpr int kDequantizedMmaMinRows = kSmallMRows + 1;
-constexpr int kDequantizedMmaMaxRows = 32;
+constexpr int kDequantizedMmaMaxRows = 64;
 bool dequantized_mma_applies(const ScaledProduct& p);
 cudaError_t dequantized_mma_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
-constexpr int kDequantizedMinRows = kDequantizedMmaMaxRows + 1;
+constexpr int kDequantizedMinRows = 33;
 constexpr int kDequantizedMaxRows = 128;
 bool sm90_dequantized_applies(const ScaledProduct& p);
 cudaError_t sm90_dequantized_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);

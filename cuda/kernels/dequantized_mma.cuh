@@ -1,4 +1,4 @@
-// The LLM.int8() product at short prefill sizes (17 to 32 rows, bound by the weight's bytes), from
+// The LLM.int8() product at short prefill sizes (17 to 64 rows, bound by the weight's bytes), from
 // dequantized activations (dequantize_activations.cuh: outlier columns as they are, every other
 // value code * row stat / 127), on the tensor cores with mma.sync m16n8k16 and fp32 sums:
 //   out[m, n] = col[n] / 127 * sum_k act[m, k] * CB[n, k] + bias[n]
@@ -12,8 +12,10 @@
 // activations at the same 16 k from shared memory (two 16-byte reads a row); the fragment
 // layouts then pair the same k on both sides by construction.
 //
-// Grid: (blocks of kDmmaBlockRows weight rows, K splits of `chunk` columns), one wave of resident
-// blocks. Each block loads its first weights, waits for the row pass ahead of it (a programmatic
+// Grid: (groups of 16 MT activation rows, blocks of kDmmaBlockRows weight rows, K splits of `chunk`
+// columns), one wave of resident blocks. The row groups are the grid's fastest dimension, so the
+// blocks that read the same weight tile for different rows run side by side and all but the first
+// find it in L2. Each block loads its first weights, waits for the row pass ahead of it (a programmatic
 // launch on sm_90 starts while that pass runs), stages its chunk of every activation row in
 // shared memory, and each warp streams 32 weight rows over the chunk, DEPTH steps of V pieces of
 // 64 codes in flight. Each split writes its fp32 sums to partials[split]; a second kernel adds
@@ -74,7 +76,7 @@ __device__ __forceinline__ void codes_to_pairs<__nv_bfloat16>(uint32_t w, uint32
   hi = __byte_perm(__float_as_uint(f[2]), __float_as_uint(f[3]), 0x7632);
 }
 
-// MT: m-tiles of 16 activation rows (M <= 16 MT). A step is V pieces of 64 codes of each weight
+// MT: m-tiles of 16 activation rows in a row group. A step is V pieces of 64 codes of each weight
 // row, piece v of thread t at codes 64 v + 16 t (each piece reads shared memory as the first
 // does: no bank conflicts); DEPTH steps of weight loads in flight.
 template <typename T, int MT, int V, int DEPTH>
@@ -84,12 +86,14 @@ __global__ void __launch_bounds__(kDmmaThreads, 2) dequantized_mma_kernel(const 
   extern __shared__ int4 staged_raw[];
   T* staged = reinterpret_cast<T*>(staged_raw);  // [16 MT][chunk + kDmmaPad]
   const int64_t pitch = p.chunk + kDmmaPad;
-  const int64_t k0 = static_cast<int64_t>(blockIdx.y) * p.chunk;
+  const int m0 = static_cast<int>(blockIdx.x) * 16 * MT;  // this block's first activation row
+  const int rows = min(16 * MT, p.M - m0);
+  const int64_t k0 = static_cast<int64_t>(blockIdx.z) * p.chunk;
   const int64_t width = min(p.chunk, p.K - k0);
   const int steps = static_cast<int>(width / kStep);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t n_warp = static_cast<int64_t>(blockIdx.x) * kDmmaBlockRows + warp * kDmmaWarpRows;
+  const int64_t n_warp = static_cast<int64_t>(blockIdx.y) * kDmmaBlockRows + warp * kDmmaWarpRows;
   bool group_in[4];  // N % 8 == 0: a group of 8 rows is all in or all out
   const int8_t* wrow[4];
 #pragma unroll
@@ -113,13 +117,13 @@ __global__ void __launch_bounds__(kDmmaThreads, 2) dequantized_mma_kernel(const 
   allow_dependent_launch();  // the reduction's blocks may take their places (they wait for this grid)
   wait_for_prior_grid();     // the dequantized activations are written
 
-  // The activations' chunk (rows past M are zeros) while the first weights load.
+  // The group's activation chunk (rows past M are zeros) while the first weights load.
   const int vectors = static_cast<int>(width / 8);
-  const T* act = static_cast<const T*>(p.act);
+  const T* act = static_cast<const T*>(p.act) + static_cast<int64_t>(m0) * p.K;
   for (int i = threadIdx.x; i < 16 * MT * vectors; i += kDmmaThreads) {
     const int r = i / vectors, c = (i % vectors) * 8;
     T* dst = staged + r * pitch + c;
-    if (r < p.M) {
+    if (r < rows) {
       copy16_async(dst, act + r * p.K + k0 + c);
     } else {
       *reinterpret_cast<int4*>(dst) = make_int4(0, 0, 0, 0);
@@ -169,7 +173,7 @@ __global__ void __launch_bounds__(kDmmaThreads, 2) dequantized_mma_kernel(const 
   }
 
   // This split's sums: element (row g (+8) of the m-tile, weight rows 2t, 2t+1 of the group).
-  float* partials = p.partials + static_cast<int64_t>(blockIdx.y) * p.M * p.N;
+  float* partials = p.partials + (static_cast<int64_t>(blockIdx.z) * p.M + m0) * p.N;
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
@@ -178,7 +182,7 @@ __global__ void __launch_bounds__(kDmmaThreads, 2) dequantized_mma_kernel(const 
 #pragma unroll
       for (int half = 0; half < 2; ++half) {
         const int m = 16 * mt + g + 8 * half;
-        if (group_in[j] && m < p.M) {
+        if (group_in[j] && m < rows) {
           *reinterpret_cast<float2*>(partials + m * p.N + n) =
               make_float2(acc[mt][j][2 * half], acc[mt][j][2 * half + 1]);
         }

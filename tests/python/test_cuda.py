@@ -200,7 +200,7 @@ def test_most_columns_outliers(dtype, M):
     # 700 of 1024 columns past the threshold (as in a random model's down_proj). One or two
     # rows: gemv_fused lists them and gathers each weight row there. 3 to 16 rows: small_m_mma
     # takes them 16 at a time on the tensor cores (fp32 as three bf16 parts); fp16 and bf16 take
-    # the dequantized-activation products from 17 rows (17 to 32 on any card, 33 to 128 on
+    # the dequantized-activation products from 17 rows (17 to 64 on any card, 65 to 128 on
     # Hopper); past that (and fp32) the GEMM epilogue takes 8, the tensor-core leftover pass the
     # rest (fp16, bf16), the float pass fp32's.
     K, N = 1024, 1000
@@ -311,12 +311,13 @@ def with_most_columns_outliers(M, dtype, bias_type, weight_seed):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("M", [17, 24, 32])
+@pytest.mark.parametrize("M", [17, 24, 32, 33, 48, 64])
 @pytest.mark.parametrize("bias_dtype", [None, "same", torch.float32])
 def test_short_prefill_with_outliers_takes_the_dequantized_mma(dtype, M, bias_dtype):
-    # 17 to 32 rows at t=6 (dequantized_mma): outlier flags, the rows dequantized, one tensor-core
+    # 17 to 64 rows at t=6 (dequantized_mma): outlier flags, the rows dequantized, one tensor-core
     # product over K splits whose sums meet in a workspace, and no outlier pass however many
-    # columns. N = 1000: the last block of weight rows is partial.
+    # columns. N = 1000: the last block of weight rows is partial; past 32 rows a second group of
+    # rows (33: one row in it, 48: half full).
     bias_type = dtype if bias_dtype == "same" else bias_dtype
     A, CB, SCB, bias, out, kernels = with_most_columns_outliers(M, dtype, bias_type, weight_seed=11)
     assert any("dequantized_mma" in k for k in kernels), kernels
@@ -338,12 +339,13 @@ def test_dequantized_mma_leaves_long_rows_to_the_next_backend():
 
 @needs_fused_gemm
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-@pytest.mark.parametrize("M", [33, 128])
+@pytest.mark.parametrize("M", [65, 128])
 def test_prefill_with_outliers_takes_the_dequantized_product(dtype, M):
-    # 33 to 128 rows at t=6 on Hopper (sm90_dequantized): outlier flags, the rows dequantized, one
+    # 65 to 128 rows at t=6 on Hopper (sm90_dequantized): outlier flags, the rows dequantized, one
     # mixed-input GEMM, and no leftover outlier pass however many columns. t=0 keeps the int8 GEMM.
     A, CB, SCB, bias, out, kernels = with_most_columns_outliers(M, dtype, dtype, weight_seed=7)
     assert any("dequantize_rows" in k for k in kernels), kernels
+    assert not any("dequantized_mma" in k for k in kernels), kernels
     assert not any("outlier_mma" in k or "gather_outlier" in k for k in kernels), kernels
     assert_matches_reference(out, reference_linear(A, CB, SCB, bias, 6.0))
     _, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, bias, 0.0))
