@@ -35,9 +35,19 @@ cudaError_t run_tiles(const GemmArgs& g, cudaStream_t stream) {
   return error != cudaSuccess ? error : (launched ? cudaSuccess : cudaErrorLaunchFailure);
 }
 
+// The same 128 x 128 tiles with the outlier pairs, each consumer warpgroup on a tile of its own
+// (ping-pong): the pairs' 16 vector nodes made the epilogue cost 20-25 % of the cooperative GEMM,
+// and here one warpgroup's epilogue runs during the other's main loop. On an H200 (fp16, 8
+// outlier columns) it took 108.7 us against 131.7 at 1024 rows on 4096 x 11008, 160 against 192
+// at 4096 rows on 4096 x 4096 (benchmarks/NOTES.md, nineteenth session).
+template <typename ElementOut, int PAIRS>
+using LargeTilesPingpong = ScaledGemm<ElementOut, PAIRS, Shape<_128, _128, _128>, Shape<_1, _2, _1>,
+                                      cutlass::gemm::KernelTmaWarpSpecializedPingpong,
+                                      cutlass::epilogue::TmaWarpSpecialized>;
+
 template <typename ElementOut>
 cudaError_t run_gemm(const GemmArgs& g, cudaStream_t stream) {
-  return g.sub_a != nullptr ? run_tiles<LargeTiles<ElementOut, kEpilogueOutliers>>(g, stream)
+  return g.sub_a != nullptr ? run_tiles<LargeTilesPingpong<ElementOut, kEpilogueOutliers>>(g, stream)
                             : run_tiles<LargeTiles<ElementOut, 0>>(g, stream);
 }
 
