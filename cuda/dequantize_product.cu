@@ -49,7 +49,6 @@ __global__ void to_float_kernel(const void* in, FloatKind kind, int64_t n, float
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     out[i] = load_float(in, kind, i);
   }
-  allow_dependent_launch();  // the Hopper GEMM after it may set up (it waits for the bias)
 }
 
 }  // namespace

@@ -28,7 +28,6 @@ __global__ void gather_outlier_columns_kernel(const TIn* __restrict__ a, const i
       sub_a[j * M + m] = j < used ? to_float(a[m * K + cols[j]]) : 0.f;
     }
   }
-  allow_dependent_launch();  // the Hopper GEMM after it may set up (it waits for the buffers)
 }
 
 constexpr int kEpilogueRows = 8;  // output rows per thread: each gathered weight value is reused 8 times

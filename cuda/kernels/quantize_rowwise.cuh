@@ -126,7 +126,6 @@ __global__ void __launch_bounds__(BLOCK)
       }
     }
   }
-  allow_dependent_launch();  // the Hopper GEMM after it may set up (it waits for the codes)
 }
 
 // Thread = one column: absmax down the column, then its codes. The block's outlier columns

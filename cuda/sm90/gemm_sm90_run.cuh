@@ -30,10 +30,7 @@ cudaError_t run_tiles(const GemmArgs& g, cudaStream_t stream) {
     return cudaErrorNotSupported;
   }
   if (gemm.initialize(args, nullptr, stream) != cutlass::Status::kSuccess) return cudaErrorLaunchFailure;
-  // A programmatic launch: the CTAs may start while the kernel ahead (the quantizer, the bias
-  // conversion or the outlier gather, which allow it at their end) finishes; the kernel's load
-  // warps wait for it before their first read (CUTLASS_ENABLE_GDC_FOR_SM90).
-  const bool launched = gemm.run(stream, nullptr, /*launch_with_pdl=*/true) == cutlass::Status::kSuccess;
+  const bool launched = gemm.run(stream) == cutlass::Status::kSuccess;
   const cudaError_t error = cudaGetLastError();
   return error != cudaSuccess ? error : (launched ? cudaSuccess : cudaErrorLaunchFailure);
 }
