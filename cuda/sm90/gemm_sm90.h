@@ -51,12 +51,4 @@ inline bool use_small_tiles(int64_t M, int64_t N, int sm_count) {
   return M <= 256 && large_tiles < sm_count;
 }
 
-// Within the small tiles, whether 64 x 32 tiles serve a product without outliers better: up to 64
-// rows where the 64 x 64 tiles would fill at most half the SMs (4096 weight rows: 64 tiles on an
-// H200's 132 SMs, so 68 SMs idle while the weight streams through the other 64).
-inline bool use_narrow_tiles(int64_t M, int64_t N, int sm_count) {
-  const int64_t small_tiles = ((M + 63) / 64) * ((N + 63) / 64);
-  return M <= 64 && 2 * small_tiles <= sm_count;
-}
-
 }  // namespace llmint8::cuda::sm90

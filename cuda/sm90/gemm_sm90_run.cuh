@@ -51,17 +51,8 @@ cudaError_t run_gemm(const GemmArgs& g, cudaStream_t stream) {
                             : run_tiles<LargeTiles<ElementOut, 0>>(g, stream);
 }
 
-// 64 x 32 output tiles in clusters of two along N (the pair shares its activation tile through
-// TMA multicast), ping-pong: twice the CTAs of the 64 x 64 tiles where those would leave half the
-// SMs or more without weight rows to stream (use_narrow_tiles). Without outlier pairs only.
-template <typename ElementOut, int PAIRS>
-using NarrowTiles = ScaledGemm<ElementOut, PAIRS, Shape<_64, _32, _128>, Shape<_1, _2, _1>,
-                               cutlass::gemm::KernelTmaWarpSpecializedPingpong,
-                               cutlass::epilogue::TmaWarpSpecialized>;
-
 template <typename ElementOut>
 cudaError_t run_gemm_small(const GemmArgs& g, cudaStream_t stream) {
-  if (g.sub_a == nullptr && use_narrow_tiles(g.M, g.N, g.sm_count)) return run_tiles<NarrowTiles<ElementOut, 0>>(g, stream);
   return g.sub_a != nullptr ? run_tiles<SmallTiles<ElementOut, kEpilogueOutliers>>(g, stream)
                             : run_tiles<SmallTiles<ElementOut, 0>>(g, stream);
 }
