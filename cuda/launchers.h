@@ -124,7 +124,9 @@ cudaError_t launch_dequantize_product(const EpilogueArgs& args, cudaStream_t str
 
 // The outlier columns j in [first, *count) that a GEMM epilogue left over, on tensor cores
 // (kernels/outlier_mma.cuh): out[m, n] += col[n] / 127 * sum_j a[m, cols[j]] * cb[n, cols[j]],
-// for fp16 and bf16 activations. With splits > 1, partials holds splits * M * N floats.
+// for fp16 and bf16 activations. With splits > 1, partials holds splits * M * N floats. With
+// sub_a / sub_w (the gathered buffers of launch_gather_outlier_columns) and *count at most
+// kOutlierCapacity, the columns are read from them instead, with fused multiply-adds.
 struct OutlierMmaArgs {
   const void* a;         // [M, K] activations (the kernel's T)
   const int32_t* cols;   // sorted outlier columns
@@ -136,6 +138,8 @@ struct OutlierMmaArgs {
   int splits;            // outlier_mma_splits()
   float* partials;       // [splits, M, N] when splits > 1
   void* out;             // [M, N], added to
+  const float* sub_a = nullptr;  // [kOutlierCapacity, M] gathered activations, or null
+  const float* sub_w = nullptr;  // [kOutlierCapacity, N] gathered dequantized weights, or null
 };
 bool outlier_mma_applies(FloatKind activation_kind, int64_t M, int64_t N, int64_t K);
 int outlier_mma_splits(int64_t M, int64_t N, int sm_count);

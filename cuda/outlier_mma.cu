@@ -49,7 +49,7 @@ cudaError_t launch_outlier_mma(const OutlierMmaArgs& args, FloatKind activation_
 }
 
 cudaError_t launch_outlier_rest(const ScaledProduct& p, int first, int sm_count, const Scratch& scratch,
-                                cudaStream_t stream) {
+                                cudaStream_t stream, const float* sub_a, const float* sub_w) {
   OutlierMmaArgs rest{};
   rest.a = p.outliers->a;
   rest.cols = p.outliers->cols;
@@ -63,6 +63,8 @@ cudaError_t launch_outlier_rest(const ScaledProduct& p, int first, int sm_count,
   rest.splits = outlier_mma_splits(p.M, p.N, sm_count);
   if (rest.splits > 1) rest.partials = static_cast<float*>(scratch.get(sizeof(float) * rest.splits * p.M * p.N));
   rest.out = p.out;
+  rest.sub_a = sub_a;
+  rest.sub_w = sub_w;
   return launch_outlier_mma(rest, p.outliers->kind, p.out_kind, stream);
 }
 

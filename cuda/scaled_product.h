@@ -67,9 +67,11 @@ cudaError_t launch_scaled_product(const ScaledProduct& p, const Scratch& scratch
 
 // The outlier columns p's backend left over, from list entry `first` on, added to p.out on tensor
 // cores (outlier_mma; the count is read on the device, so nothing runs when it is <= first).
-// For fp16 and bf16 activations only: check outlier_mma_applies() first.
+// sub_a / sub_w: the backend's gathered buffers (launch_gather_outlier_columns), read instead
+// when they hold every column; null: none. For fp16 and bf16 activations only: check
+// outlier_mma_applies() first.
 cudaError_t launch_outlier_rest(const ScaledProduct& p, int first, int sm_count, const Scratch& scratch,
-                                cudaStream_t stream);
+                                cudaStream_t stream, const float* sub_a = nullptr, const float* sub_w = nullptr);
 
 // The backends (one file each).
 bool gemv_fused_applies(const ScaledProduct& p);

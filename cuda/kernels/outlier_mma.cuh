@@ -6,6 +6,8 @@
 // fp32 accumulation, so the cost follows the number of outlier columns, not K. Blocks of a
 // split take every splits-th step; with more than one split each writes fp32 partial sums
 // and a second kernel adds them to the output (a small grid of tiles still fills the card).
+// Where the backend gathered every column (at most kOutlierCapacity), the same tiles read its
+// compact buffers instead (add_gathered_columns).
 #pragma once
 
 #include "cuda/kernels/common.cuh"
@@ -36,10 +38,67 @@ __device__ __forceinline__ int4 pack8(const T (&v)[8]) {
   return make_int4(static_cast<int>(w[0]), static_cast<int>(w[1]), static_cast<int>(w[2]), static_cast<int>(w[3]));
 }
 
+// Output rows of a tile a thread takes on the gathered path (a thread per column, rows r0, r0 + 2, ...).
+constexpr int kGatheredRowStep = kOutlierMmaThreads / kOutlierMmaCols;
+constexpr int kGatheredRows = kOutlierMmaRows / kGatheredRowStep;
+
+// The gathered path: the columns [first, count) from the backend's compact buffers (sub_w holds
+// the dequantized weight, so the sums are in output units), split s taking columns first + s,
+// first + s + splits, ... A warp covers 32 consecutive output columns of one row (coalesced),
+// its sub_a reads are one address (a broadcast), and the output is loaded before the sums so
+// that both loads are in flight together: two dependent memory steps a tile where the
+// tensor-core path takes four (the count, the step's list, the gathers, the output).
+template <typename TOut>
+__device__ __forceinline__ void add_gathered_columns(const OutlierMmaArgs& p, int32_t count, int64_t m0, int64_t n0,
+                                                     int split) {
+  const int64_t n = n0 + threadIdx.x % kOutlierMmaCols;
+  const int r0 = static_cast<int>(threadIdx.x / kOutlierMmaCols);
+  if (n >= p.N) return;
+  TOut* out = static_cast<TOut*>(p.out);
+  const bool direct = p.splits == 1;
+  float before[kGatheredRows] = {};
+  if (direct) {
+#pragma unroll
+    for (int i = 0; i < kGatheredRows; ++i) {
+      const int64_t m = m0 + r0 + kGatheredRowStep * i;
+      if (m < p.M) before[i] = to_float(out[m * p.N + n]);
+    }
+  }
+  float sum[kGatheredRows] = {};
+  for (int64_t j = p.first + split; j < count; j += p.splits) {
+    const float w = p.sub_w[j * p.N + n];
+#pragma unroll
+    for (int i = 0; i < kGatheredRows; ++i) {
+      const int64_t m = m0 + r0 + kGatheredRowStep * i;
+      if (m < p.M) sum[i] = fmaf(p.sub_a[j * p.M + m], w, sum[i]);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kGatheredRows; ++i) {
+    const int64_t m = m0 + r0 + kGatheredRowStep * i;
+    if (m >= p.M) continue;
+    if (direct) {
+      out[m * p.N + n] = from_float<TOut>(before[i] + sum[i]);
+    } else {
+      p.partials[(static_cast<int64_t>(split) * p.M + m) * p.N + n] = sum[i];
+    }
+  }
+}
+
+// Whether the columns come from the gathered buffers (then the partial sums are in output units).
+__device__ __forceinline__ bool reads_gathered(const OutlierMmaArgs& p, int32_t count) {
+  return p.sub_a != nullptr && p.sub_w != nullptr && count <= kOutlierCapacity;
+}
+
 template <typename T, typename TOut>
 __global__ void __launch_bounds__(kOutlierMmaThreads) outlier_mma_kernel(OutlierMmaArgs p) {
   const int32_t count = *p.count;
   if (count <= p.first) return;  // the epilogue took them all (the usual case): nothing to add
+  if (reads_gathered(p, count)) {
+    add_gathered_columns<TOut>(p, count, static_cast<int64_t>(blockIdx.y) * kOutlierMmaRows,
+                               static_cast<int64_t>(blockIdx.x) * kOutlierMmaCols, static_cast<int>(blockIdx.z));
+    return;
+  }
   __shared__ __align__(16) T a_tile[kOutlierMmaRows][kOutlierMmaPitch];
   __shared__ __align__(16) T w_tile[kOutlierMmaCols][kOutlierMmaPitch];
   __shared__ int32_t step_cols[kOutlierMmaStep];
@@ -124,14 +183,16 @@ __global__ void __launch_bounds__(kOutlierMmaThreads) outlier_mma_kernel(Outlier
 // out[m, n] += col[n] / 127 * (the splits' partial sums, in split order): deterministic.
 template <typename TOut>
 __global__ void outlier_partials_kernel(OutlierMmaArgs p) {
-  if (*p.count <= p.first) return;
+  const int32_t count = *p.count;
+  if (count <= p.first) return;
+  const bool output_units = reads_gathered(p, count);
   TOut* out = static_cast<TOut*>(p.out);
   const int64_t total = p.M * p.N;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float sum = 0.f;
     for (int s = 0; s < p.splits; ++s) sum += p.partials[s * total + i];
-    out[i] = from_float<TOut>(to_float(out[i]) + sum * (p.col[i % p.N] / 127.f));
+    out[i] = from_float<TOut>(to_float(out[i]) + (output_units ? sum : sum * (p.col[i % p.N] / 127.f)));
   }
 }
 

@@ -67,7 +67,8 @@ cudaError_t sm90_gemm_launch(const ScaledProduct& p, const Scratch& scratch, cud
   }
   if (e != cudaSuccess || p.outliers == nullptr) return e;
   if (outlier_mma_applies(p.outliers->kind, p.M, p.N, p.K)) {  // fp16 and bf16 activations: tensor cores
-    return launch_outlier_rest(p, sm90::kEpilogueOutliers, device_traits(p.device).sm_count, scratch, stream);
+    return launch_outlier_rest(p, sm90::kEpilogueOutliers, device_traits(p.device).sm_count, scratch, stream, sub_a,
+                               sub_w);
   }
   EpilogueArgs leftover{};
   leftover.M = p.M;
