@@ -73,14 +73,13 @@ struct LayerWorkspace {
   int32_t* count;    // [1]
   uint8_t* mask;     // [K]
   uint32_t* ticket;  // [1]
-  uint32_t* outlier_words;  // [ceil(K / 32)]: the outlier columns as a bitmask, rewritten whole by each search
 };
 
 int64_t round16(int64_t bytes) { return (bytes + 15) / 16 * 16; }
 
 int64_t workspace_bytes(int64_t K) {
   return round16(kSmallMRows * K) + round16(sizeof(float) * kSmallMRows) + round16(sizeof(int32_t) * K) + 16 +
-         round16(K) + 16 + round16(sizeof(uint32_t) * ((K + 31) / 32));
+         round16(K) + 16;
 }
 
 LayerWorkspace carve(uint8_t* base, int64_t K) {
@@ -96,8 +95,6 @@ LayerWorkspace carve(uint8_t* base, int64_t K) {
   w.mask = base;
   base += round16(K);
   w.ticket = reinterpret_cast<uint32_t*>(base);
-  base += 16;
-  w.outlier_words = reinterpret_cast<uint32_t*>(base);
   return w;
 }
 
@@ -174,10 +171,9 @@ QuantizedRows quantize(const at::Tensor& A2, double threshold, int8_t* codes, fl
   }
   if (threshold > 0.0) {
     C10_CUDA_CHECK(launch_find_outlier_columns(kind, A2.const_data_ptr(), rows, K, t, w.mask, w.ticket, cols, count,
-                                               w.outlier_words, stream()));
+                                               stream()));
   }
-  C10_CUDA_CHECK(launch_quantize_rows(kind, A2.const_data_ptr(), rows, K, threshold > 0.0 ? w.outlier_words : nullptr,
-                                      codes, stats, stream()));
+  C10_CUDA_CHECK(launch_quantize_rows(kind, A2.const_data_ptr(), rows, K, cols, count, codes, stats, stream()));
   return {codes, stats, cols, count};
 }
 

@@ -34,18 +34,16 @@ cudaError_t launch_quantize_small_m(FloatKind kind, const void* a, int64_t rows,
 // Blocks of a cluster launch_quantize_small_m should use on this device (1 before sm_90).
 int small_m_quantize_cluster_blocks(int device, int64_t rows, int64_t K);
 
-// Any number of rows: finds the outlier columns into cols [K] / count [1], sorted, and as a
-// bitmask into words [ceil(K / 32)] (bit k % 32 of word k / 32; every word written). mask [K]
+// Any number of rows: finds the outlier columns into cols [K] / count [1], sorted. mask [K]
 // and ticket [1] are scratch that must be zero on entry; the kernel leaves them zero again,
 // so a cached workspace needs no clearing between calls.
 cudaError_t launch_find_outlier_columns(FloatKind kind, const void* a, int64_t rows, int64_t K, float threshold,
                                         uint8_t* mask, uint32_t* ticket, int32_t* cols, int32_t* count,
-                                        uint32_t* words, cudaStream_t stream);
+                                        cudaStream_t stream);
 
-// Row-wise absmax quantization leaving out the columns of the bitmask outlier_words
-// (launch_find_outlier_columns' words; null: none).
-cudaError_t launch_quantize_rows(FloatKind kind, const void* a, int64_t rows, int64_t K,
-                                 const uint32_t* outlier_words, int8_t* q, float* stats, cudaStream_t stream);
+// Row-wise absmax quantization leaving out the listed columns (cols/count may be null: none).
+cudaError_t launch_quantize_rows(FloatKind kind, const void* a, int64_t rows, int64_t K, const int32_t* cols,
+                                 const int32_t* count, int8_t* q, float* stats, cudaStream_t stream);
 
 // Column-wise absmax quantization; the listed columns get stat 0 and codes 0.
 cudaError_t launch_quantize_columns(FloatKind kind, const void* a, int64_t rows, int64_t K, const int32_t* cols,
@@ -138,7 +136,6 @@ struct OutlierMmaArgs {
   const float* col;      // [N] weight row scales
   int64_t M, N, K;
   int splits;            // outlier_mma_splits()
-  int sm_count = 0;      // the device's multiprocessors (0: a block per tile)
   float* partials;       // [splits, M, N] when splits > 1
   void* out;             // [M, N], added to
   const float* sub_a = nullptr;  // [kOutlierCapacity, M] gathered activations, or null

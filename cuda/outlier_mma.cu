@@ -4,7 +4,6 @@
 #include "cuda/scaled_product.h"
 
 #include <algorithm>
-#include <cstdint>
 
 namespace llmint8::cuda {
 
@@ -16,7 +15,7 @@ int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 bool outlier_mma_applies(FloatKind activation_kind, int64_t M, int64_t N, int64_t K) {
   return activation_kind != FloatKind::f32 && M > 0 && N > 0 && K < (int64_t{1} << 31) &&
-         ceil_div(M, kOutlierMmaRows) * ceil_div(N, kOutlierMmaCols) <= INT32_MAX;  // tiles on the grid's x
+         ceil_div(M, kOutlierMmaRows) <= 65535;  // M tiles on the grid's y
 }
 
 int outlier_mma_splits(int64_t M, int64_t N, int sm_count) {
@@ -32,21 +31,12 @@ cudaError_t launch_outlier_mma(const OutlierMmaArgs& args, FloatKind activation_
       args.splits > kOutlierMmaMaxSplits || (args.splits > 1 && args.partials == nullptr)) {
     return cudaErrorInvalidValue;
   }
-  const int64_t tiles = ceil_div(args.N, kOutlierMmaCols) * ceil_div(args.M, kOutlierMmaRows);
+  const dim3 grid(static_cast<unsigned>(ceil_div(args.N, kOutlierMmaCols)),
+                  static_cast<unsigned>(ceil_div(args.M, kOutlierMmaRows)), static_cast<unsigned>(args.splits));
   const auto run = [&](auto in_tag) {
     using T = decltype(in_tag);
     return with_float_type(out_kind, [&](auto out_tag) {
       using TOut = decltype(out_tag);
-      // One wave of resident blocks, each looping over tiles: most calls find nothing past the
-      // epilogue's columns, and a block that only reads the count still costs its launch.
-      static const int per_sm = [] {
-        int blocks = 0;
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, outlier_mma_kernel<T, TOut>, kOutlierMmaThreads, 0);
-        return std::max(blocks, 1);
-      }();
-      const int64_t wave = static_cast<int64_t>(per_sm) * args.sm_count;
-      const int64_t tile_blocks = args.sm_count > 0 ? std::clamp<int64_t>(wave / args.splits, 1, tiles) : tiles;
-      const dim3 grid(static_cast<unsigned>(tile_blocks), 1, static_cast<unsigned>(args.splits));
       outlier_mma_kernel<T, TOut><<<grid, kOutlierMmaThreads, 0, stream>>>(args);
       cudaError_t e = cudaGetLastError();
       if (e != cudaSuccess || args.splits == 1) return e;
@@ -71,7 +61,6 @@ cudaError_t launch_outlier_rest(const ScaledProduct& p, int first, int sm_count,
   rest.N = p.N;
   rest.K = p.K;
   rest.splits = outlier_mma_splits(p.M, p.N, sm_count);
-  rest.sm_count = sm_count;
   if (rest.splits > 1) rest.partials = static_cast<float*>(scratch.get(sizeof(float) * rest.splits * p.M * p.N));
   rest.out = p.out;
   rest.sub_a = sub_a;

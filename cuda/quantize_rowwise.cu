@@ -118,7 +118,7 @@ cudaError_t launch_quantize_small_m(FloatKind kind, const void* a, int64_t rows,
 
 cudaError_t launch_find_outlier_columns(FloatKind kind, const void* a, int64_t rows, int64_t K, float threshold,
                                         uint8_t* mask, uint32_t* ticket, int32_t* cols, int32_t* count,
-                                        uint32_t* words, cudaStream_t stream) {
+                                        cudaStream_t stream) {
   if (K == 0) return cudaMemsetAsync(count, 0, sizeof(int32_t), stream);
   // Enough row chunks to fill the GPU, each long enough to amortize its column loads; a grid
   // of at least one block even for zero rows, so that the last block still writes count.
@@ -131,19 +131,19 @@ cudaError_t launch_find_outlier_columns(FloatKind kind, const void* a, int64_t r
     const dim3 grid(blocks_for(K, kFindBlock * V), chunks);
     if (vector_rows<T>(a, K)) {
       find_outlier_columns_kernel<T, V, true>
-          <<<grid, kFindBlock, 0, stream>>>(x, rows, K, rows_per_chunk, threshold, mask, ticket, cols, count, words);
+          <<<grid, kFindBlock, 0, stream>>>(x, rows, K, rows_per_chunk, threshold, mask, ticket, cols, count);
     } else {
       find_outlier_columns_kernel<T, V, false>
-          <<<grid, kFindBlock, 0, stream>>>(x, rows, K, rows_per_chunk, threshold, mask, ticket, cols, count, words);
+          <<<grid, kFindBlock, 0, stream>>>(x, rows, K, rows_per_chunk, threshold, mask, ticket, cols, count);
     }
     return cudaGetLastError();
   });
 }
 
-cudaError_t launch_quantize_rows(FloatKind kind, const void* a, int64_t rows, int64_t K,
-                                 const uint32_t* outlier_words, int8_t* q, float* stats, cudaStream_t stream) {
+cudaError_t launch_quantize_rows(FloatKind kind, const void* a, int64_t rows, int64_t K, const int32_t* cols,
+                                 const int32_t* count, int8_t* q, float* stats, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
-  const size_t smem = outlier_words != nullptr ? static_cast<size_t>((K + 31) / 32) * sizeof(uint32_t) : 0;
+  const size_t smem = cols != nullptr ? static_cast<size_t>((K + 31) / 32) * sizeof(uint32_t) : 0;
   return with_float_type(kind, [&](auto tag) {
     using T = decltype(tag);
     constexpr int V = kPerVector<T>;
@@ -155,7 +155,7 @@ cudaError_t launch_quantize_rows(FloatKind kind, const void* a, int64_t rows, in
           cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
       if (e != cudaSuccess) return e;
     }
-    kernel<<<static_cast<unsigned>(rows), kRowBlock, smem, stream>>>(x, K, outlier_words, q, stats);
+    kernel<<<static_cast<unsigned>(rows), kRowBlock, smem, stream>>>(x, K, cols, count, q, stats);
     return cudaGetLastError();
   });
 }

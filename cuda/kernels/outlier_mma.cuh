@@ -94,15 +94,9 @@ template <typename T, typename TOut>
 __global__ void __launch_bounds__(kOutlierMmaThreads) outlier_mma_kernel(OutlierMmaArgs p) {
   const int32_t count = *p.count;
   if (count <= p.first) return;  // the epilogue took them all (the usual case): nothing to add
-  // Grid: (blocks over the tiles, 1, splits); a block takes tiles blockIdx.x, + gridDim.x, ..., N tiles
-  // fastest (one wave of blocks: a call that finds nothing to add launches no more blocks than that).
-  const int64_t n_tiles = (p.N + kOutlierMmaCols - 1) / kOutlierMmaCols;
-  const int64_t tiles = n_tiles * ((p.M + kOutlierMmaRows - 1) / kOutlierMmaRows);
-  const int split = static_cast<int>(blockIdx.z);
   if (reads_gathered(p, count)) {
-    for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {
-      add_gathered_columns<TOut>(p, count, tile / n_tiles * kOutlierMmaRows, tile % n_tiles * kOutlierMmaCols, split);
-    }
+    add_gathered_columns<TOut>(p, count, static_cast<int64_t>(blockIdx.y) * kOutlierMmaRows,
+                               static_cast<int64_t>(blockIdx.x) * kOutlierMmaCols, static_cast<int>(blockIdx.z));
     return;
   }
   __shared__ __align__(16) T a_tile[kOutlierMmaRows][kOutlierMmaPitch];
@@ -112,74 +106,74 @@ __global__ void __launch_bounds__(kOutlierMmaThreads) outlier_mma_kernel(Outlier
   const T* a = static_cast<const T*>(p.a);
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int g = lane / 4, t = lane % 4;  // the fragment's row group and column pair
-  for (int64_t tile = blockIdx.x; tile < tiles; tile += gridDim.x) {  // the step loop starts with a barrier
-    const int64_t m0 = tile / n_tiles * kOutlierMmaRows, n0 = tile % n_tiles * kOutlierMmaCols;
-    // Gather duties: 8 activations of row a_row, 16 codes of weight row w_row.
-    const int a_row = tid / 4, a_col = (tid % 4) * 8;
-    const int w_row = tid / 2, w_col = (tid % 2) * 16;
-    const bool a_valid = m0 + a_row < p.M, w_valid = n0 + w_row < p.N;
-    const T* a_src = a + (a_valid ? m0 + a_row : 0) * p.K;
-    const int8_t* w_src = p.cb + (w_valid ? n0 + w_row : 0) * p.K;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kOutlierMmaRows;  // grid: (N tiles, M tiles, splits)
+  const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kOutlierMmaCols;
+  const int split = static_cast<int>(blockIdx.z);
+  // Gather duties: 8 activations of row a_row, 16 codes of weight row w_row.
+  const int a_row = tid / 4, a_col = (tid % 4) * 8;
+  const int w_row = tid / 2, w_col = (tid % 2) * 16;
+  const bool a_valid = m0 + a_row < p.M, w_valid = n0 + w_row < p.N;
+  const T* a_src = a + (a_valid ? m0 + a_row : 0) * p.K;
+  const int8_t* w_src = p.cb + (w_valid ? n0 + w_row : 0) * p.K;
 
-    float acc[2][2][4] = {};  // [m16 fragment][n8 fragment][element]
-    for (int64_t j0 = p.first + static_cast<int64_t>(split) * kOutlierMmaStep; j0 < count;
-         j0 += static_cast<int64_t>(p.splits) * kOutlierMmaStep) {
-      __syncthreads();  // the previous step's tiles are consumed
-      if (tid < kOutlierMmaStep) step_cols[tid] = j0 + tid < count ? p.cols[j0 + tid] : -1;
-      __syncthreads();
-      T a_values[8], w_low[8], w_high[8];
+  float acc[2][2][4] = {};  // [m16 fragment][n8 fragment][element]
+  for (int64_t j0 = p.first + static_cast<int64_t>(split) * kOutlierMmaStep; j0 < count;
+       j0 += static_cast<int64_t>(p.splits) * kOutlierMmaStep) {
+    __syncthreads();  // the previous step's tiles are consumed
+    if (tid < kOutlierMmaStep) step_cols[tid] = j0 + tid < count ? p.cols[j0 + tid] : -1;
+    __syncthreads();
+    T a_values[8], w_low[8], w_high[8];
 #pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const int32_t c = step_cols[a_col + i];
-        a_values[i] = a_valid && c >= 0 ? a_src[c] : from_float<T>(0.f);
-      }
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {  // |code| <= 127: exact in fp16 and bf16
-        const int32_t c = step_cols[w_col + i], d = step_cols[w_col + 8 + i];
-        w_low[i] = from_float<T>(w_valid && c >= 0 ? static_cast<float>(w_src[c]) : 0.f);
-        w_high[i] = from_float<T>(w_valid && d >= 0 ? static_cast<float>(w_src[d]) : 0.f);
-      }
-      *reinterpret_cast<int4*>(&a_tile[a_row][a_col]) = pack8(a_values);
-      *reinterpret_cast<int4*>(&w_tile[w_row][w_col]) = pack8(w_low);
-      *reinterpret_cast<int4*>(&w_tile[w_row][w_col + 8]) = pack8(w_high);
-      __syncthreads();
-#pragma unroll
-      for (int k = 0; k < kOutlierMmaStep; k += 16) {
-        uint32_t af[2][4];
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-          const int r = i * 16 + g;
-          af[i][0] = pair_at(&a_tile[r][k + 2 * t]);
-          af[i][1] = pair_at(&a_tile[r + 8][k + 2 * t]);
-          af[i][2] = pair_at(&a_tile[r][k + 2 * t + 8]);
-          af[i][3] = pair_at(&a_tile[r + 8][k + 2 * t + 8]);
-        }
-#pragma unroll
-        for (int f = 0; f < 2; ++f) {
-          const int wr = warp * 16 + f * 8 + g;
-          const uint32_t b0 = pair_at(&w_tile[wr][k + 2 * t]);
-          const uint32_t b1 = pair_at(&w_tile[wr][k + 2 * t + 8]);
-#pragma unroll
-          for (int i = 0; i < 2; ++i) mma_16x8x16<T>(acc[i][f], af[i], b0, b1);
-        }
-      }
+    for (int i = 0; i < 8; ++i) {
+      const int32_t c = step_cols[a_col + i];
+      a_values[i] = a_valid && c >= 0 ? a_src[c] : from_float<T>(0.f);
     }
-
-    // Element e of fragment (i, f): row m0 + 16 i + g + 8 (e / 2), column n0 + 16 warp + 8 f + 2 t + e % 2.
-    TOut* out = static_cast<TOut*>(p.out);
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
+    for (int i = 0; i < 8; ++i) {  // |code| <= 127: exact in fp16 and bf16
+      const int32_t c = step_cols[w_col + i], d = step_cols[w_col + 8 + i];
+      w_low[i] = from_float<T>(w_valid && c >= 0 ? static_cast<float>(w_src[c]) : 0.f);
+      w_high[i] = from_float<T>(w_valid && d >= 0 ? static_cast<float>(w_src[d]) : 0.f);
+    }
+    *reinterpret_cast<int4*>(&a_tile[a_row][a_col]) = pack8(a_values);
+    *reinterpret_cast<int4*>(&w_tile[w_row][w_col]) = pack8(w_low);
+    *reinterpret_cast<int4*>(&w_tile[w_row][w_col + 8]) = pack8(w_high);
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < kOutlierMmaStep; k += 16) {
+      uint32_t af[2][4];
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int r = i * 16 + g;
+        af[i][0] = pair_at(&a_tile[r][k + 2 * t]);
+        af[i][1] = pair_at(&a_tile[r + 8][k + 2 * t]);
+        af[i][2] = pair_at(&a_tile[r][k + 2 * t + 8]);
+        af[i][3] = pair_at(&a_tile[r + 8][k + 2 * t + 8]);
+      }
 #pragma unroll
       for (int f = 0; f < 2; ++f) {
+        const int wr = warp * 16 + f * 8 + g;
+        const uint32_t b0 = pair_at(&w_tile[wr][k + 2 * t]);
+        const uint32_t b1 = pair_at(&w_tile[wr][k + 2 * t + 8]);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int64_t m = m0 + i * 16 + g + 8 * (e / 2), n = n0 + warp * 16 + f * 8 + 2 * t + e % 2;
-          if (m >= p.M || n >= p.N) continue;
-          if (p.splits > 1) {
-            p.partials[(static_cast<int64_t>(split) * p.M + m) * p.N + n] = acc[i][f][e];
-          } else {
-            out[m * p.N + n] = from_float<TOut>(to_float(out[m * p.N + n]) + acc[i][f][e] * (p.col[n] / 127.f));
-          }
+        for (int i = 0; i < 2; ++i) mma_16x8x16<T>(acc[i][f], af[i], b0, b1);
+      }
+    }
+  }
+
+  // Element e of fragment (i, f): row m0 + 16 i + g + 8 (e / 2), column n0 + 16 warp + 8 f + 2 t + e % 2.
+  TOut* out = static_cast<TOut*>(p.out);
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+#pragma unroll
+    for (int f = 0; f < 2; ++f) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int64_t m = m0 + i * 16 + g + 8 * (e / 2), n = n0 + warp * 16 + f * 8 + 2 * t + e % 2;
+        if (m >= p.M || n >= p.N) continue;
+        if (p.splits > 1) {
+          p.partials[(static_cast<int64_t>(split) * p.M + m) * p.N + n] = acc[i][f][e];
+        } else {
+          out[m * p.N + n] = from_float<TOut>(to_float(out[m * p.N + n]) + acc[i][f][e] * (p.col[n] / 127.f));
         }
       }
     }

@@ -13,14 +13,12 @@ constexpr int kFindBlock = 256;
 // Grid: (column blocks, row chunks). A thread takes V consecutive columns over a chunk of
 // rows (coalesced 16-byte loads along the row) and flags those with |a| >= threshold in some
 // row. Flags only go 0 -> 1. The last block to finish (a ticket taken after a fence) lists
-// the flagged columns in order into cols / count, writes them as the bitmask `words` (every
-// word, so nothing needs clearing) and clears mask and ticket for the next call.
+// the flagged columns in order into cols / count and clears mask and ticket for the next call.
 template <typename T, int V, bool VECTOR>
 __global__ void __launch_bounds__(kFindBlock)
     find_outlier_columns_kernel(const T* __restrict__ a, int64_t rows, int64_t K, int64_t rows_per_chunk,
                                 float threshold, uint8_t* __restrict__ mask, uint32_t* __restrict__ ticket,
-                                int32_t* __restrict__ cols, int32_t* __restrict__ count,
-                                uint32_t* __restrict__ words) {
+                                int32_t* __restrict__ cols, int32_t* __restrict__ count) {
   const int64_t k = (static_cast<int64_t>(blockIdx.x) * kFindBlock + threadIdx.x) * V;
   if (k < K) {  // VECTOR: K % V == 0, so all V columns exist
     const int64_t r0 = static_cast<int64_t>(blockIdx.y) * rows_per_chunk;
@@ -61,8 +59,6 @@ __global__ void __launch_bounds__(kFindBlock)
     for (int e = 0; e < kPerThread; ++e) {
       if (k0 + e < K && __ldcg(mask + k0 + e) != 0) bits |= 1u << e;
     }
-    // A thread's 16 columns are half of one bitmask word (little-endian: the even thread's half is the low one).
-    if (k0 < 32 * ((K + 31) / 32)) reinterpret_cast<uint16_t*>(words)[k0 / 16] = static_cast<uint16_t>(bits);
     int32_t offset = 0, round_total = 0;
     Scan(scan_storage).ExclusiveSum(__popc(bits), offset, round_total);
     for (int e = 0; e < kPerThread; ++e) {
@@ -80,20 +76,15 @@ __global__ void __launch_bounds__(kFindBlock)
   }
 }
 
-// One block per row: absmax over the kept columns, then the codes. The outlier bitmask
-// (find_outlier_columns' words) is copied to shared memory first (K / 8 bytes): one load a
-// thread, where building it from the list takes two dependent loads and atomics. V elements
-// per 16-byte load when VECTOR.
+// One block per row: absmax over the kept columns, then the codes. The outlier list becomes a
+// bitmask in shared memory (K / 8 bytes). V elements per 16-byte load when VECTOR.
 template <typename T, int BLOCK, int V, bool VECTOR>
 __global__ void __launch_bounds__(BLOCK)
-    quantize_rows_kernel(const T* __restrict__ a, int64_t K, const uint32_t* __restrict__ outlier_words,
-                         int8_t* __restrict__ q, float* __restrict__ stats) {
+    quantize_rows_kernel(const T* __restrict__ a, int64_t K, const int32_t* __restrict__ cols,
+                         const int32_t* __restrict__ count, int8_t* __restrict__ q, float* __restrict__ stats) {
   extern __shared__ uint32_t outlier_bits[];
-  const bool masked = outlier_words != nullptr;
-  if (masked) {
-    for (int64_t w = threadIdx.x; w < (K + 31) / 32; w += BLOCK) outlier_bits[w] = outlier_words[w];
-    __syncthreads();
-  }
+  const bool masked = cols != nullptr;
+  if (masked) outlier_bitmask<BLOCK>(outlier_bits, (K + 31) / 32, 0, cols, count);
   const int64_t row = blockIdx.x;
   const T* arow = a + row * K;
   int8_t* qrow = q + row * K;

@@ -285,8 +285,7 @@ def test_scaled_mm_matches_reference(dtype, M, K, N, bias_dtype):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("n_outliers", [0, 8, 9, 64, 80])  # 8 in the GEMM epilogue, to 64 from the gathered buffers
-# the leftover pass splits into partial sums at small M; at 4096 rows its blocks each take several M tiles
-@pytest.mark.parametrize("M", [32, 257, 1024, 4096])
+@pytest.mark.parametrize("M", [32, 257, 1024])  # the leftover pass splits into partial sums at small M
 def test_mixed_scaled_mm_matches_reference(dtype, n_outliers, M):
     K, N = 2048, 1032
     A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, n_outliers), seed=3)
