@@ -21,6 +21,7 @@ Ratios are against fp16 in the same run. Results go in benchmarks/RESULTS.md.
     python benchmarks/bench_e2e.py --layers 32 --batches 1          # the full 7B shape
     python benchmarks/bench_e2e.py --layers 32 --batches 1 --modes compiled --thresholds 6 --skip-cpp --repeats 1
     python benchmarks/bench_e2e.py --layers 32 --batches 1 --modes eager --thresholds 6 --skip-cpp --repeats 5 --decode-forwards 64
+    python benchmarks/bench_e2e.py --layers 8 --batches 1 --modes eager --repeats 1 --cpp-profile   # C++ kernels a token
 """
 
 import argparse
@@ -284,6 +285,7 @@ def cpp_rows(args, folder: Path):
         command = [cli, "-m", str(folder), "--tokens", prompt, "-n", str(args.new_tokens), "-t", "0",
                    "--device", args.device, "--dtype", "fp16", "--json"]
         command += ["--no-int8"] if threshold is None else ["--int8", "--threshold", str(threshold)]
+        command += ["--profile"] if args.cpp_profile else []
         result = subprocess.run(command, capture_output=True, text=True, env=native_env())
         if result.returncode != 0:
             print(f"c++ {name}: failed: {result.stderr.strip()[-500:]}", flush=True)
@@ -296,13 +298,25 @@ def cpp_rows(args, folder: Path):
                                           out["load_peak_host_rss_bytes"] - out["host_rss_before_load_bytes"]),
                "weight_bytes": out.get("weight_bytes_after"), "cuda_graph": out.get("cuda_graph"),
                "cuda_graph_capture_s": out.get("cuda_graph_capture_s")}
+        if args.cpp_profile:
+            row["profile"] = dict(out["profile"], table=out["profile"]["table"][:40])
         rows.append(row)
         graph = f", CUDA graph captured in {row['cuda_graph_capture_s']:.3f} s" if row["cuda_graph"] else ""
         print(f"c++    {name:9s} decode {row['decode_tokens_per_s']:.1f} tok/s{graph}, load {row['load_s']:.1f} s "
               f"({row['load_gb_per_s']:.2f} GB/s, peak {row['load_peak_bytes'] / row['weight_bytes']:.2f}x the weights), "
               f"first-call setup {row['first_call_setup_s']:.3f} s, first token {row['time_to_first_token_s']:.3f} s, "
               f"peak {row['peak_bytes'] / 2**30:.2f} GiB", flush=True)
+        if args.cpp_profile:
+            print_cpp_profile(row["profile"])
     return rows
+
+
+def print_cpp_profile(profile):
+    """The C++ run's device time a generated token (prefill included), its 12 costliest kernels."""
+    tokens = max(profile["generated_tokens"], 1)
+    print(f"       {profile['events']}: {profile['total_us'] / tokens:.1f} us a generated token", flush=True)
+    for row in profile["table"][:12]:
+        print(f"       {row['total_us'] / tokens:9.2f} us  {row['calls'] / tokens:6.2f} calls  {row['name'][:100]}")
 
 
 def summary(py, cpp):
@@ -346,6 +360,8 @@ def main():
     parser.add_argument("--decode-forwards", type=int, default=0,
                         help="eager rows: also time this many one-token forwards alone after each run (0: off)")
     parser.add_argument("--skip-cpp", action="store_true")
+    parser.add_argument("--cpp-profile", action="store_true",
+                        help="run llmint8-generate with --profile: its kernels' device time a token (slower runs)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top entries of each row's generation")
     parser.add_argument("--json", help="write the rows and the environment to this file")
     args = parser.parse_args()

@@ -12,6 +12,7 @@
 
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
+#include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/types.h>
 #ifdef LLMINT8_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
@@ -27,6 +28,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <string>
@@ -54,6 +56,9 @@ const char* kUsage = R"(usage: llmint8-generate -m MODEL [options]
       --no-cuda-graph     on CUDA, decode with eager forwards instead of replaying the decode
                           step captured in a CUDA graph (the default)
       --json              print one JSON object instead of text and figures
+      --profile           time the generation's CUDA kernels (on the CPU: its operators) with
+                          PyTorch's profiler and report them, most time first (the run's tokens/s
+                          then include the profiler's own cost)
       --score             do not generate: print the log-likelihood of the prompt tokens
       --logits-out PATH   with --score: also write the logits [tokens, vocab] to a .safetensors file
   -h, --help              this text
@@ -64,7 +69,7 @@ struct Args {
   int64_t steps = 256;
   double temperature = 1.0, top_p = 0.9, threshold = 6.0;
   uint64_t seed = 0;
-  bool int8 = true, json = false, score = false, cuda_graph = true;
+  bool int8 = true, json = false, score = false, cuda_graph = true, profile = false;
 };
 
 [[noreturn]] void fail(const std::string& message) {
@@ -117,6 +122,7 @@ Args parse(int argc, char** argv) {
     else if (f == "--skip") a.skip = value();
     else if (f == "--no-cuda-graph") a.cuda_graph = false;
     else if (f == "--json") a.json = true;
+    else if (f == "--profile") a.profile = true;
     else if (f == "--score") a.score = true;
     else if (f == "--logits-out") a.logits_out = value();
     else fail("unknown flag '" + f + "' (see --help)");
@@ -208,6 +214,49 @@ void synchronize(const torch::Device& device) {
 
 double since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+}
+
+// What --profile reports: the generate() call's events grouped by name, most total time first (the
+// prefill and, with a CUDA graph, the decode step's eager warm-up are in it). On CUDA the device's
+// kernels, copies and fills (their times add up to the device's busy time); on the CPU the
+// operators, whose times overlap (an operator's time includes the ones it calls).
+nlohmann::json profile_table(const torch::autograd::profiler::ProfilerResult& result, bool cuda, int64_t tokens) {
+  std::map<std::string, std::pair<int64_t, double>> by_name;  // calls, total microseconds
+  double total_us = 0;
+  for (const auto& event : result.events()) {
+    if ((event.deviceType() == c10::DeviceType::CUDA) != cuda) continue;
+    auto& entry = by_name[event.name().substr(0, 160)];  // CUTLASS kernels have names of kilobytes
+    entry.first += 1;
+    entry.second += static_cast<double>(event.durationNs()) / 1e3;
+    total_us += static_cast<double>(event.durationNs()) / 1e3;
+  }
+  std::vector<std::pair<std::string, std::pair<int64_t, double>>> rows(by_name.begin(), by_name.end());
+  std::sort(rows.begin(), rows.end(), [](const auto& x, const auto& y) { return x.second.second > y.second.second; });
+  nlohmann::json table = nlohmann::json::array();
+  for (const auto& [name, entry] : rows) {
+    table.push_back({{"name", name}, {"calls", entry.first}, {"total_us", entry.second}});
+  }
+  return {{"events", cuda ? "CUDA kernels, copies and fills" : "CPU operators (nested: their times overlap)"},
+          {"generated_tokens", tokens},
+          {"total_us", total_us},
+          {"table", table}};
+}
+
+// --profile's table as text: the 25 names with most time.
+void print_profile(const nlohmann::json& profile) {
+  const auto tokens = std::max<int64_t>(profile["generated_tokens"].get<int64_t>(), 1);
+  std::printf("profile: %s, %.1f us in all, %.1f us a generated token (the prefill and a CUDA graph's warm-up "
+              "included)\n",
+              profile["events"].get<std::string>().c_str(), profile["total_us"].get<double>(),
+              profile["total_us"].get<double>() / static_cast<double>(tokens));
+  std::printf("%12s %8s %12s  %s\n", "total us", "calls", "us a token", "name");
+  int shown = 0;
+  for (const auto& row : profile["table"]) {
+    if (++shown > 25) break;
+    const double total = row["total_us"].get<double>();
+    std::printf("%12.1f %8lld %12.2f  %s\n", total, static_cast<long long>(row["calls"].get<int64_t>()),
+                total / static_cast<double>(tokens), row["name"].get<std::string>().c_str());
+  }
 }
 
 // One forward of the prompt's shape and one of a single token, into a cache of their own with
@@ -338,6 +387,15 @@ int main(int argc, char** argv) {
     const std::vector<int64_t> stops = hf ? std::vector<int64_t>{eos} : std::vector<int64_t>{eos, bos};
     int64_t previous = prompt.back();
     if (!args.json && tokenizer) std::cout << args.prompt << std::flush;
+    namespace prof = torch::autograd::profiler;
+    const prof::ProfilerConfig profiler_config(prof::ProfilerState::KINETO);
+    // Only the device's activity on CUDA: recording every operator would slow the host side.
+    const std::set<prof::ActivityType> activities{device.is_cuda() ? prof::ActivityType::CUDA
+                                                                    : prof::ActivityType::CPU};
+    if (args.profile) {
+      prof::prepareProfiler(profiler_config, activities);
+      prof::enableProfiler(profiler_config, activities);
+    }
     const auto result = m::generate(*model, prompt, args.steps, sampling, stops, [&](int64_t token) {
       if (!args.json && tokenizer && token != bos && token != eos) {
         std::cout << tokenizer->decode(previous, token) << std::flush;
@@ -345,6 +403,10 @@ int main(int argc, char** argv) {
       previous = token;
     }, m::DecodeOptions{args.cuda_graph});
     const int64_t n = static_cast<int64_t>(result.tokens.size());
+    if (args.profile) {
+      synchronize(device);
+      out["profile"] = profile_table(*prof::disableProfiler(), device.is_cuda(), n);
+    }
     out["generated_tokens"] = result.tokens;
     std::vector<int64_t> visible;
     for (int64_t t : result.tokens) {
@@ -374,6 +436,7 @@ int main(int argc, char** argv) {
                 << (result.cuda_graph ? " (CUDA graph, captured in " + out["cuda_graph_capture_s"].dump() + " s)" : "")
                 << ", peak memory "
                 << std::to_string(out["peak_memory_bytes"].get<int64_t>()) << " bytes\n";
+      if (args.profile) print_profile(out["profile"]);
     }
     return 0;
   } catch (const c10::Error& e) {

@@ -63,6 +63,19 @@ def test_bench_e2e_times_the_decode_forward_alone(tmp_path):
     assert bad.returncode == 2 and "--decode-forwards" in bad.stderr
 
 
+def test_bench_e2e_profiles_the_cpp_runs(tmp_path):
+    from llmint8._cli import tool_path
+    if not Path(tool_path("llmint8-generate")).exists():
+        pytest.skip("no llmint8-generate installed with the package")
+    data = run_bench_e2e(tmp_path, "--new-tokens", "3", "--thresholds", "6", "--repeats", "1", "--cpp-profile")
+    assert [r["variant"] for r in data["cpp"]] == ["fp16", "int8 t=6"]
+    for row in data["cpp"]:
+        profile = row["profile"]
+        assert profile["generated_tokens"] == 3 and profile["total_us"] > 0 and 0 < len(profile["table"]) <= 40
+    int8 = data["cpp"][1]["profile"]["table"]
+    assert any("llmint8" in r["name"] for r in int8)  # on the CPU the op itself, on CUDA its kernels
+
+
 def test_bench_guards_runs_on_the_cpu():
     result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_guards.py"), "--device", "cpu",
                              "--blocks", "1", "--calls", "3"], capture_output=True, text=True, timeout=900)

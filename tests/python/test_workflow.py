@@ -138,6 +138,7 @@ def test_every_flag_and_json_fields():
     assert "layers quantized 28" in text_run.stdout and "tok/s" in text_run.stdout
     help_run = run("--help")
     assert help_run.returncode == 0 and "--threshold" in help_run.stdout and "--no-cuda-graph" in help_run.stdout
+    assert "--profile" in help_run.stdout
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -152,6 +153,25 @@ def test_cuda_graph_decode_gives_the_eager_ids(device, int8):
     assert graphed["cuda_graph"] == (device == "cuda") and not eager["cuda_graph"]
     assert (graphed["cuda_graph_capture_s"] > 0) == (device == "cuda") and eager["cuda_graph_capture_s"] == 0
     assert graphed["decode_tokens_per_s"] > 0 and eager["decode_tokens_per_s"] > 0
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_profile_lists_where_the_generation_time_goes(device):
+    """--profile adds the profiled events of the generation, grouped by name, most time first: on
+    CUDA the kernels (the decode step's CUDA graph included), on the CPU the operators."""
+    args = ("-m", MODELS["stories260K"][0], "--tokens", "1,400,37", "-n", 8, "-t", 0, "--device", device)
+    plain, profiled = cli_json(*args), cli_json(*args, "--profile")
+    assert profiled["generated_tokens"] == plain["generated_tokens"] and "profile" not in plain
+    profile = profiled["profile"]
+    totals = [row["total_us"] for row in profile["table"]]
+    assert profile["generated_tokens"] == len(profiled["generated_tokens"]) == 8
+    assert totals and totals == sorted(totals, reverse=True) and min(totals) >= 0
+    assert all(row["calls"] >= 1 for row in profile["table"])
+    assert sum(totals) == pytest.approx(profile["total_us"])
+    assert profile["events"].startswith("CUDA kernels" if device == "cuda" else "CPU operators")
+    assert any("llmint8" in row["name"] for row in profile["table"])  # the 8-bit layers' op or kernels
+    text = run(*args, "--profile")
+    assert text.returncode == 0 and "us a generated token" in text.stdout
 
 
 def test_text_prompt_tokenizes_like_llama2c():
