@@ -222,19 +222,19 @@ double since(std::chrono::steady_clock::time_point t) {
 // operators, whose times overlap (an operator's time includes the ones it calls).
 nlohmann::json profile_table(const torch::autograd::profiler::ProfilerResult& result, bool cuda, int64_t tokens) {
   std::map<std::string, std::pair<int64_t, double>> by_name;  // calls, total microseconds
-  double total_us = 0;
   for (const auto& event : result.events()) {
     if ((event.deviceType() == c10::DeviceType::CUDA) != cuda) continue;
     auto& entry = by_name[event.name().substr(0, 160)];  // CUTLASS kernels have names of kilobytes
     entry.first += 1;
     entry.second += static_cast<double>(event.durationNs()) / 1e3;
-    total_us += static_cast<double>(event.durationNs()) / 1e3;
   }
   std::vector<std::pair<std::string, std::pair<int64_t, double>>> rows(by_name.begin(), by_name.end());
   std::sort(rows.begin(), rows.end(), [](const auto& x, const auto& y) { return x.second.second > y.second.second; });
   nlohmann::json table = nlohmann::json::array();
+  double total_us = 0;
   for (const auto& [name, entry] : rows) {
     table.push_back({{"name", name}, {"calls", entry.first}, {"total_us", entry.second}});
+    total_us += entry.second;
   }
   return {{"events", cuda ? "CUDA kernels, copies and fills" : "CPU operators (nested: their times overlap)"},
           {"generated_tokens", tokens},
@@ -388,13 +388,13 @@ int main(int argc, char** argv) {
     int64_t previous = prompt.back();
     if (!args.json && tokenizer) std::cout << args.prompt << std::flush;
     namespace prof = torch::autograd::profiler;
-    const prof::ProfilerConfig profiler_config(prof::ProfilerState::KINETO);
-    // Only the device's activity on CUDA: recording every operator would slow the host side.
-    const std::set<prof::ActivityType> activities{device.is_cuda() ? prof::ActivityType::CUDA
-                                                                    : prof::ActivityType::CPU};
     if (args.profile) {
-      prof::prepareProfiler(profiler_config, activities);
-      prof::enableProfiler(profiler_config, activities);
+      const prof::ProfilerConfig config(prof::ProfilerState::KINETO);
+      // Only the device's activity on CUDA: recording every operator would slow the host side.
+      const std::set<prof::ActivityType> activities{device.is_cuda() ? prof::ActivityType::CUDA
+                                                                      : prof::ActivityType::CPU};
+      prof::prepareProfiler(config, activities);
+      prof::enableProfiler(config, activities);
     }
     const auto result = m::generate(*model, prompt, args.steps, sampling, stops, [&](int64_t token) {
       if (!args.json && tokenizer && token != bos && token != eos) {
