@@ -149,4 +149,18 @@ cudaError_t launch_outlier_mma(const OutlierMmaArgs& args, FloatKind activation_
 // out[i] = float(in[i]) for n elements of kind.
 cudaError_t launch_to_float(FloatKind kind, const void* in, int64_t n, float* out, cudaStream_t stream);
 
+// ---------------------------------------------------------------- model steps
+
+// A decode step's rotary embedding and KV-cache write: q [B, T, H * hd] rotated into q_out
+// [B, H, T, hd]; k [B, T, KV * hd] rotated, and v copied, into the caches [B, KV, S, hd] at
+// positions [T] (device int64, each in [0, S): the kernel traps otherwise). cos and signed_sin
+// [T, hd] (the sine's first half negated). Every tensor contiguous, of one float type.
+struct RotaryCacheArgs {
+  const void *q, *k, *v, *cos, *signed_sin;
+  const int64_t* positions;
+  void *q_out, *k_cache, *v_cache;
+  int64_t B, T, H, KV, hd, S;
+};
+cudaError_t launch_rotary_cache(FloatKind kind, const RotaryCacheArgs& args, cudaStream_t stream);
+
 }  // namespace llmint8::cuda

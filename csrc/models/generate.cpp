@@ -4,6 +4,7 @@
 #include <c10/core/DeviceGuard.h>
 #include <torch/types.h>
 #ifdef LLMINT8_WITH_CUDA
+#include <ATen/cuda/CUDAEvent.h>
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
@@ -11,7 +12,6 @@
 
 #include <algorithm>
 #include <chrono>
-#include <memory>
 
 namespace llmint8::models {
 
@@ -36,7 +36,9 @@ at::Tensor token_tensor(const std::vector<int64_t>& tokens, const CausalLM& mode
 // The decode step captured once in a CUDA graph and replayed for every later token: one launch
 // per token instead of one per op, whose host overhead dominates an eager decode. The token and
 // its position go in through device buffers the graph reads; the logits come out in the tensor
-// the capture allocated, overwritten by each replay.
+// the capture allocated, overwritten by each replay. The graph ends by writing the logits' argmax
+// into the token buffer and advancing the position, so that greedy replays chain on the device:
+// the host launches the next step before it reads a token, and the GPU never waits for the host.
 class DecodeGraph {
  public:
   // Captures at the cache's next position: what the warm-up writes there, the first replay
@@ -46,6 +48,7 @@ class DecodeGraph {
     const auto options = at::TensorOptions().dtype(at::kLong).device(device);
     token_ = at::zeros({1, 1}, options);
     position_ = at::full({1}, cache.length, options);
+    read_back_ = at::empty({kChained}, at::TensorOptions().dtype(at::kLong).pinned_memory(true));
     // As PyTorch requires: capture on a side stream, after warm-up steps on that stream (lazy
     // initialization, such as cuBLAS's workspace for the stream, must not happen in the capture).
     c10::cuda::getCurrentCUDAStream().synchronize();  // the prefill's cache writes come first
@@ -56,6 +59,8 @@ class DecodeGraph {
       try {
         graph_.capture_begin();
         logits_ = model.decode_step(token_, position_, cache);
+        token_.copy_(logits_.argmax(-1));  // (the first maximum, as the host's argmax)
+        position_.add_(1);
         graph_.capture_end();
       } catch (const c10::Error& e) {
         TORCH_CHECK(false, "generate: the decode step cannot be captured in a CUDA graph (DecodeOptions::cuda_graph = ",
@@ -74,11 +79,43 @@ class DecodeGraph {
     return logits_;
   }
 
+  // Greedy decoding: start(token) once, then launch() steps (at most kChained ahead of the
+  // tokens read) and next() to read their argmax tokens in order.
+  void start(int64_t token, const KVCache& cache) {
+    token_.fill_(token);
+    position_.fill_(cache.length);
+  }
+  void launch(KVCache& cache) {
+    graph_.replay();
+    ++cache.length;
+    const int slot = static_cast<int>(launched_++ % kChained);
+    read_back_.narrow(0, slot, 1).copy_(token_.view(-1), /*non_blocking=*/true);
+    ready_[slot].record();
+  }
+  int64_t next() {
+    TORCH_INTERNAL_ASSERT(read_ < launched_, "DecodeGraph::next: no step launched");
+    const int slot = static_cast<int>(read_++ % kChained);
+    ready_[slot].synchronize();
+    return read_back_.const_data_ptr<int64_t>()[slot];
+  }
+  int64_t in_flight() const { return launched_ - read_; }
+  static constexpr int64_t kChained = 2;  // steps queued: one runs while the host reads the other's token
+
+  ~DecodeGraph() {  // a step launched past a stop token may still run: let it end before the graph goes
+    try {
+      if (read_ < launched_) ready_[(launched_ - 1) % kChained].synchronize();
+    } catch (const c10::Error&) {  // (a destructor must not throw; the device's error shows at its next use)
+    }
+  }
+
  private:
   static constexpr int kWarmupSteps = 3;  // PyTorch's documented recipe
   at::Tensor token_;     // [1, 1] int64
   at::Tensor position_;  // [1] int64
   at::Tensor logits_;    // [1, 1, vocab] fp32
+  at::Tensor read_back_;  // [kChained] int64, pinned: the tokens of the greedy steps in flight
+  at::cuda::CUDAEvent ready_[kChained];
+  int64_t launched_ = 0, read_ = 0;
   at::cuda::CUDAGraph graph_;
 };
 #endif
@@ -129,34 +166,45 @@ GenerationResult generate(CausalLM& model, const std::vector<int64_t>& prompt, i
   auto cache = model.new_cache(1, static_cast<int64_t>(prompt.size()) + max_new_tokens);  // what this run needs
   auto start = std::chrono::steady_clock::now();
   auto logits = model.forward(token_tensor(prompt, model), cache);
-  // One token at the cache's next position: an eager forward, or a replay of the captured step.
-  std::function<at::Tensor(int64_t)> decode_token = [&](int64_t token) {
-    return model.forward(token_tensor({token}, model), cache);
+  // Takes a new token; true when the generation ends with it (a stop token, or the limit).
+  const auto take = [&](int64_t token) {
+    result.tokens.push_back(token);
+    if (on_token) on_token(token);
+    result.stopped = std::find(stop_tokens.begin(), stop_tokens.end(), token) != stop_tokens.end();
+    return result.stopped || static_cast<int64_t>(result.tokens.size()) >= max_new_tokens;
   };
-  for (int64_t step = 0; step < max_new_tokens; ++step) {
-    const int64_t next = sample_token(logits[0][-1], options, rng);  // reads the logits: waits for the device
-    if (step == 0) {
-      result.prefill_seconds = seconds_since(start);
-      start = std::chrono::steady_clock::now();
-    }
-    result.tokens.push_back(next);
-    if (on_token) on_token(next);
-    if (std::find(stop_tokens.begin(), stop_tokens.end(), next) != stop_tokens.end()) {
-      result.stopped = true;
-      break;
-    }
-    if (step + 1 == max_new_tokens) break;
+  if (max_new_tokens == 0) return result;
+  bool done = take(sample_token(logits[0][-1], options, rng));  // reads the logits: waits for the device
+  result.prefill_seconds = seconds_since(start);
+  start = std::chrono::steady_clock::now();
 #ifdef LLMINT8_WITH_CUDA
-    if (step == 0 && decode.cuda_graph && logits.is_cuda()) {  // before the first decode step; timed apart
-      const auto capture_start = std::chrono::steady_clock::now();
-      auto graph = std::make_shared<DecodeGraph>(model, cache, logits.device());
-      decode_token = [graph, &cache](int64_t token) { return graph->step(token, cache); };
-      result.cuda_graph = true;
-      result.graph_capture_seconds = seconds_since(capture_start);
-      start = std::chrono::steady_clock::now();
+  if (!done && decode.cuda_graph && logits.is_cuda()) {  // before the first decode step; timed apart
+    const auto capture_start = std::chrono::steady_clock::now();
+    DecodeGraph graph(model, cache, logits.device());
+    result.cuda_graph = true;
+    result.graph_capture_seconds = seconds_since(capture_start);
+    start = std::chrono::steady_clock::now();
+    if (options.temperature <= 0.0) {  // greedy: the steps chain on the device, the host reads behind
+      graph.start(result.tokens.back(), cache);
+      int64_t launched = 0;
+      const int64_t steps = max_new_tokens - 1;  // one step per token after the prefill's
+      while (!done) {
+        while (launched < steps && graph.in_flight() < DecodeGraph::kChained) {
+          graph.launch(cache);
+          ++launched;
+        }
+        done = take(graph.next());
+      }
+    } else {
+      while (!done) done = take(sample_token(graph.step(result.tokens.back(), cache)[0][-1], options, rng));
     }
+    result.decode_seconds = seconds_since(start);
+    return result;
+  }
 #endif
-    logits = decode_token(next);
+  while (!done) {
+    logits = model.forward(token_tensor({result.tokens.back()}, model), cache);
+    done = take(sample_token(logits[0][-1], options, rng));
   }
   if (!result.tokens.empty()) result.decode_seconds = seconds_since(start);
   return result;

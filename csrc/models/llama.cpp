@@ -2,6 +2,9 @@
 #include <llmint8/models/llama.h>
 
 #include "models/registry.h"
+#ifdef LLMINT8_WITH_CUDA
+#include "cuda/model_steps.h"
+#endif
 
 #include <ATen/ATen.h>
 #include <torch/nn/modules/linear.h>
@@ -64,11 +67,23 @@ at::Tensor rope_inv_freq(const RopeConfig& rope, int64_t head_dim, const at::Ten
   return inv_freq;
 }
 
-// x * cos + rotate_half(x) * sin, Hugging Face's rotary convention (halves, not pairs).
-at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+// x * cos + rotate_half(x) * sin, Hugging Face's rotary convention (halves, not pairs), given the
+// sine with its first half negated: rotate_half(x) * sin = [-x2, x1] * [s, s] = [x2, x1] * [-s, s],
+// the same values with one copy of x less (a negation rounds nothing).
+at::Tensor apply_rotary(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& signed_sin) {
   const int64_t half = x.size(-1) / 2;
-  const auto rotated = at::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
-  return x * cos + rotated * sin;
+  const auto swapped = at::cat({x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos + swapped * signed_sin;
+}
+
+// Queries [B, T, H * hd] and keys [B, T, KV * hd] rotated in one pass (elementwise: the same
+// values as two): [B, H, T, hd] and [B, KV, T, hd].
+std::pair<at::Tensor, at::Tensor> rotate_queries_and_keys(const at::Tensor& q, const at::Tensor& k, const at::Tensor& cos,
+                                                          const at::Tensor& signed_sin, int64_t H, int64_t KV) {
+  const int64_t B = q.size(0), T = q.size(1), hd = cos.size(-1);
+  const auto heads = at::cat({q.view({B, T, H, hd}), k.view({B, T, KV, hd})}, 2).transpose(1, 2);
+  const auto rotated = apply_rotary(heads, cos, signed_sin);  // [B, H + KV, T, hd]
+  return {rotated.narrow(1, 0, H), rotated.narrow(1, H, KV)};
 }
 
 // Key/value heads [B, KV, S, hd] repeated for the query heads they serve: [B, H, S, hd], each
@@ -85,6 +100,12 @@ at::Tensor hidden_keys(const at::Tensor& query_positions, const at::Tensor& key_
   auto hidden = key > query;
   if (window > 0) hidden = hidden.logical_or(key <= query - window);
   return hidden;
+}
+
+// The fused attention's additive mask in `dtype`: 0 where a key is seen, -inf where hidden. What
+// scaled_dot_product_attention makes of a bool mask at every call (three kernels), made once here.
+at::Tensor attention_bias(const at::Tensor& hidden, at::ScalarType dtype) {
+  return at::zeros(hidden.sizes(), hidden.options().dtype(dtype)).masked_fill_(hidden, -std::numeric_limits<double>::infinity());
 }
 
 }  // namespace
@@ -183,33 +204,38 @@ void LlamaAttentionImpl::bind() {
   o_proj = linear_child(*this, "o_proj");
 }
 
-at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& signed_sin,
                                        at::Tensor& k_cache, at::Tensor& v_cache, const CachePosition& where) {
   const int64_t B = x.size(0), T = x.size(1), hd = config.head_dim();
   const int64_t H = config.n_heads, KV = config.n_kv_heads;
-  auto q = q_proj.forward(x).view({B, T, H, hd}).transpose(1, 2);   // [B, H, T, hd]
-  auto k = k_proj.forward(x).view({B, T, KV, hd}).transpose(1, 2);  // [B, KV, T, hd]
-  auto v = v_proj.forward(x).view({B, T, KV, hd}).transpose(1, 2);
-  // Queries and keys rotated in one pass (elementwise: the same values as two), then split.
-  const auto rotated = apply_rotary(at::cat({q, k}, 1), cos, sin);  // [B, H + KV, T, hd]
-  q = rotated.narrow(1, 0, H);
-  k = rotated.narrow(1, H, KV);
-  at::Tensor keys, values, hidden, visible;
+  const auto q_flat = q_proj.forward(x), k_flat = k_proj.forward(x), v_flat = v_proj.forward(x);  // [B, T, heads * hd]
+  at::Tensor q, keys, values, hidden, bias;
   if (where.on_device()) {
     // Positions only the device knows: written in place there, and every position of the cache
     // attended, the mask hiding those the queries may not see (unwritten ones included).
-    k_cache.index_copy_(2, where.positions, k);
-    v_cache.index_copy_(2, where.positions, v);
+#ifdef LLMINT8_WITH_CUDA
+    if (x.is_cuda()) {  // rotary and cache writes in one kernel, the same values as the ops below
+      q = cuda::rotary_into_cache(q_flat, k_flat, v_flat, cos, signed_sin, where.positions, k_cache, v_cache);
+    }
+#endif
+    if (!q.defined()) {
+      const auto [rotated_q, k] = rotate_queries_and_keys(q_flat, k_flat, cos, signed_sin, H, KV);
+      q = rotated_q;
+      k_cache.index_copy_(2, where.positions, k);
+      v_cache.index_copy_(2, where.positions, v_flat.view({B, T, KV, hd}).transpose(1, 2));
+    }
     keys = k_cache;
     values = v_cache;
     hidden = where.hidden.defined()
                  ? where.hidden
                  : hidden_keys(where.positions, at::arange(k_cache.size(2), where.positions.options()), window);
-    visible = where.visible;
+    bias = where.bias;
   } else {
+    const auto [rotated_q, k] = rotate_queries_and_keys(q_flat, k_flat, cos, signed_sin, H, KV);
+    q = rotated_q;
     const int64_t start = where.start;
     k_cache.narrow(2, start, T).copy_(k);
-    v_cache.narrow(2, start, T).copy_(v);
+    v_cache.narrow(2, start, T).copy_(v_flat.view({B, T, KV, hd}).transpose(1, 2));
     // Query i (position start + i) sees keys up to its own position, and with a window only the
     // last `window` of those: keys before `first` are seen by none of this call's queries.
     const int64_t L = start + T, first = window > 0 ? std::max<int64_t>(0, start + 1 - window) : 0;
@@ -228,8 +254,8 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
   const double scale = std::pow(static_cast<double>(hd), -0.5);
   at::Tensor attn;
   if (x.is_cuda()) {  // one fused kernel (fp32 sums inside), as transformers' default "sdpa" attention
-    if (hidden.defined() && !visible.defined()) visible = hidden.logical_not();
-    const auto mask = visible.defined() ? std::optional<at::Tensor>(visible) : std::nullopt;
+    if (hidden.defined() && !bias.defined()) bias = attention_bias(hidden, x.scalar_type());
+    const auto mask = bias.defined() ? std::optional<at::Tensor>(bias) : std::nullopt;
     attn = at::scaled_dot_product_attention(q, keys, values, mask, 0.0, false, scale);
   } else {  // transformers' "eager" attention step by step, in fp32: the CPU tests compare logits to fp32 rounding
     auto scores = at::matmul(q.to(at::kFloat), keys.to(at::kFloat).transpose(-2, -1)) * scale;
@@ -266,9 +292,9 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c, int64_t layer
   mlp = register_module("mlp", LlamaMLP(c, init));
 }
 
-at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& signed_sin,
                                           at::Tensor& k_cache, at::Tensor& v_cache, const CachePosition& where) {
-  const auto h = x + self_attn->forward(input_layernorm->forward(x), cos, sin, k_cache, v_cache, where);
+  const auto h = x + self_attn->forward(input_layernorm->forward(x), cos, signed_sin, k_cache, v_cache, where);
   return h + mlp->forward(post_attention_layernorm->forward(h));
 }
 
@@ -373,6 +399,8 @@ at::Tensor LlamaForCausalLMImpl::run(const at::Tensor& tokens, const CachePositi
   const auto angles = at::outer(positions.to(at::kFloat), inv_freq_);
   const auto emb = at::cat({angles, angles}, -1);  // [T, head_dim]
   const auto cos = emb.cos().to(x.scalar_type()), sin = emb.sin().to(x.scalar_type());
+  const int64_t half = config.head_dim() / 2;
+  const auto signed_sin = at::cat({-sin.narrow(-1, 0, half), sin.narrow(-1, half, half)}, -1);  // see apply_rotary
   // A decode step's masks depend on the positions and a layer's window only: made once per window.
   std::vector<std::pair<int64_t, CachePosition>> step_masks;
   const auto layer_position = [&](const LlamaAttentionImpl& attention, const at::Tensor& k_cache) -> CachePosition {
@@ -382,7 +410,7 @@ at::Tensor LlamaForCausalLMImpl::run(const at::Tensor& tokens, const CachePositi
     }
     CachePosition made = where;
     made.hidden = hidden_keys(where.positions, at::arange(k_cache.size(2), where.positions.options()), attention.window);
-    if (x.is_cuda()) made.visible = made.hidden.logical_not();
+    if (x.is_cuda()) made.bias = attention_bias(made.hidden, x.scalar_type());
     step_masks.emplace_back(attention.window, made);
     return made;
   };
@@ -390,7 +418,7 @@ at::Tensor LlamaForCausalLMImpl::run(const at::Tensor& tokens, const CachePositi
   for (const auto& layer : *model->layers) {
     auto* decoder = layer->as<LlamaDecoderLayerImpl>();
     const CachePosition here = layer_position(*decoder->self_attn, cache.keys[i]);
-    x = decoder->forward(x, cos, sin, cache.keys[i], cache.values[i], here);
+    x = decoder->forward(x, cos, signed_sin, cache.keys[i], cache.values[i], here);
     ++i;
   }
   const auto h = model->norm->forward(x);

@@ -12,12 +12,16 @@
 #include <llmint8/models/llama.h>
 
 #include "io/readers.h"
+#ifdef LLMINT8_WITH_CUDA
+#include "cuda/model_steps.h"
+#endif
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <nlohmann/json.hpp>
 #include <torch/types.h>
 
+#include <algorithm>
 #include <set>
 
 using llmint8::testing::contains_all;
@@ -340,7 +344,91 @@ TEST_CASE("CUDA graph decode: greedy ids equal the eager decode's, fp32 and fp16
   CHECK(std::set<int64_t>(eager.tokens.begin(), eager.tokens.end()).size() > 4);
   // A second generation captures its own graph (its own cache) and decodes the same.
   CHECK(m::generate(*model, prompt, 24, {0.0}, {}).tokens == eager.tokens);
+  // Greedy replays chain on the device, a step ahead of the tokens read: a stop token ends the
+  // generation where the eager one ends, and short limits take no step too many.
+  const int64_t stop = eager.tokens[10];
+  const auto until_stop = std::vector<int64_t>(
+      eager.tokens.begin(), std::find(eager.tokens.begin(), eager.tokens.end(), stop) + 1);
+  const auto stopped = m::generate(*model, prompt, 24, {0.0}, {stop});
+  CHECK((stopped.stopped && stopped.cuda_graph && stopped.tokens == until_stop));
+  for (const int64_t n : {1, 2, 3}) {
+    CHECK(m::generate(*model, prompt, n, {0.0}, {}).tokens == std::vector<int64_t>(eager.tokens.begin(), eager.tokens.begin() + n));
+  }
+  // Sampling draws from each replay's logits on the host, which sets the next token and position
+  // itself: at a temperature so low that the distribution is one-hot, the greedy ids again.
+  const auto sampled = m::generate(*model, prompt, 24, {/*temperature=*/1e-6, /*top_p=*/1.0, /*seed=*/7}, {});
+  CHECK((sampled.cuda_graph && sampled.tokens == eager.tokens));
 }
+
+#ifdef LLMINT8_WITH_CUDA
+TEST_CASE("rotary_into_cache: the rotary embedding and cache write of the ATen ops, in one kernel", "[cuda]") {
+  if (!at::globalContext().hasCUDA()) {
+    SUCCEED("no GPU");
+    return;
+  }
+  const auto dtype = GENERATE(at::kHalf, at::kBFloat16, at::kFloat);
+  INFO("dtype " << c10::toString(dtype));
+  const int64_t B = 2, T = 3, H = 8, KV = 2, hd = 16, S = 10, half = hd / 2;
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+  const auto q = (at::randn({B, T, H * hd}, gen) * 4).to(dtype), k = (at::randn({B, T, KV * hd}, gen) * 4).to(dtype);
+  const auto v = at::randn({B, T, KV * hd}, gen).to(dtype);
+  const auto angles = at::rand({T, half}, gen) * 40;
+  const auto cos = at::cat({angles, angles}, -1).cos().to(dtype);
+  const auto sin = at::cat({angles, angles}, -1).sin().to(dtype);
+  const auto signed_sin = at::cat({-sin.narrow(-1, 0, half), sin.narrow(-1, half, half)}, -1);
+  const auto positions = torch::tensor({7, 2, 5}, torch::kLong);
+  const auto k_start = at::randn({B, KV, S, hd}, gen).to(dtype), v_start = at::randn({B, KV, S, hd}, gen).to(dtype);
+  auto k_cache = k_start.cuda(), v_cache = v_start.cuda();
+  const auto q_out = llmint8::cuda::rotary_into_cache(q.cuda(), k.cuda(), v.cuda(), cos.cuda(), signed_sin.cuda(),
+                                                      positions.cuda(), k_cache, v_cache);
+  REQUIRE(q_out.sizes() == at::IntArrayRef({B, H, T, hd}));
+  // The float64 reference: x * cos + rotate_half(x) * sin, within a few roundings to the dtype of
+  // the products (|cos|, |sin| <= 1: each at most max |x|).
+  const auto rotate64 = [&](const at::Tensor& x, int64_t heads) {  // [B, T, heads * hd] -> [B, heads, T, hd]
+    const auto x64 = x.to(at::kDouble).view({B, T, heads, hd}).transpose(1, 2);
+    const auto turned = at::cat({-x64.narrow(-1, half, half), x64.narrow(-1, 0, half)}, -1);
+    return x64 * cos.to(at::kDouble) + turned * sin.to(at::kDouble);
+  };
+  const double eps = dtype == at::kFloat ? 1.2e-7 : (dtype == at::kHalf ? 9.8e-4 : 7.9e-3);
+  const auto close = [&](const at::Tensor& got, const at::Tensor& reference, const at::Tensor& x) {
+    const double error = (got.cpu().to(at::kDouble) - reference).abs().max().item<double>();
+    return error <= 2 * eps * x.abs().max().item<double>();
+  };
+  CHECK(close(q_out, rotate64(q, H), q.to(at::kFloat)));
+  // Bit for bit the values of the ATen ops the model runs without the kernel.
+  const auto aten = [&](const at::Tensor& x, int64_t heads) {
+    const auto xh = x.cuda().view({B, T, heads, hd}).transpose(1, 2);
+    const auto swapped = at::cat({xh.narrow(-1, half, half), xh.narrow(-1, 0, half)}, -1);
+    return (xh * cos.cuda() + swapped * signed_sin.cuda()).cpu();
+  };
+  CHECK(at::equal(q_out.cpu(), aten(q, H)));
+  // The caches: the rotated keys and the values at the positions, everything else as it was.
+  auto k_expected = k_start.clone(), v_expected = v_start.clone();
+  k_expected.index_copy_(2, positions, aten(k, KV));
+  v_expected.index_copy_(2, positions, v.view({B, T, KV, hd}).transpose(1, 2));
+  CHECK(at::equal(k_cache.cpu(), k_expected));
+  CHECK(at::equal(v_cache.cpu(), v_expected));
+  CHECK(close(k_cache.cpu().index_select(2, positions), rotate64(k, KV), k.to(at::kFloat)));
+  // Bad input: named, and nothing written.
+  const auto k_before = k_cache.clone();
+  const auto call = [&](const at::Tensor& q_, const at::Tensor& k_, const at::Tensor& cos_, const at::Tensor& pos_) {
+    return error_message([&] {
+      llmint8::cuda::rotary_into_cache(q_, k_, v.cuda(), cos_, signed_sin.cuda(), pos_, k_cache, v_cache);
+    });
+  };
+  CHECK(contains_all(call(q.cuda(), k.cuda(), cos.cuda().to(at::kDouble), positions.cuda()),
+                     {"rotary_into_cache: cos must be", "as q, got Double"}));
+  CHECK(contains_all(call(q.cuda(), k.cuda(), cos.cuda(), positions.cuda().to(at::kInt)),
+                     {"rotary_into_cache: positions must be [3] int64, got [3] Int"}));
+  CHECK(contains_all(call(q.cuda(), k.cuda().narrow(2, 0, hd).contiguous(), cos.cuda(), positions.cuda()),
+                     {"rotary_into_cache: k must be [2, 3, 32], got [2, 3, 16]"}));
+  CHECK(contains_all(call(q, k.cuda(), cos.cuda(), positions.cuda()),
+                     {"rotary_into_cache: q must be a contiguous CUDA tensor"}));
+  CHECK(contains_all(call(q.cuda().narrow(2, 0, 3 * hd + 1), k.cuda(), cos.cuda(), positions.cuda()),
+                     {"rotary_into_cache: q must be a contiguous CUDA tensor"}));
+  CHECK(at::equal(k_cache, k_before));
+}
+#endif
 
 TEST_CASE("Linear8bitLt::set_quantized is the one way quantized state is set", "[module]") {
   llmint8::Linear8bitLt layer(llmint8::Linear8bitLtOptions(8, 4).has_fp16_weights(false).bias(false));

@@ -83,9 +83,10 @@ struct LlamaConfig {
 struct CachePosition {
   int64_t start = 0;
   at::Tensor positions;
-  // With device positions, the keys the queries may not see [T, cache positions] (bool), and the
-  // others: made once per step for a layer's window by the caller; undefined, by each layer.
-  at::Tensor hidden, visible;
+  // With device positions, the keys the queries may not see [T, cache positions] (bool) and, on
+  // CUDA, the same as the fused attention's additive mask (0 seen, -inf hidden, in the activations'
+  // dtype): made once per step for a layer's window by the caller; undefined, by each layer.
+  at::Tensor hidden, bias;
   bool on_device() const { return positions.defined(); }
 };
 
@@ -117,8 +118,9 @@ class LlamaAttentionImpl : public torch::nn::Module {
  public:
   LlamaAttentionImpl(const LlamaConfig& config, int64_t layer, const ParameterInit& init = {});
   void bind();
-  // x [batch, T, dim] at positions `where`; cos/sin [T, head_dim]; caches [batch, kv_heads, positions, head_dim].
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& k_cache,
+  // x [batch, T, dim] at positions `where`; rotary cos and sine [T, head_dim], the sine's first half
+  // negated (see apply_rotary); caches [batch, kv_heads, positions, head_dim].
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& signed_sin, at::Tensor& k_cache,
                      at::Tensor& v_cache, const CachePosition& where);
   LlamaConfig config;
   int64_t window;  // sliding window of this layer (0: none)
@@ -139,7 +141,7 @@ TORCH_MODULE(LlamaMLP);
 class LlamaDecoderLayerImpl : public torch::nn::Module {
  public:
   LlamaDecoderLayerImpl(const LlamaConfig& config, int64_t layer, const ParameterInit& init = {});
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& k_cache,
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& signed_sin, at::Tensor& k_cache,
                      at::Tensor& v_cache, const CachePosition& where);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   LlamaAttention self_attn{nullptr};

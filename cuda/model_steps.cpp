@@ -1,0 +1,61 @@
+// ATen side of cuda/model_steps.h: argument checks, then the torch-free launchers.
+#include "cuda/model_steps.h"
+
+#include "cuda/launchers.h"
+
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+
+namespace llmint8::cuda {
+
+at::Tensor rotary_into_cache(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cos,
+                             const at::Tensor& signed_sin, const at::Tensor& positions, at::Tensor& k_cache,
+                             at::Tensor& v_cache) {
+  constexpr const char* op = "rotary_into_cache";
+  const std::pair<const char*, const at::Tensor*> named[] = {{"q", &q},     {"k", &k},           {"v", &v},
+                                                             {"cos", &cos}, {"signed_sin", &signed_sin},
+                                                             {"positions", &positions}, {"k_cache", &k_cache},
+                                                             {"v_cache", &v_cache}};
+  for (const auto& [name, t] : named) {
+    TORCH_CHECK_VALUE(t->defined() && t->is_cuda() && t->device() == q.device() && t->is_contiguous(), op, ": ", name,
+                      " must be a contiguous CUDA tensor on q's device (", q.device().str(), ")");
+    TORCH_CHECK_VALUE(t == &positions || t->scalar_type() == q.scalar_type(), op, ": ", name, " must be ",
+                      c10::toString(q.scalar_type()), " as q, got ", c10::toString(t->scalar_type()));
+  }
+  const auto dtype = q.scalar_type();
+  TORCH_CHECK_VALUE(dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat, op,
+                    ": q must be fp16, bf16 or fp32, got ", c10::toString(dtype));
+  TORCH_CHECK_VALUE(k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes(), op,
+                    ": k_cache and v_cache must be one shape [B, KV, S, hd], got ", k_cache.sizes(), " and ",
+                    v_cache.sizes());
+  const int64_t B = k_cache.size(0), KV = k_cache.size(1), S = k_cache.size(2), hd = k_cache.size(3);
+  TORCH_CHECK_VALUE(hd % 2 == 0 && hd > 0, op, ": the caches' head size must be even, got ", hd);
+  TORCH_CHECK_VALUE(q.dim() == 3 && q.size(0) == B && q.size(2) % hd == 0 && q.size(2) > 0, op, ": q must be [", B,
+                    ", T, H * ", hd, "], got ", q.sizes());
+  const int64_t T = q.size(1), H = q.size(2) / hd;
+  for (const auto& [name, t] : {std::make_pair("k", &k), std::make_pair("v", &v)}) {
+    TORCH_CHECK_VALUE(t->sizes() == at::IntArrayRef({B, T, KV * hd}), op, ": ", name, " must be [", B, ", ", T, ", ",
+                      KV * hd, "], got ", t->sizes());
+  }
+  for (const auto& [name, t] : {std::make_pair("cos", &cos), std::make_pair("signed_sin", &signed_sin)}) {
+    TORCH_CHECK_VALUE(t->sizes() == at::IntArrayRef({T, hd}), op, ": ", name, " must be [", T, ", ", hd, "], got ",
+                      t->sizes());
+  }
+  TORCH_CHECK_VALUE(positions.scalar_type() == at::kLong && positions.sizes() == at::IntArrayRef({T}), op,
+                    ": positions must be [", T, "] int64, got ", positions.sizes(), " ",
+                    c10::toString(positions.scalar_type()));
+  const c10::cuda::CUDAGuard guard(q.device());
+  auto q_out = at::empty({B, H, T, hd}, q.options());
+  if (q_out.numel() == 0) return q_out;
+  const RotaryCacheArgs args{q.const_data_ptr(),     k.const_data_ptr(), v.const_data_ptr(),
+                             cos.const_data_ptr(),   signed_sin.const_data_ptr(), positions.const_data_ptr<int64_t>(),
+                             q_out.mutable_data_ptr(), k_cache.mutable_data_ptr(), v_cache.mutable_data_ptr(),
+                             B, T, H, KV, hd, S};
+  const FloatKind kind = dtype == at::kHalf ? FloatKind::f16 : (dtype == at::kBFloat16 ? FloatKind::bf16 : FloatKind::f32);
+  C10_CUDA_CHECK(launch_rotary_cache(kind, args, at::cuda::getCurrentCUDAStream().stream()));
+  return q_out;
+}
+
+}  // namespace llmint8::cuda
