@@ -22,6 +22,7 @@ Ratios are against fp16 in the same run. Results go in benchmarks/RESULTS.md.
     python benchmarks/bench_e2e.py --layers 32 --batches 1 --modes compiled --thresholds 6 --skip-cpp --repeats 1
     python benchmarks/bench_e2e.py --layers 32 --batches 1 --modes eager --thresholds 6 --skip-cpp --repeats 5 --decode-forwards 64
     python benchmarks/bench_e2e.py --layers 8 --batches 1 --modes eager --repeats 1 --cpp-profile   # C++ kernels a token
+    python benchmarks/bench_e2e.py --layers 8 --skip-python   # llmint8-generate alone (as tests/run_gpu.sh's ab_e2e step)
 """
 
 import argparse
@@ -360,6 +361,7 @@ def main():
     parser.add_argument("--decode-forwards", type=int, default=0,
                         help="eager rows: also time this many one-token forwards alone after each run (0: off)")
     parser.add_argument("--skip-cpp", action="store_true")
+    parser.add_argument("--skip-python", action="store_true", help="the C++ rows only (llmint8-generate)")
     parser.add_argument("--cpp-profile", action="store_true",
                         help="run llmint8-generate with --profile: its kernels' device time a token (slower runs)")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top entries of each row's generation")
@@ -381,7 +383,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "model"
         make_model_folder(args, folder)
-        py = python_rows(args, folder)
+        py = [] if args.skip_python else python_rows(args, folder)
         cpp = [] if args.skip_cpp else cpp_rows(args, folder)
     lines = summary(py, cpp)
     print("\n".join(lines))

@@ -16,6 +16,7 @@
 #   STEPS=ab BENCH_ARGS="--graph --quick" ...   (after tests/make_ab_tree.sh REF [REF...] here, carrying .ab
 #                                           too: this tree against each REF's, bench_linear.py in turns;
 #                                           AB_MORE_ARGS="args;args" compares more argument sets)
+#   STEPS=ab_e2e AB_E2E_ARGS="--layers 8 --skip-python" ...   (the same trees, end to end: bench_e2e.py in turns)
 #   LLMINT8_ALL_ARCHITECTURES=1 ...       (every release architecture, not only this card's)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -72,6 +73,23 @@ fi
 # module fixtures are built once), each with 4 CPU threads so that the CPU tests do not fight.
 pytest_parallel="" pytest_threads=""
 if python3 -c "import xdist" 2> /dev/null; then pytest_parallel="-n 4 --dist loadfile" pytest_threads="OMP_NUM_THREADS=4"; fi
+# The trees of .ab/ (tests/make_ab_tree.sh: tree, tree2, ...), each built apart into /tmp/llmint8-ab<i>
+# (ahead of the installed package on PYTHONPATH), once a call for the ab and ab_e2e steps.
+ab_refs=() ab_trees=() ab_built=""
+build_ab_trees() {
+  [ -z "$ab_built" ] || return 0
+  ab_built=1
+  mapfile -t ab_refs < <(cut -d' ' -f1 .ab/REF 2> /dev/null)
+  ab_trees=()
+  for j in "${!ab_refs[@]}"; do
+    tree=.ab/tree; [ "$j" = 0 ] || tree=.ab/tree$((j + 1))
+    step ab_build env LLMINT8_BUILD_DIR=build-gpu-ab$j LLMINT8_BUILD_TESTS=0 \
+      python3 -m pip install -q --no-build-isolation --no-deps --target /tmp/llmint8-ab$j $tree
+    [ "${status[ab_build]}" = pass ] || break
+    PYTHONPATH=/tmp/llmint8-ab$j python3 -c "import llmint8; assert llmint8.__file__.startswith('/tmp/llmint8-ab$j/')" \
+      && ab_trees+=("$j")
+  done
+}
 step build python3 -m pip install --no-build-isolation --no-deps -v .
 for name in $steps; do
   [ "${status[build]}" = pass ] || break
@@ -88,23 +106,13 @@ for name in $steps; do
     bench) step bench bash -c "python3 benchmarks/bench_linear.py ${BENCH_ARGS:-} --json $out/bench.json" ;;
     e2e) step e2e bash -c "python3 benchmarks/bench_e2e.py ${E2E_ARGS:-} --json $out/e2e.json" ;;
     guards) step guards bash -c "python3 benchmarks/bench_guards.py ${GUARDS_ARGS:-}" ;;
-    ab)  # each tree of .ab/ (tests/make_ab_tree.sh: tree, tree2, ...) built apart, into /tmp/llmint8-ab<i>,
-      # ahead of the installed package on PYTHONPATH; the same bench_linear.py (this tree's) then
-      # times A (this tree) and every other tree in turns, twice, and compares A with each
-      mapfile -t ab_refs < <(cut -d' ' -f1 .ab/REF 2> /dev/null)
-      ab_trees=()
-      for j in "${!ab_refs[@]}"; do
-        tree=.ab/tree; [ "$j" = 0 ] || tree=.ab/tree$((j + 1))
-        step ab_build env LLMINT8_BUILD_DIR=build-gpu-ab$j LLMINT8_BUILD_TESTS=0 \
-          python3 -m pip install -q --no-build-isolation --no-deps --target /tmp/llmint8-ab$j $tree
-        [ "${status[ab_build]}" = pass ] || break
-        PYTHONPATH=/tmp/llmint8-ab$j python3 -c "import llmint8; assert llmint8.__file__.startswith('/tmp/llmint8-ab$j/')" \
-          && ab_trees+=("$j")
-      done
+    ab)  # the same bench_linear.py (this tree's) times A (this tree) and every tree of .ab/ in turns,
+      # twice, and compares A with each
+      build_ab_trees
       # BENCH_ARGS is the first set of bench_linear.py arguments; AB_MORE_ARGS adds more, ';'-separated
       # (e.g. "--graph --shapes 11008x4096 --outlier-columns 1080"), each compared on its own
       # (ab<set>.json, or ab<set>_<tree>.json past the first tree)
-      [ "${status[ab_build]:-}" = pass ] && [ ${#ab_trees[@]} -gt 0 ] && step ab bash -c "set -e; mkdir -p /tmp/ab
+      [ ${#ab_trees[@]} -gt 0 ] && step ab bash -c "set -e; mkdir -p /tmp/ab
         refs=(${ab_refs[*]}); trees=(${ab_trees[*]})
         IFS=';' read -ra configs <<< '${BENCH_ARGS:-};${AB_MORE_ARGS:-}'
         i=0
@@ -124,6 +132,22 @@ for name in $steps; do
               --b /tmp/ab/b\$j-\$i-1.json /tmp/ab/b\$j-\$i-2.json --labels \"this tree,\${refs[\$j]}\" --json $out/\$name.json
           done
         done" ;;
+    ab_e2e)  # the trees of the ab step (built once a call), bench_e2e.py $AB_E2E_ARGS in turns, twice each
+      build_ab_trees
+      [ ${#ab_trees[@]} -gt 0 ] && step ab_e2e bash -c "set -e; mkdir -p /tmp/ab
+        refs=(${ab_refs[*]}); trees=(${ab_trees[*]})
+        for round in 1 2; do
+          python3 benchmarks/bench_e2e.py ${AB_E2E_ARGS:-} --json /tmp/ab/e2e-a-\$round.json > /dev/null
+          for j in \"\${trees[@]}\"; do
+            PYTHONPATH=/tmp/llmint8-ab\$j python3 benchmarks/bench_e2e.py ${AB_E2E_ARGS:-} --json /tmp/ab/e2e-b\$j-\$round.json > /dev/null
+          done
+        done
+        for j in \"\${trees[@]}\"; do
+          name=ab_e2e; [ \$j = 0 ] || name=ab_e2e_\$((j + 1))
+          echo \"== bench_e2e.py ${AB_E2E_ARGS:-} (B = \${refs[\$j]})\"
+          python3 benchmarks/compare_runs.py --a /tmp/ab/e2e-a-1.json /tmp/ab/e2e-a-2.json \\
+            --b /tmp/ab/e2e-b\$j-1.json /tmp/ab/e2e-b\$j-2.json --labels \"this tree,\${refs[\$j]}\" --json $out/\$name.json
+        done" ;;
     *) echo "unknown step $name"; unknown_step=1 ;;
   esac
 done
@@ -131,7 +155,7 @@ done
 echo "== summary ($gpu_info; now: $(gpu_state))"
 failed=0
 [ -z "${unknown_step:-}" ] || failed=1
-for name in build catch2 pytest memcheck racecheck profile ncu bench e2e guards ab_build ab; do
+for name in build catch2 pytest memcheck racecheck profile ncu bench e2e guards ab_build ab ab_e2e; do
   [ -n "${status[$name]:-}" ] || continue
   echo "$name: ${status[$name]}"
   [ "${status[$name]}" = pass ] || failed=1

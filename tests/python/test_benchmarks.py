@@ -63,6 +63,15 @@ def test_bench_e2e_times_the_decode_forward_alone(tmp_path):
     assert bad.returncode == 2 and "--decode-forwards" in bad.stderr
 
 
+def test_bench_e2e_runs_the_cpp_rows_alone(tmp_path):
+    from llmint8._cli import tool_path
+    if not Path(tool_path("llmint8-generate")).exists():
+        pytest.skip("no llmint8-generate installed with the package")
+    data = run_bench_e2e(tmp_path, "--new-tokens", "3", "--thresholds", "6", "--skip-python")
+    assert data["python"] == [] and [r["variant"] for r in data["cpp"]] == ["fp16", "int8 t=6"]
+    assert data["summary"] == [line for line in data["summary"] if line.startswith("c++ ")] and len(data["summary"]) == 1
+
+
 def test_bench_e2e_profiles_the_cpp_runs(tmp_path):
     from llmint8._cli import tool_path
     if not Path(tool_path("llmint8-generate")).exists():

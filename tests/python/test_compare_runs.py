@@ -48,3 +48,35 @@ def test_compare_refuses_a_bad_labels_argument(tmp_path):
     a = write_run(tmp_path / "a.json", 0.005, 0.007)
     result = run("--a", a, "--b", a, "--labels", "only-one")
     assert result.returncode != 0 and "--labels" in result.stderr
+
+
+def write_e2e_run(path, cpp, python_eager=None, layers=8):
+    """A bench_e2e.py result: C++ decode tokens/s by variant (and Python eager batch-1 tokens/s)."""
+    env = {"card": "test card", "args": {"layers": layers, "hidden": 64, "intermediate": 172, "new_tokens": 4}}
+    rows = [{"variant": v, "decode_tokens_per_s": t} for v, t in cpp.items()]
+    py = [{"variant": v, "mode": "eager", "batch": 1, "tokens_per_s": t} for v, t in (python_eager or {}).items()]
+    path.write_text(json.dumps({"env": env, "python": py, "cpp": rows, "summary": []}))
+    return str(path)
+
+
+def test_compare_e2e_runs_by_row_and_variant(tmp_path):
+    a = [write_e2e_run(tmp_path / f"a{i}.json", {"fp16": 500.0, "int8 t=6": t}, {"fp16": 100.0, "int8 t=6": 120.0})
+         for i, t in enumerate([900.0, 880.0])]
+    b = [write_e2e_run(tmp_path / f"b{i}.json", {"fp16": 520.0, "int8 t=6": 600.0}) for i in range(2)]
+    out = tmp_path / "ab.json"
+    result = run("--a", *a, "--b", *b, "--labels", "branch,main", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    rows = {(r["row"], r["variant"]): r for r in json.loads(out.read_text())["rows"]}
+    t6 = rows[("c++ decode", "int8 t=6")]
+    assert t6["a_tokens_per_s"] == pytest.approx(890.0) and t6["a_spread"] == pytest.approx(20.0)
+    assert t6["a_vs_fp16"] == pytest.approx(1.78) and t6["b_vs_fp16"] == pytest.approx(600 / 520)
+    assert "| c++ decode | int8 t=6 | 890.0 [20.0] | 600.0 [0.0] | 1.48 | 1.78x | 1.15x |" in result.stdout
+    # Rows only one side ran (B had no Python rows) are left out.
+    assert set(rows) == {("c++ decode", "fp16"), ("c++ decode", "int8 t=6")}
+
+
+def test_compare_refuses_e2e_runs_of_other_models(tmp_path):
+    a = write_e2e_run(tmp_path / "a.json", {"fp16": 500.0})
+    b = write_e2e_run(tmp_path / "b.json", {"fp16": 900.0}, layers=32)
+    result = run("--a", a, "--b", b)
+    assert result.returncode != 0 and "layers = 32" in result.stderr
