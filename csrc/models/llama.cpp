@@ -279,12 +279,9 @@ void LlamaMLPImpl::bind() {
 }
 
 at::Tensor LlamaMLPImpl::forward(const at::Tensor& x) {
-  // The two projections of x back to back: on CUDA the second one's programmatic launch (int8
-  // decode) can start its weight prefetch while the first ends, which an ATen kernel between
-  // them would not allow.
-  const auto gate = gate_proj.forward(x), up = up_proj.forward(x);
+  const auto gate = gate_proj.forward(x);
   const auto act = hidden_act == "silu" ? at::silu(gate) : at::gelu(gate, hidden_act == "gelu" ? "none" : "tanh");
-  return down_proj.forward(act * up);
+  return down_proj.forward(act * up_proj.forward(x));
 }
 
 LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c, int64_t layer, const ParameterInit& init) {
