@@ -9,16 +9,11 @@
 namespace llmint8::cuda {
 
 constexpr int kFindBlock = 256;
-// Rows whose loads a thread has in flight at once. One at a time (a load, its test, the next
-// row's load), the search was latency-bound: at 1024 rows x 4096 its 128 blocks, one an SM, kept
-// about 0.5 MB in flight where the H200's DRAM needs about 4 MB (6.4-7.8 us against a 2 us floor).
-constexpr int kFindRowsInFlight = 8;
 
 // Grid: (column blocks, row chunks). A thread takes V consecutive columns over a chunk of
-// rows (coalesced 16-byte loads along the row, kFindRowsInFlight rows at a time) and flags
-// those with |a| >= threshold in some row. Flags only go 0 -> 1. The last block to finish (a
-// ticket taken after a fence) lists the flagged columns in order into cols / count and clears
-// mask and ticket for the next call.
+// rows (coalesced 16-byte loads along the row) and flags those with |a| >= threshold in some
+// row. Flags only go 0 -> 1. The last block to finish (a ticket taken after a fence) lists
+// the flagged columns in order into cols / count and clears mask and ticket for the next call.
 template <typename T, int V, bool VECTOR>
 __global__ void __launch_bounds__(kFindBlock)
     find_outlier_columns_kernel(const T* __restrict__ a, int64_t rows, int64_t K, int64_t rows_per_chunk,
@@ -28,32 +23,21 @@ __global__ void __launch_bounds__(kFindBlock)
   if (k < K) {  // VECTOR: K % V == 0, so all V columns exist
     const int64_t r0 = static_cast<int64_t>(blockIdx.y) * rows_per_chunk;
     const int64_t r1 = min(rows, r0 + rows_per_chunk);
-    uint32_t flags = 0;  // bit e: column k + e (a word, not V bools: those became predicates, spilled)
-    for (int64_t r = r0; r < r1; r += kFindRowsInFlight) {
-      float x[kFindRowsInFlight][V];
+    bool flag[V] = {};
+    for (int64_t r = r0; r < r1; ++r) {
+      float x[V];
       if constexpr (VECTOR) {
-#pragma unroll
-        for (int i = 0; i < kFindRowsInFlight; ++i) {  // past the chunk, its last row again (flags only OR)
-          const int4 raw = __ldg(reinterpret_cast<const int4*>(a + min(r + i, r1 - 1) * K + k));
-#pragma unroll
-          for (int e = 0; e < V; ++e) x[i][e] = to_float(reinterpret_cast<const T*>(&raw)[e]);
-        }
+        load_floats<T, V, true>(a + r * K + k, x);
       } else {
 #pragma unroll
-        for (int i = 0; i < kFindRowsInFlight; ++i) {
-#pragma unroll
-          for (int e = 0; e < V; ++e) x[i][e] = r + i < r1 && k + e < K ? to_float(a[(r + i) * K + k + e]) : 0.f;
-        }
+        for (int e = 0; e < V; ++e) x[e] = k + e < K ? to_float(a[r * K + k + e]) : 0.f;
       }
 #pragma unroll
-      for (int i = 0; i < kFindRowsInFlight; ++i) {
-#pragma unroll
-        for (int e = 0; e < V; ++e) flags |= static_cast<uint32_t>(fabsf(x[i][e]) >= threshold) << e;
-      }
+      for (int e = 0; e < V; ++e) flag[e] |= fabsf(x[e]) >= threshold;
     }
 #pragma unroll
     for (int e = 0; e < V; ++e) {
-      if ((flags >> e) & 1u) mask[k + e] = 1;
+      if (flag[e]) mask[k + e] = 1;
     }
   }
   // The classic last-block pattern: every block's flags are visible before its ticket.
