@@ -41,17 +41,26 @@ def load_rows(paths, env=None):
     return runs, env
 
 
-def summary(rows, key):
-    values = [r[key] for r in rows]
+def median_spread(values):
     return statistics.median(values), max(values) - min(values)
 
 
-def compare(a_paths, b_paths, labels):
-    a, env = load_rows(a_paths)
-    b, _ = load_rows(b_paths, env)
+def summary(rows, key):
+    return median_spread([r[key] for r in rows])
+
+
+def both_sides(load, a_paths, b_paths, what):
+    """Each side's runs by key (B's set-up checked against A's) and the keys both hold."""
+    a, env = load(a_paths)
+    b, _ = load(b_paths, env)
     common = [k for k in a if k in b]
     if not common:
-        sys.exit("compare_runs.py: the two sides share no (K, N, M, dtype) row")
+        sys.exit(f"compare_runs.py: the two sides share no {what}")
+    return a, b, env, common
+
+
+def compare(a_paths, b_paths, labels):
+    a, b, env, common = both_sides(load_rows, a_paths, b_paths, "(K, N, M, dtype) row")
     name_a, name_b = labels
     print(f"card: {env.get('card')}, {env.get('timing')}, {env.get('outlier_columns')} outlier columns; "
           f"A = {name_a} ({len(a_paths)} runs), B = {name_b} ({len(b_paths)} runs); times in us, median [spread]")
@@ -104,11 +113,7 @@ def load_e2e(paths, env=None):
 
 
 def compare_e2e(a_paths, b_paths, labels):
-    a, env = load_e2e(a_paths)
-    b, _ = load_e2e(b_paths, env)
-    common = [k for k in a if k in b]
-    if not common:
-        sys.exit("compare_runs.py: the two sides share no (row, variant)")
+    a, b, env, common = both_sides(load_e2e, a_paths, b_paths, "(row, variant)")
     name_a, name_b = labels
     args = env.get("args", {})
     print(f"card: {env.get('card')}, {args.get('layers')} layers of {args.get('hidden')} x {args.get('intermediate')}, "
@@ -120,7 +125,7 @@ def compare_e2e(a_paths, b_paths, labels):
     out = []
     for key in common:
         row_name, variant = key
-        (ta, sa), (tb, sb) = [(statistics.median(r[key]), max(r[key]) - min(r[key])) for r in (a, b)]
+        (ta, sa), (tb, sb) = median_spread(a[key]), median_spread(b[key])
         vs = [m[key] / m[(row_name, "fp16")] if (row_name, "fp16") in m else None for m in (median["a"], median["b"])]
         out.append({"row": row_name, "variant": variant, "a_tokens_per_s": ta, "b_tokens_per_s": tb,
                     "a_spread": sa, "b_spread": sb, "a_vs_fp16": vs[0], "b_vs_fp16": vs[1]})
