@@ -12,7 +12,8 @@
 #                                           catch2 pytest sanitizers profile bench
 #   STEPS="bench e2e" E2E_ARGS="--layers 8 --batches 1" bash tests/run_gpu.sh   (chosen steps, in this order)
 #   PYTEST_ARGS="test_placement.py" BENCH_ARGS="--quick" PROFILE_ARGS="--tokens 1,8" ...   (steps' arguments)
-#   STEPS=ncu PROFILE_ARGS="--tokens 1" NCU_KERNEL=gemv_fused ...   (counters: t=0 then t=6 calls, 8 each)
+#   STEPS=ncu PROFILE_ARGS="--tokens 1" NCU_KERNEL=gemv_fused ...   (counters: t=0 then t=6 calls, 8 each;
+#                                           ncu names the CUTLASS GEMMs device_kernel)
 #   STEPS=ab BENCH_ARGS="--graph --quick" ...   (after tests/make_ab_tree.sh REF [REF...] here, carrying .ab
 #                                           too: this tree against each REF's, bench_linear.py in turns;
 #                                           AB_MORE_ARGS="args;args" compares more argument sets)
