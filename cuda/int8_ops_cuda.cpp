@@ -1,6 +1,7 @@
 // CUDA implementations of every llmint8 op: argument checks, device guard,
 // current stream, then the torch-free launchers of cuda/*.cu, with the launch
 // error checked after each one. Registered under the CUDA dispatch key.
+#include "cuda/float_kind.h"
 #include "cuda/int8_gemm_cublaslt.h"
 #include "cuda/launchers.h"
 #include "cuda/scaled_product.h"
@@ -22,15 +23,6 @@
 namespace llmint8::cuda {
 
 namespace {
-
-FloatKind float_kind(at::ScalarType t) {
-  switch (t) {
-    case at::kHalf: return FloatKind::f16;
-    case at::kBFloat16: return FloatKind::bf16;
-    case at::kFloat: return FloatKind::f32;
-    default: TORCH_CHECK(false, "llmint8: no CUDA kernel for dtype ", t);
-  }
-}
 
 cudaStream_t stream() { return at::cuda::getCurrentCUDAStream().stream(); }
 

@@ -1,7 +1,7 @@
 // ATen side of cuda/model_steps.h: argument checks, then the torch-free launchers.
 #include "cuda/model_steps.h"
 
-#include "cuda/launchers.h"
+#include "cuda/float_kind.h"
 
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
@@ -53,8 +53,7 @@ at::Tensor rotary_into_cache(const at::Tensor& q, const at::Tensor& k, const at:
                              cos.const_data_ptr(),   signed_sin.const_data_ptr(), positions.const_data_ptr<int64_t>(),
                              q_out.mutable_data_ptr(), k_cache.mutable_data_ptr(), v_cache.mutable_data_ptr(),
                              B, T, H, KV, hd, S};
-  const FloatKind kind = dtype == at::kHalf ? FloatKind::f16 : (dtype == at::kBFloat16 ? FloatKind::bf16 : FloatKind::f32);
-  C10_CUDA_CHECK(launch_rotary_cache(kind, args, at::cuda::getCurrentCUDAStream().stream()));
+  C10_CUDA_CHECK(launch_rotary_cache(float_kind(dtype), args, at::cuda::getCurrentCUDAStream().stream()));
   return q_out;
 }
 

@@ -98,6 +98,7 @@ class DecodeGraph {
     ready_[slot].synchronize();
     return read_back_.const_data_ptr<int64_t>()[slot];
   }
+  int64_t launched() const { return launched_; }
   int64_t in_flight() const { return launched_ - read_; }
   static constexpr int64_t kChained = 2;  // steps queued: one runs while the host reads the other's token
 
@@ -186,13 +187,9 @@ GenerationResult generate(CausalLM& model, const std::vector<int64_t>& prompt, i
     start = std::chrono::steady_clock::now();
     if (options.temperature <= 0.0) {  // greedy: the steps chain on the device, the host reads behind
       graph.start(result.tokens.back(), cache);
-      int64_t launched = 0;
       const int64_t steps = max_new_tokens - 1;  // one step per token after the prefill's
       while (!done) {
-        while (launched < steps && graph.in_flight() < DecodeGraph::kChained) {
-          graph.launch(cache);
-          ++launched;
-        }
+        while (graph.launched() < steps && graph.in_flight() < DecodeGraph::kChained) graph.launch(cache);
         done = take(graph.next());
       }
     } else {
