@@ -163,4 +163,22 @@ struct RotaryCacheArgs {
 };
 cudaError_t launch_rotary_cache(FloatKind kind, const RotaryCacheArgs& args, cudaStream_t stream);
 
+// RMSNorm of x [rows, D]: out = weight * (x * rsqrt(mean(x^2) + eps)) in fp32, rounded once;
+// weight [D], all of one float type, contiguous. A programmatic launch on sm_90 (device).
+struct RmsNormArgs {
+  const void *x, *weight;
+  void* out;
+  int64_t rows, D;
+  float eps;
+};
+cudaError_t launch_rms_norm(FloatKind kind, const RmsNormArgs& args, int device, cudaStream_t stream);
+
+// out = silu(gate) * up over n elements of one float type, each result rounded as ATen rounds it.
+struct SiluMulArgs {
+  const void *gate, *up;
+  void* out;
+  int64_t n;
+};
+cudaError_t launch_silu_mul(FloatKind kind, const SiluMulArgs& args, int device, cudaStream_t stream);
+
 }  // namespace llmint8::cuda

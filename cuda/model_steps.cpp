@@ -8,25 +8,41 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <cmath>
+#include <initializer_list>
+#include <utility>
+
 namespace llmint8::cuda {
+
+namespace {
+
+using Named = std::initializer_list<std::pair<const char*, const at::Tensor*>>;
+
+// Every tensor contiguous on the first one's CUDA device and of its dtype (fp16, bf16 or fp32),
+// except `other_dtype` (an index tensor), which needs only the device and contiguity.
+void check_tensors(const char* op, Named named, const at::Tensor* other_dtype = nullptr) {
+  const auto& [first_name, first] = *named.begin();
+  for (const auto& [name, t] : named) {
+    TORCH_CHECK_VALUE(t->defined() && t->is_cuda() && t->device() == first->device() && t->is_contiguous(), op, ": ",
+                      name, " must be a contiguous CUDA tensor on ", first_name, "'s device (", first->device().str(),
+                      ")");
+    TORCH_CHECK_VALUE(t == other_dtype || t->scalar_type() == first->scalar_type(), op, ": ", name, " must be ",
+                      c10::toString(first->scalar_type()), " as ", first_name, ", got ", c10::toString(t->scalar_type()));
+  }
+  const auto dtype = first->scalar_type();
+  TORCH_CHECK_VALUE(dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat, op, ": ", first_name,
+                    " must be fp16, bf16 or fp32, got ", c10::toString(dtype));
+}
+
+}  // namespace
 
 at::Tensor rotary_into_cache(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cos,
                              const at::Tensor& signed_sin, const at::Tensor& positions, at::Tensor& k_cache,
                              at::Tensor& v_cache) {
   constexpr const char* op = "rotary_into_cache";
-  const std::pair<const char*, const at::Tensor*> named[] = {{"q", &q},     {"k", &k},           {"v", &v},
-                                                             {"cos", &cos}, {"signed_sin", &signed_sin},
-                                                             {"positions", &positions}, {"k_cache", &k_cache},
-                                                             {"v_cache", &v_cache}};
-  for (const auto& [name, t] : named) {
-    TORCH_CHECK_VALUE(t->defined() && t->is_cuda() && t->device() == q.device() && t->is_contiguous(), op, ": ", name,
-                      " must be a contiguous CUDA tensor on q's device (", q.device().str(), ")");
-    TORCH_CHECK_VALUE(t == &positions || t->scalar_type() == q.scalar_type(), op, ": ", name, " must be ",
-                      c10::toString(q.scalar_type()), " as q, got ", c10::toString(t->scalar_type()));
-  }
-  const auto dtype = q.scalar_type();
-  TORCH_CHECK_VALUE(dtype == at::kHalf || dtype == at::kBFloat16 || dtype == at::kFloat, op,
-                    ": q must be fp16, bf16 or fp32, got ", c10::toString(dtype));
+  const Named named = {{"q", &q},   {"k", &k},   {"v", &v},   {"cos", &cos}, {"signed_sin", &signed_sin},
+                       {"positions", &positions}, {"k_cache", &k_cache}, {"v_cache", &v_cache}};
+  check_tensors(op, named, &positions);
   TORCH_CHECK_VALUE(k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes(), op,
                     ": k_cache and v_cache must be one shape [B, KV, S, hd], got ", k_cache.sizes(), " and ",
                     v_cache.sizes());
@@ -53,8 +69,35 @@ at::Tensor rotary_into_cache(const at::Tensor& q, const at::Tensor& k, const at:
                              cos.const_data_ptr(),   signed_sin.const_data_ptr(), positions.const_data_ptr<int64_t>(),
                              q_out.mutable_data_ptr(), k_cache.mutable_data_ptr(), v_cache.mutable_data_ptr(),
                              B, T, H, KV, hd, S};
-  C10_CUDA_CHECK(launch_rotary_cache(float_kind(dtype), args, at::cuda::getCurrentCUDAStream().stream()));
+  C10_CUDA_CHECK(launch_rotary_cache(float_kind(q.scalar_type()), args, at::cuda::getCurrentCUDAStream().stream()));
   return q_out;
+}
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  constexpr const char* op = "rms_norm";
+  check_tensors(op, {{"x", &x}, {"weight", &weight}});
+  TORCH_CHECK_VALUE(x.dim() >= 1 && weight.dim() == 1 && weight.size(0) == x.size(-1), op, ": weight must be [",
+                    x.dim() >= 1 ? x.size(-1) : 0, "] for x ", x.sizes(), ", got ", weight.sizes());
+  TORCH_CHECK_VALUE(std::isfinite(eps) && eps >= 0, op, ": eps must be a finite number >= 0, got ", eps);
+  const c10::cuda::CUDAGuard guard(x.device());
+  auto out = at::empty_like(x);
+  if (x.numel() == 0) return out;
+  const RmsNormArgs args{x.const_data_ptr(), weight.const_data_ptr(), out.mutable_data_ptr(), x.numel() / x.size(-1),
+                         x.size(-1), static_cast<float>(eps)};
+  C10_CUDA_CHECK(launch_rms_norm(float_kind(x.scalar_type()), args, x.get_device(), at::cuda::getCurrentCUDAStream().stream()));
+  return out;
+}
+
+at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {
+  constexpr const char* op = "silu_mul";
+  check_tensors(op, {{"gate", &gate}, {"up", &up}});
+  TORCH_CHECK_VALUE(up.sizes() == gate.sizes(), op, ": up must be of gate's shape ", gate.sizes(), ", got ", up.sizes());
+  const c10::cuda::CUDAGuard guard(gate.device());
+  auto out = at::empty_like(gate);
+  if (gate.numel() == 0) return out;
+  const SiluMulArgs args{gate.const_data_ptr(), up.const_data_ptr(), out.mutable_data_ptr(), gate.numel()};
+  C10_CUDA_CHECK(launch_silu_mul(float_kind(gate.scalar_type()), args, gate.get_device(), at::cuda::getCurrentCUDAStream().stream()));
+  return out;
 }
 
 }  // namespace llmint8::cuda

@@ -1,5 +1,6 @@
-// Steps of the C++ models done in one CUDA kernel where ATen takes several (csrc/models calls
-// these on CUDA tensors; builds without the CUDA backend do not have them).
+// Steps of the C++ models done in one CUDA kernel where ATen takes several, or where the
+// projection after them should start early (csrc/models calls these on CUDA tensors; builds
+// without the CUDA backend do not have them).
 #pragma once
 
 #include <ATen/core/Tensor.h>
@@ -15,5 +16,13 @@ namespace llmint8::cuda {
 at::Tensor rotary_into_cache(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& cos,
                              const at::Tensor& signed_sin, const at::Tensor& positions, at::Tensor& k_cache,
                              at::Tensor& v_cache);
+
+// RMSNorm of x [..., D] with weight [D] (cuda/kernels/norm_and_gate.cuh): weight * (x *
+// rsqrt(mean(x^2) + eps)) in fp32, rounded once to x's dtype, as at::rms_norm (whose sum of squares
+// runs in another order: a value may differ in its last bit). x contiguous, weight of x's dtype.
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// silu(gate) * up, each product rounded as at::silu(gate) * up rounds it (the same values).
+at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up);
 
 }  // namespace llmint8::cuda

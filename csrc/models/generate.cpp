@@ -36,14 +36,14 @@ at::Tensor token_tensor(const std::vector<int64_t>& tokens, const CausalLM& mode
 // The decode step captured once in a CUDA graph and replayed for every later token: one launch
 // per token instead of one per op, whose host overhead dominates an eager decode. The token and
 // its position go in through device buffers the graph reads; the logits come out in the tensor
-// the capture allocated, overwritten by each replay. The graph ends by writing the logits' argmax
-// into the token buffer and advancing the position, so that greedy replays chain on the device:
-// the host launches the next step before it reads a token, and the GPU never waits for the host.
+// the capture allocated, overwritten by each replay. For greedy decoding the graph ends by writing
+// the logits' argmax into the token buffer and advancing the position, so that replays chain on
+// the device: the host launches the next step before it reads a token, and the GPU never waits.
 class DecodeGraph {
  public:
   // Captures at the cache's next position: what the warm-up writes there, the first replay
   // overwrites before any query reads it. Waits for the device (a one-time setup).
-  DecodeGraph(CausalLM& model, KVCache& cache, const at::Device& device) {
+  DecodeGraph(CausalLM& model, KVCache& cache, const at::Device& device, bool greedy) {
     const c10::cuda::CUDAGuard device_guard(device);
     const auto options = at::TensorOptions().dtype(at::kLong).device(device);
     token_ = at::zeros({1, 1}, options);
@@ -59,8 +59,10 @@ class DecodeGraph {
       try {
         graph_.capture_begin();
         logits_ = model.decode_step(token_, position_, cache);
-        token_.copy_(logits_.argmax(-1));  // (the first maximum, as the host's argmax)
-        position_.add_(1);
+        if (greedy) {  // (sampling sets token and position from the host before each replay)
+          token_.copy_(logits_.argmax(-1));  // (the first maximum, as the host's argmax)
+          position_.add_(1);
+        }
         graph_.capture_end();
       } catch (const c10::Error& e) {
         TORCH_CHECK(false, "generate: the decode step cannot be captured in a CUDA graph (DecodeOptions::cuda_graph = ",
@@ -79,8 +81,8 @@ class DecodeGraph {
     return logits_;
   }
 
-  // Greedy decoding: start(token) once, then launch() steps (at most kChained ahead of the
-  // tokens read) and next() to read their argmax tokens in order.
+  // Greedy decoding (a graph captured with greedy = true): start(token) once, then launch() steps
+  // (at most kChained ahead of the tokens read) and next() to read their argmax tokens in order.
   void start(int64_t token, const KVCache& cache) {
     token_.fill_(token);
     position_.fill_(cache.length);
@@ -181,11 +183,12 @@ GenerationResult generate(CausalLM& model, const std::vector<int64_t>& prompt, i
 #ifdef LLMINT8_WITH_CUDA
   if (!done && decode.cuda_graph && logits.is_cuda()) {  // before the first decode step; timed apart
     const auto capture_start = std::chrono::steady_clock::now();
-    DecodeGraph graph(model, cache, logits.device());
+    const bool greedy = options.temperature <= 0.0;
+    DecodeGraph graph(model, cache, logits.device(), greedy);
     result.cuda_graph = true;
     result.graph_capture_seconds = seconds_since(capture_start);
     start = std::chrono::steady_clock::now();
-    if (options.temperature <= 0.0) {  // greedy: the steps chain on the device, the host reads behind
+    if (greedy) {  // the steps chain on the device, the host reads behind
       graph.start(result.tokens.back(), cache);
       const int64_t steps = max_new_tokens - 1;  // one step per token after the prefill's
       while (!done) {

@@ -182,7 +182,12 @@ at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
   // which would round in half precision).
   const int64_t dim = x.size(-1);
   if (x.is_cuda() && !plus_one && weight.scalar_type() == x.scalar_type()) {
+#ifdef LLMINT8_WITH_CUDA
+    // Our kernel: the same formula, and the projection after it may start before it ends.
+    return cuda::rms_norm(x.contiguous(), weight.detach(), eps);
+#else
     return at::rms_norm(x, {dim}, weight.detach(), eps);
+#endif
   }
   return at::rms_norm(x.to(at::kFloat), {dim}, fp32_scale(), eps).to(x.scalar_type());
 }
@@ -279,9 +284,15 @@ void LlamaMLPImpl::bind() {
 }
 
 at::Tensor LlamaMLPImpl::forward(const at::Tensor& x) {
-  const auto gate = gate_proj.forward(x);
+  // The two projections of x back to back: on CUDA the second one's programmatic launch (int8
+  // decode) can start its weight prefetch while the first ends, which an ATen kernel between
+  // them would not allow.
+  const auto gate = gate_proj.forward(x), up = up_proj.forward(x);
+#ifdef LLMINT8_WITH_CUDA
+  if (gate.is_cuda() && hidden_act == "silu") return down_proj.forward(cuda::silu_mul(gate.contiguous(), up.contiguous()));
+#endif
   const auto act = hidden_act == "silu" ? at::silu(gate) : at::gelu(gate, hidden_act == "gelu" ? "none" : "tanh");
-  return down_proj.forward(act * up_proj.forward(x));
+  return down_proj.forward(act * up);
 }
 
 LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c, int64_t layer, const ParameterInit& init) {

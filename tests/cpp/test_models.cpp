@@ -428,6 +428,49 @@ TEST_CASE("rotary_into_cache: the rotary embedding and cache write of the ATen o
                      {"rotary_into_cache: q must be a contiguous CUDA tensor"}));
   CHECK(at::equal(k_cache, k_before));
 }
+
+TEST_CASE("rms_norm and silu_mul: the models' norm and gate in one kernel each", "[cuda]") {
+  if (!at::globalContext().hasCUDA()) {
+    SUCCEED("no GPU");
+    return;
+  }
+  const auto dtype = GENERATE(at::kHalf, at::kBFloat16, at::kFloat);
+  const int64_t D = GENERATE(4096, 100);
+  INFO("dtype " << c10::toString(dtype) << ", D " << D);
+  auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
+  // Within `relative` of |expected| plus 1e-6 (half's subnormals near 0).
+  const auto near = [](const at::Tensor& got, const at::Tensor& expected, double relative) {
+    const auto e = expected.to(at::kDouble);
+    return ((got.to(at::kDouble) - e).abs() <= e.abs() * relative + 1e-6).all().item<bool>();
+  };
+  const double eps = 1e-5, ulp = dtype == at::kFloat ? 1.2e-7 : (dtype == at::kHalf ? 9.8e-4 : 7.9e-3);
+  const double fp32_work = 4e-6;  // the fp32 sums, rsqrtf and expf, relative
+  const auto x = (at::randn({3, 2, D}, gen) * 3).to(dtype), weight = (at::rand({D}, gen) + 0.5).to(dtype);
+  const auto y = llmint8::cuda::rms_norm(x.cuda(), weight.cuda(), eps).cpu();
+  REQUIRE((y.scalar_type() == dtype && y.sizes() == x.sizes()));
+  // Float64: weight * x / sqrt(mean(x^2) + eps), within the output's rounding.
+  const auto x64 = x.to(at::kDouble);
+  CHECK(near(y, weight.to(at::kDouble) * x64 * (x64.pow(2).mean(-1, true) + eps).rsqrt(), ulp / 2 + fp32_work));
+  // ATen's kernel differs in the order of its sum only: one unit in the last place at most.
+  CHECK(near(y, at::rms_norm(x.cuda(), {D}, weight.cuda(), eps).cpu(), ulp * 1.01 + fp32_work));
+
+  const auto gate = (at::randn({3, D}, gen) * 4).to(dtype), up = at::randn({3, D}, gen).to(dtype);
+  const auto gated = llmint8::cuda::silu_mul(gate.cuda(), up.cuda()).cpu();
+  CHECK(at::equal(gated, (at::silu(gate.cuda()) * up.cuda()).cpu()));  // bit for bit
+  const auto g64 = gate.to(at::kDouble);
+  CHECK(near(gated, g64 / (1 + (-g64).exp()) * up.to(at::kDouble), ulp * 1.01 + fp32_work));
+  // Bad input: named.
+  CHECK(contains_all(error_message([&] { llmint8::cuda::rms_norm(x.cuda(), weight.cuda().narrow(0, 0, D - 1), eps); }),
+                     {"rms_norm: weight must be [" + std::to_string(D) + "]"}));
+  CHECK(contains_all(error_message([&] { llmint8::cuda::rms_norm(x.cuda(), weight.cuda().to(at::kDouble), eps); }),
+                     {"rms_norm: weight must be", "as x, got Double"}));
+  CHECK(contains_all(error_message([&] { llmint8::cuda::rms_norm(x.cuda(), weight.cuda(), -1.0); }),
+                     {"rms_norm: eps must be a finite number >= 0"}));
+  CHECK(contains_all(error_message([&] { llmint8::cuda::silu_mul(gate.cuda(), up.cuda().narrow(1, 0, D - 1).contiguous()); }),
+                     {"silu_mul: up must be of gate's shape"}));
+  CHECK(contains_all(error_message([&] { llmint8::cuda::silu_mul(gate.cuda(), up); }),
+                     {"silu_mul: up must be a contiguous CUDA tensor on gate's device"}));
+}
 #endif
 
 TEST_CASE("Linear8bitLt::set_quantized is the one way quantized state is set", "[module]") {
