@@ -324,21 +324,25 @@ LoadedModel load_model(const std::string& path) {
 }
 
 LoadedModel load_model(const std::string& path, const LoadOptions& options) {
+  LoadedModel loaded;
   if (io::is_directory(path)) {
     auto hf = load_hf_model(path, options);
-    return {hf.model, "hf", hf.model_type, hf.int8_layers};
+    loaded = {hf.model, "hf", hf.model_type, hf.int8_layers};
+  } else {
+    // llama2.c files hold fp32 only: read as before, then converted layer by layer.
+    loaded = load_model(path);
+    auto& model = *loaded.model;
+    if (options.int8) {
+      loaded.int8_layers = replace_linear(model, *options.int8);
+      model.bind();
+      const auto modules = model.named_modules();
+      for (const auto& name : loaded.int8_layers) modules[name]->to(options.device);  // quantizes
+    }
+    model.to(options.device);
+    model.to(options.dtype);
   }
-  // llama2.c files hold fp32 only: read as before, then converted layer by layer.
-  auto loaded = load_model(path);
-  auto& model = *loaded.model;
-  if (options.int8) {
-    loaded.int8_layers = replace_linear(model, *options.int8);
-    model.bind();
-    const auto modules = model.named_modules();
-    for (const auto& name : loaded.int8_layers) modules[name]->to(options.device);  // quantizes
-  }
-  model.to(options.device);
-  model.to(options.dtype);
+  // On a GPU a decode step's small matmuls cost a launch and a ramp each: fewer, larger ones.
+  if (options.device.is_cuda()) loaded.model->stack_projections();
   return loaded;
 }
 

@@ -4,6 +4,8 @@
 #include "models/registry.h"
 #ifdef LLMINT8_WITH_CUDA
 #include "cuda/model_steps.h"
+
+#include <c10/cuda/CUDACachingAllocator.h>
 #endif
 
 #include <ATen/ATen.h>
@@ -203,6 +205,7 @@ LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c, int64_t layer, cons
 }
 
 void LlamaAttentionImpl::bind() {
+  qkv = StackedLinear();
   q_proj = linear_child(*this, "q_proj");
   k_proj = linear_child(*this, "k_proj");
   v_proj = linear_child(*this, "v_proj");
@@ -213,14 +216,22 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
                                        at::Tensor& k_cache, at::Tensor& v_cache, const CachePosition& where) {
   const int64_t B = x.size(0), T = x.size(1), hd = config.head_dim();
   const int64_t H = config.n_heads, KV = config.n_kv_heads;
-  const auto q_flat = q_proj.forward(x), k_flat = k_proj.forward(x), v_flat = v_proj.forward(x);  // [B, T, heads * hd]
+  at::Tensor q_flat, k_flat, v_flat;  // [B, T, heads * hd]
+  if (qkv.usable()) {
+    const auto outputs = qkv.forward(x);
+    q_flat = outputs[0], k_flat = outputs[1], v_flat = outputs[2];
+  } else {
+    q_flat = q_proj.forward(x), k_flat = k_proj.forward(x), v_flat = v_proj.forward(x);
+  }
   at::Tensor q, keys, values, hidden, bias;
   if (where.on_device()) {
     // Positions only the device knows: written in place there, and every position of the cache
     // attended, the mask hiding those the queries may not see (unwritten ones included).
 #ifdef LLMINT8_WITH_CUDA
     if (x.is_cuda()) {  // rotary and cache writes in one kernel, the same values as the ops below
-      q = cuda::rotary_into_cache(q_flat, k_flat, v_flat, cos, signed_sin, where.positions, k_cache, v_cache);
+      // (views of one stacked output are contiguous at batch 1, so nothing is copied there)
+      q = cuda::rotary_into_cache(q_flat.contiguous(), k_flat.contiguous(), v_flat.contiguous(), cos, signed_sin,
+                                  where.positions, k_cache, v_cache);
     }
 #endif
     if (!q.defined()) {
@@ -278,16 +289,23 @@ LlamaMLPImpl::LlamaMLPImpl(const LlamaConfig& c, const ParameterInit& init) : hi
 }
 
 void LlamaMLPImpl::bind() {
+  gate_up = StackedLinear();
   gate_proj = linear_child(*this, "gate_proj");
   up_proj = linear_child(*this, "up_proj");
   down_proj = linear_child(*this, "down_proj");
 }
 
 at::Tensor LlamaMLPImpl::forward(const at::Tensor& x) {
-  // The two projections of x back to back: on CUDA the second one's programmatic launch (int8
-  // decode) can start its weight prefetch while the first ends, which an ATen kernel between
+  // Unstacked, the two projections of x back to back: on CUDA the second one's programmatic launch
+  // (int8 decode) can start its weight prefetch while the first ends, which an ATen kernel between
   // them would not allow.
-  const auto gate = gate_proj.forward(x), up = up_proj.forward(x);
+  at::Tensor gate, up;
+  if (gate_up.usable()) {
+    const auto outputs = gate_up.forward(x);
+    gate = outputs[0], up = outputs[1];
+  } else {
+    gate = gate_proj.forward(x), up = up_proj.forward(x);
+  }
 #ifdef LLMINT8_WITH_CUDA
   if (gate.is_cuda() && hidden_act == "silu") return down_proj.forward(cuda::silu_mul(gate.contiguous(), up.contiguous()));
 #endif
@@ -330,6 +348,34 @@ void LlamaForCausalLMImpl::bind() {
     decoder->mlp->bind();
   }
   if (!config.tie_embeddings) lm_head = linear_child(*this, "lm_head");
+}
+
+void LlamaForCausalLMImpl::stack_projections() {
+  for (const auto& layer : *model->layers) {
+    auto* decoder = layer->as<LlamaDecoderLayerImpl>();
+    auto& attention = *decoder->self_attn;
+    attention.qkv = StackedLinear::stack({attention.q_proj, attention.k_proj, attention.v_proj});
+    auto& mlp = *decoder->mlp;
+    mlp.gate_up = StackedLinear::stack({mlp.gate_proj, mlp.up_proj});
+  }
+#ifdef LLMINT8_WITH_CUDA
+  // The parts' former storage, freed, would stay reserved beside the stacks it cannot serve.
+  if (model->embed_tokens->weight.is_cuda()) c10::cuda::CUDACachingAllocator::emptyCache();
+#endif
+}
+
+// The stacks drop first, so that their copies on the old device or in the old dtype go with them.
+void LlamaForCausalLMImpl::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
+  bind();
+  CausalLM::to(device, dtype, non_blocking);
+}
+void LlamaForCausalLMImpl::to(torch::Dtype dtype, bool non_blocking) {
+  bind();
+  CausalLM::to(dtype, non_blocking);
+}
+void LlamaForCausalLMImpl::to(torch::Device device, bool non_blocking) {
+  bind();
+  CausalLM::to(device, non_blocking);
 }
 
 CausalLMSizes LlamaForCausalLMImpl::sizes() const {

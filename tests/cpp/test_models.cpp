@@ -19,6 +19,7 @@
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <nlohmann/json.hpp>
+#include <torch/nn/modules/linear.h>
 #include <torch/types.h>
 
 #include <algorithm>
@@ -472,6 +473,137 @@ TEST_CASE("rms_norm and silu_mul: the models' norm and gate in one kernel each",
                      {"silu_mul: up must be a contiguous CUDA tensor on gate's device"}));
 }
 #endif
+
+namespace {
+
+at::Tensor weight_of(const torch::nn::AnyModule& layer) {
+  if (const auto q = std::dynamic_pointer_cast<llmint8::Linear8bitLtImpl>(layer.ptr())) return q->weight;
+  return std::dynamic_pointer_cast<torch::nn::LinearImpl>(layer.ptr())->weight;
+}
+
+}  // namespace
+
+TEST_CASE("stack_projections: q, k, v and gate, up as one matmul each give the parts' logits", "[models]") {
+  const double threshold = GENERATE(-1.0, 0.0, 6.0);  // -1: float Linear layers
+  INFO("threshold " << threshold);
+  auto c = tiny();
+  c.qkv_bias = true;  // (as Qwen2: the biases stack too)
+  torch::manual_seed(0);
+  auto stacked = std::make_shared<m::LlamaForCausalLMImpl>(c), parts = std::make_shared<m::LlamaForCausalLMImpl>(c);
+  {
+    torch::NoGradGuard no_grad;
+    auto into = parts->named_parameters();
+    for (const auto& p : stacked->named_parameters()) {
+      p.value().normal_(0, 0.3);
+      // An outlier feature into every projection: threshold 6 takes a float path for it.
+      if (p.key().find("layernorm") != std::string::npos) p.value().fill_(1.0).index_fill_(0, torch::tensor({3}), 40.0);
+      into[p.key()].copy_(p.value());
+    }
+  }
+  if (threshold >= 0) {
+    llmint8::Int8Config cfg;
+    cfg.llm_int8_threshold = threshold;
+    for (auto* model : {&stacked, &parts}) {
+      REQUIRE(llmint8::replace_linear(**model, cfg).size() == 2 * 7);
+      (*model)->bind();
+      (*model)->to(torch::kCPU);  // quantizes
+    }
+  }
+  const auto names_before = stacked->named_parameters().keys();
+  stacked->stack_projections();
+  auto& attention = *stacked->model->layers[1]->as<m::LlamaDecoderLayerImpl>()->self_attn;
+  auto& mlp = *stacked->model->layers[1]->as<m::LlamaDecoderLayerImpl>()->mlp;
+  // The parts now view one stacked copy each: the names and values of the state dict are as before.
+  CHECK(weight_of(attention.q_proj).storage().is_alias_of(weight_of(attention.v_proj).storage()));
+  CHECK(weight_of(mlp.gate_proj).storage().is_alias_of(weight_of(mlp.up_proj).storage()));
+  CHECK(stacked->named_parameters().keys() == names_before);
+  const auto reference = parts->named_parameters();
+  for (const auto& p : stacked->named_parameters()) CHECK(at::equal(p.value(), reference[p.key()]));
+
+  const auto logits = [](m::CausalLM& model) {
+    torch::NoGradGuard no_grad;
+    auto cache = model.new_cache(2, 8);
+    const auto prefill = model.forward(torch::tensor({{1, 5, 7, 2}, {3, 3, 9, 4}}, torch::kLong), cache);
+    const auto decode = model.forward(torch::tensor({{6}, {8}}, torch::kLong), cache);
+    return at::cat({prefill, decode}, 1);
+  };
+  const auto expected = logits(*parts);
+  {
+    torch::NoGradGuard no_grad;
+    REQUIRE(attention.qkv.usable());
+    REQUIRE(mlp.gate_up.usable());
+  }
+  CHECK(at::allclose(logits(*stacked), expected, 1e-5, 1e-5));
+  // decode_step's path (position on the device) as well.
+  const auto run = decode_both_ways(*stacked, {1, 5, 7, 2}, 4), reference_run = decode_both_ways(*parts, {1, 5, 7, 2}, 4);
+  CHECK(run.device_ids == reference_run.device_ids);
+  for (size_t i = 0; i < run.device.size(); ++i) CHECK(at::allclose(run.device[i], reference_run.device[i], 1e-5, 1e-5));
+
+  if (threshold < 0) {  // a forward that records gradients goes through the parts, whose weights get them
+    CHECK(!attention.qkv.usable());
+    auto cache = stacked->new_cache(1, 4);
+    stacked->forward(torch::tensor({{1, 2}}, torch::kLong), cache).sum().backward();
+    REQUIRE(weight_of(attention.k_proj).grad().defined());
+    CHECK(weight_of(attention.k_proj).grad().abs().sum().item<double>() > 0);
+  }
+  // A part given other weights leaves the stack, which then serves no more: the parts' logits.
+  {
+    torch::NoGradGuard no_grad;
+    for (auto* model : {&stacked, &parts}) {
+      auto& layer = *(*model)->model->layers[1]->as<m::LlamaDecoderLayerImpl>();
+      if (const auto q = std::dynamic_pointer_cast<llmint8::Linear8bitLtImpl>(layer.self_attn->k_proj.ptr())) {
+        q->set_quantized(q->weight.flip(1).contiguous(), q->SCB.clone());
+      } else {
+        auto& w = std::dynamic_pointer_cast<torch::nn::LinearImpl>(layer.self_attn->k_proj.ptr())->weight;
+        w.set_data(w.flip(1).contiguous());
+      }
+    }
+  }
+  const auto changed = logits(*parts);
+  CHECK(!at::allclose(changed, expected, 1e-3, 1e-3));
+  CHECK(at::allclose(logits(*stacked), changed, 1e-5, 1e-5));
+  {
+    torch::NoGradGuard no_grad;
+    CHECK(!attention.qkv.usable());  // (dropped)
+    CHECK(mlp.gate_up.usable());
+  }
+  // to() drops every stack first (their copies must not stay behind on the old device or dtype).
+  stacked->to(torch::kCPU);
+  torch::NoGradGuard no_grad;
+  CHECK(!mlp.gate_up.usable());
+  CHECK(at::allclose(logits(*stacked), changed, 1e-5, 1e-5));
+}
+
+TEST_CASE("StackedLinear::stack stacks only layers that can run as one", "[models]") {
+  torch::NoGradGuard no_grad;
+  const auto usable = [](std::vector<torch::nn::AnyModule> parts) { return m::StackedLinear::stack(parts).usable(); };
+  const auto int8 = [](int64_t in, int64_t out, double threshold) {
+    llmint8::Linear8bitLt layer(llmint8::Linear8bitLtOptions(in, out).has_fp16_weights(false).threshold(threshold));
+    layer->to(torch::kCPU);  // quantizes
+    return torch::nn::AnyModule(layer);
+  };
+  const auto linear = [](int64_t in, int64_t out, bool bias = true) {
+    return torch::nn::AnyModule(torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias)));
+  };
+  CHECK(usable({linear(8, 4), linear(8, 6)}));
+  CHECK(usable({int8(8, 4, 6.0), int8(8, 6, 6.0), int8(8, 2, 6.0)}));
+  CHECK(!usable({linear(8, 4)}));                        // one part
+  CHECK(!usable({linear(8, 4), linear(6, 4)}));          // other input sizes
+  CHECK(!usable({linear(8, 4), linear(8, 4, false)}));   // a bias and none
+  CHECK(!usable({int8(8, 4, 6.0), int8(8, 4, 0.0)}));    // other thresholds
+  CHECK(!usable({int8(8, 4, 0.0), linear(8, 4)}));       // other kinds
+  auto half = linear(8, 4);
+  half.ptr()->to(torch::kHalf);
+  CHECK(!usable({linear(8, 4), half}));                  // other dtypes
+  llmint8::Linear8bitLt float_weights(llmint8::Linear8bitLtOptions(8, 4));  // has_fp16_weights: not quantized
+  CHECK(!usable({int8(8, 4, 0.0), torch::nn::AnyModule(float_weights)}));
+  // Refused parts are left as they were: not views of anything.
+  auto a = linear(8, 4), b = linear(6, 4);
+  const auto a_weight = weight_of(a).clone();
+  m::StackedLinear::stack({a, b});
+  CHECK(at::equal(weight_of(a), a_weight));
+  CHECK(weight_of(a).storage().nbytes() == a_weight.storage().nbytes());
+}
 
 TEST_CASE("Linear8bitLt::set_quantized is the one way quantized state is set", "[module]") {
   llmint8::Linear8bitLt layer(llmint8::Linear8bitLtOptions(8, 4).has_fp16_weights(false).bias(false));

@@ -47,6 +47,11 @@ class CausalLM : public torch::nn::Module {
   virtual KVCache new_cache(int64_t batch, int64_t positions = 0) const = 0;
   // Fetches every Linear handle again: call after replace_linear.
   virtual void bind() = 0;
+  // For inference: runs the layers that read one input (q, k and v; gate and up) as one matmul
+  // over their stacked rows, whose weights the parts then view (no memory added, the state dict
+  // unchanged). load_model(path, options) does it on CUDA; forwards that record gradients, or
+  // after replace_linear, bind() or to(), use the parts again. No-op by default.
+  virtual void stack_projections() {}
   virtual CausalLMSizes sizes() const = 0;
 };
 

@@ -12,6 +12,7 @@
 
 #include <llmint8/linear8bitlt.h>
 #include <llmint8/models/causal_lm.h>
+#include <llmint8/models/stacked_linear.h>
 
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/any.h>
@@ -125,6 +126,7 @@ class LlamaAttentionImpl : public torch::nn::Module {
   LlamaConfig config;
   int64_t window;  // sliding window of this layer (0: none)
   torch::nn::AnyModule q_proj, k_proj, v_proj, o_proj;
+  StackedLinear qkv;  // q, k and v as one layer (stack_projections), not a registered child
 };
 TORCH_MODULE(LlamaAttention);
 
@@ -135,6 +137,7 @@ class LlamaMLPImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x);  // down(act(gate(x)) * up(x))
   std::string hidden_act;
   torch::nn::AnyModule gate_proj, up_proj, down_proj;
+  StackedLinear gate_up;  // gate and up as one layer (stack_projections), not a registered child
 };
 TORCH_MODULE(LlamaMLP);
 
@@ -162,6 +165,10 @@ class LlamaForCausalLMImpl : public CausalLM {
  public:
   explicit LlamaForCausalLMImpl(const LlamaConfig& config, const ParameterInit& init = {});
   void bind() override;
+  void stack_projections() override;
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Device device, bool non_blocking = false) override;
   KVCache new_cache(int64_t batch, int64_t positions = 0) const override;
   at::Tensor forward(const at::Tensor& tokens, KVCache& cache) override;
   at::Tensor decode_step(const at::Tensor& tokens, const at::Tensor& position, KVCache& cache) override;
