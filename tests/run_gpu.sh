@@ -133,21 +133,22 @@ for name in $steps; do
               --b /tmp/ab/b\$j-\$i-1.json /tmp/ab/b\$j-\$i-2.json --labels \"this tree,\${refs[\$j]}\" --json $out/\$name.json
           done
         done" ;;
-    ab_e2e)  # the trees of the ab step (built once a call), bench_e2e.py $AB_E2E_ARGS in turns, twice each
+    ab_e2e)  # the trees of the ab step (built once a call), bench_e2e.py $AB_E2E_ARGS in turns, twice each;
+      # every run's JSON (load times, peak memory, --cpp-profile's kernel tables) kept in $out/ab_e2e_runs
       build_ab_trees
-      [ ${#ab_trees[@]} -gt 0 ] && step ab_e2e bash -c "set -e; mkdir -p /tmp/ab
+      [ ${#ab_trees[@]} -gt 0 ] && step ab_e2e bash -c "set -e; mkdir -p $out/ab_e2e_runs
         refs=(${ab_refs[*]}); trees=(${ab_trees[*]})
         for round in 1 2; do
-          python3 benchmarks/bench_e2e.py ${AB_E2E_ARGS:-} --json /tmp/ab/e2e-a-\$round.json > /dev/null
+          python3 benchmarks/bench_e2e.py ${AB_E2E_ARGS:-} --json $out/ab_e2e_runs/e2e-a-\$round.json > /dev/null
           for j in \"\${trees[@]}\"; do
-            PYTHONPATH=/tmp/llmint8-ab\$j python3 benchmarks/bench_e2e.py ${AB_E2E_ARGS:-} --json /tmp/ab/e2e-b\$j-\$round.json > /dev/null
+            PYTHONPATH=/tmp/llmint8-ab\$j python3 benchmarks/bench_e2e.py ${AB_E2E_ARGS:-} --json $out/ab_e2e_runs/e2e-b\$j-\$round.json > /dev/null
           done
         done
         for j in \"\${trees[@]}\"; do
           name=ab_e2e; [ \$j = 0 ] || name=ab_e2e_\$((j + 1))
           echo \"== bench_e2e.py ${AB_E2E_ARGS:-} (B = \${refs[\$j]})\"
-          python3 benchmarks/compare_runs.py --a /tmp/ab/e2e-a-1.json /tmp/ab/e2e-a-2.json \\
-            --b /tmp/ab/e2e-b\$j-1.json /tmp/ab/e2e-b\$j-2.json --labels \"this tree,\${refs[\$j]}\" --json $out/\$name.json
+          python3 benchmarks/compare_runs.py --a $out/ab_e2e_runs/e2e-a-1.json $out/ab_e2e_runs/e2e-a-2.json \\
+            --b $out/ab_e2e_runs/e2e-b\$j-1.json $out/ab_e2e_runs/e2e-b\$j-2.json --labels \"this tree,\${refs[\$j]}\" --json $out/\$name.json
         done" ;;
     *) echo "unknown step $name"; unknown_step=1 ;;
   esac
