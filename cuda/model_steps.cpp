@@ -115,6 +115,38 @@ std::pair<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Te
   return {sum, normed};
 }
 
+bool decode_attention_supported(int64_t head_dim) {
+  return head_dim == 32 || head_dim == 64 || head_dim == 128 || head_dim == 256;
+}
+
+at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
+                            const at::Tensor& bias, double scale) {
+  constexpr const char* op = "decode_attention";
+  check_tensors(op, {{"q", &q}, {"k_cache", &k_cache}, {"v_cache", &v_cache}, {"bias", &bias}});
+  TORCH_CHECK_VALUE(k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes(), op,
+                    ": k_cache and v_cache must be one shape [B, KV, S, hd], got ", k_cache.sizes(), " and ",
+                    v_cache.sizes());
+  const int64_t B = k_cache.size(0), KV = k_cache.size(1), S = k_cache.size(2), hd = k_cache.size(3);
+  TORCH_CHECK_VALUE(decode_attention_supported(hd), op, ": the head size must be 32, 64, 128 or 256, got ", hd);
+  TORCH_CHECK_VALUE(S > 0, op, ": the caches must hold at least one position, got ", k_cache.sizes());
+  TORCH_CHECK_VALUE(q.dim() == 4 && q.size(0) == B && q.size(2) == 1 && q.size(3) == hd && q.size(1) > 0 &&
+                        KV > 0 && q.size(1) % KV == 0,
+                    op, ": q must be [", B, ", H, 1, ", hd, "] with H a multiple of ", KV, ", got ", q.sizes());
+  TORCH_CHECK_VALUE(bias.numel() == S, op, ": bias must hold one value a cache position (", S, "), got ",
+                    bias.sizes());
+  TORCH_CHECK_VALUE(std::isfinite(scale) && scale > 0, op, ": scale must be a finite number > 0, got ", scale);
+  const int64_t H = q.size(1);
+  const c10::cuda::CUDAGuard guard(q.device());
+  auto out = at::empty({B, 1, H * hd}, q.options());
+  if (out.numel() == 0) return out;
+  const DecodeAttentionArgs args{q.const_data_ptr(),   k_cache.const_data_ptr(), v_cache.const_data_ptr(),
+                                 bias.const_data_ptr(), out.mutable_data_ptr(),   B, H, KV, S, hd,
+                                 static_cast<float>(scale)};
+  C10_CUDA_CHECK(launch_decode_attention(float_kind(q.scalar_type()), args, q.get_device(),
+                                         at::cuda::getCurrentCUDAStream().stream()));
+  return out;
+}
+
 at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {
   constexpr const char* op = "silu_mul";
   check_tensors(op, {{"gate", &gate}, {"up", &up}});

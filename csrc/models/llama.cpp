@@ -273,12 +273,19 @@ at::Tensor LlamaAttentionImpl::forward(const at::Tensor& x, const at::Tensor& co
       hidden = hidden_keys(at::arange(start, L, on), at::arange(first, L, on), window);
     }
   }
+  // Scaled by head_dim^-0.5 as transformers does (a division rounds differently when it is not a power of 2).
+  const double scale = std::pow(static_cast<double>(hd), -0.5);
+#ifdef LLMINT8_WITH_CUDA
+  // A decode step on CUDA (the graph's): our kernel reads grouped key/value heads where they are and
+  // lets o_proj start its weight prefetch while it runs.
+  if (where.on_device() && x.is_cuda() && T == 1 && bias.defined() && cuda::decode_attention_supported(hd)) {
+    return o_proj.forward(cuda::decode_attention(q.contiguous(), k_cache, v_cache, bias, scale));
+  }
+#endif
   if (H != KV) {  // each key/value head serves H / KV query heads
     keys = expand_kv_heads(keys, H);
     values = expand_kv_heads(values, H);
   }
-  // Scaled by head_dim^-0.5 as transformers does (a division rounds differently when it is not a power of 2).
-  const double scale = std::pow(static_cast<double>(hd), -0.5);
   at::Tensor attn;
   if (x.is_cuda()) {  // one fused kernel (fp32 sums inside), as transformers' default "sdpa" attention
     if (hidden.defined() && !bias.defined()) bias = attention_bias(hidden, x.scalar_type());
