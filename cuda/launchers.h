@@ -164,30 +164,14 @@ struct RotaryCacheArgs {
 cudaError_t launch_rotary_cache(FloatKind kind, const RotaryCacheArgs& args, cudaStream_t stream);
 
 // RMSNorm of x [rows, D]: out = weight * (x * rsqrt(mean(x^2) + eps)) in fp32, rounded once;
-// weight [D], all of one float type, contiguous. With `residual` (else null), x + residual rounded
-// to the type is normalized in x's place and written to `sum` [rows, D]. A programmatic launch on
-// sm_90 (device).
+// weight [D], all of one float type, contiguous. A programmatic launch on sm_90 (device).
 struct RmsNormArgs {
   const void *x, *weight;
   void* out;
   int64_t rows, D;
   float eps;
-  const void* residual = nullptr;
-  void* sum = nullptr;
 };
 cudaError_t launch_rms_norm(FloatKind kind, const RmsNormArgs& args, int device, cudaStream_t stream);
-
-// One query a sequence: out [B, H, hd] = softmax(q k^T * scale + bias) v, q [B, H, hd], the caches
-// [B, KV, S, hd] (H a multiple of KV: head h reads key/value head h / (H / KV)), bias [S] additive
-// (0 or -inf), all of one float type, contiguous; hd 32, 64, 128 or 256. A programmatic launch on
-// sm_90 (device).
-struct DecodeAttentionArgs {
-  const void *q, *k_cache, *v_cache, *bias;
-  void* out;
-  int64_t B, H, KV, S, hd;
-  float scale;
-};
-cudaError_t launch_decode_attention(FloatKind kind, const DecodeAttentionArgs& args, int device, cudaStream_t stream);
 
 // out = silu(gate) * up over n elements of one float type, each result rounded as ATen rounds it.
 struct SiluMulArgs {

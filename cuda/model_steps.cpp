@@ -73,77 +73,18 @@ at::Tensor rotary_into_cache(const at::Tensor& q, const at::Tensor& k, const at:
   return q_out;
 }
 
-namespace {
-
-// rms_norm, and add_rms_norm where `residual` is given (its sum into `sum`).
-at::Tensor launch_norm(const char* op, const at::Tensor& x, const at::Tensor* residual, const at::Tensor& weight,
-                       double eps, at::Tensor* sum) {
-  if (residual != nullptr) {
-    check_tensors(op, {{"x", &x}, {"residual", residual}, {"weight", &weight}});
-    TORCH_CHECK_VALUE(residual->sizes() == x.sizes(), op, ": residual must be of x's shape ", x.sizes(), ", got ",
-                      residual->sizes());
-  } else {
-    check_tensors(op, {{"x", &x}, {"weight", &weight}});
-  }
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  constexpr const char* op = "rms_norm";
+  check_tensors(op, {{"x", &x}, {"weight", &weight}});
   TORCH_CHECK_VALUE(x.dim() >= 1 && weight.dim() == 1 && weight.size(0) == x.size(-1), op, ": weight must be [",
                     x.dim() >= 1 ? x.size(-1) : 0, "] for x ", x.sizes(), ", got ", weight.sizes());
   TORCH_CHECK_VALUE(std::isfinite(eps) && eps >= 0, op, ": eps must be a finite number >= 0, got ", eps);
   const c10::cuda::CUDAGuard guard(x.device());
   auto out = at::empty_like(x);
-  if (sum != nullptr) *sum = at::empty_like(x);
   if (x.numel() == 0) return out;
-  RmsNormArgs args{x.const_data_ptr(), weight.const_data_ptr(), out.mutable_data_ptr(), x.numel() / x.size(-1),
-                   x.size(-1), static_cast<float>(eps)};
-  if (residual != nullptr) {
-    args.residual = residual->const_data_ptr();
-    args.sum = sum->mutable_data_ptr();
-  }
+  const RmsNormArgs args{x.const_data_ptr(), weight.const_data_ptr(), out.mutable_data_ptr(), x.numel() / x.size(-1),
+                         x.size(-1), static_cast<float>(eps)};
   C10_CUDA_CHECK(launch_rms_norm(float_kind(x.scalar_type()), args, x.get_device(), at::cuda::getCurrentCUDAStream().stream()));
-  return out;
-}
-
-}  // namespace
-
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  return launch_norm("rms_norm", x, nullptr, weight, eps, nullptr);
-}
-
-std::pair<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& residual,
-                                               const at::Tensor& weight, double eps) {
-  at::Tensor sum;
-  auto normed = launch_norm("add_rms_norm", x, &residual, weight, eps, &sum);
-  return {sum, normed};
-}
-
-bool decode_attention_supported(int64_t head_dim) {
-  return head_dim == 32 || head_dim == 64 || head_dim == 128 || head_dim == 256;
-}
-
-at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                            const at::Tensor& bias, double scale) {
-  constexpr const char* op = "decode_attention";
-  check_tensors(op, {{"q", &q}, {"k_cache", &k_cache}, {"v_cache", &v_cache}, {"bias", &bias}});
-  TORCH_CHECK_VALUE(k_cache.dim() == 4 && v_cache.sizes() == k_cache.sizes(), op,
-                    ": k_cache and v_cache must be one shape [B, KV, S, hd], got ", k_cache.sizes(), " and ",
-                    v_cache.sizes());
-  const int64_t B = k_cache.size(0), KV = k_cache.size(1), S = k_cache.size(2), hd = k_cache.size(3);
-  TORCH_CHECK_VALUE(decode_attention_supported(hd), op, ": the head size must be 32, 64, 128 or 256, got ", hd);
-  TORCH_CHECK_VALUE(S > 0, op, ": the caches must hold at least one position, got ", k_cache.sizes());
-  TORCH_CHECK_VALUE(q.dim() == 4 && q.size(0) == B && q.size(2) == 1 && q.size(3) == hd && q.size(1) > 0 &&
-                        KV > 0 && q.size(1) % KV == 0,
-                    op, ": q must be [", B, ", H, 1, ", hd, "] with H a multiple of ", KV, ", got ", q.sizes());
-  TORCH_CHECK_VALUE(bias.numel() == S, op, ": bias must hold one value a cache position (", S, "), got ",
-                    bias.sizes());
-  TORCH_CHECK_VALUE(std::isfinite(scale) && scale > 0, op, ": scale must be a finite number > 0, got ", scale);
-  const int64_t H = q.size(1);
-  const c10::cuda::CUDAGuard guard(q.device());
-  auto out = at::empty({B, 1, H * hd}, q.options());
-  if (out.numel() == 0) return out;
-  const DecodeAttentionArgs args{q.const_data_ptr(),   k_cache.const_data_ptr(), v_cache.const_data_ptr(),
-                                 bias.const_data_ptr(), out.mutable_data_ptr(),   B, H, KV, S, hd,
-                                 static_cast<float>(scale)};
-  C10_CUDA_CHECK(launch_decode_attention(float_kind(q.scalar_type()), args, q.get_device(),
-                                         at::cuda::getCurrentCUDAStream().stream()));
   return out;
 }
 

@@ -5,8 +5,6 @@
 
 #include <ATen/core/Tensor.h>
 
-#include <utility>
-
 namespace llmint8::cuda {
 
 // A decode step's rotary embedding and cache write (cuda/kernels/rotary_cache.cuh): returns q
@@ -23,20 +21,6 @@ at::Tensor rotary_into_cache(const at::Tensor& q, const at::Tensor& k, const at:
 // rsqrt(mean(x^2) + eps)) in fp32, rounded once to x's dtype, as at::rms_norm (whose sum of squares
 // runs in another order: a value may differ in its last bit). x contiguous, weight of x's dtype.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
-
-// x + residual, rounded to x's dtype as ATen's add rounds it, and rms_norm of that sum, in one
-// kernel: {sum, normed}. residual of x's shape, dtype and device, contiguous.
-std::pair<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& residual,
-                                               const at::Tensor& weight, double eps);
-
-// A decode step's attention (cuda/kernels/decode_attention.cuh): q [B, H, 1, hd] (as
-// rotary_into_cache returns it) against the caches [B, KV, S, hd] under the additive mask `bias`
-// (S elements: 0 where a key is seen, -inf where hidden), scores scaled by `scale`; returns
-// [B, 1, H * hd], what o_proj reads. fp32 inside; head sizes 32, 64, 128 and 256
-// (decode_attention_supported).
-bool decode_attention_supported(int64_t head_dim);
-at::Tensor decode_attention(const at::Tensor& q, const at::Tensor& k_cache, const at::Tensor& v_cache,
-                            const at::Tensor& bias, double scale);
 
 // silu(gate) * up, each product rounded as at::silu(gate) * up rounds it (the same values).
 at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up);

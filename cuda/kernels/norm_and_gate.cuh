@@ -4,8 +4,7 @@
 // sizes) prefetches its weights while they run, which ATen's kernels in their place do not allow.
 // - rms_norm_kernel: one block a row, x * rsqrt(mean(x^2) + eps) * weight in fp32, rounded once
 //   (ATen's formula; its sum of squares runs in another order, so a value may differ in its last
-//   bit). With a residual it first adds it (the decoder layer's skip connection), rounded to the
-//   type as ATen's add rounds it, and writes that sum too: one kernel where two ran.
+//   bit).
 // - silu_mul_kernel: silu(gate) rounded to the type, times up, rounded again: ATen's at::silu
 //   then multiply, bit for bit (the same fp32 expressions).
 #pragma once
@@ -23,19 +22,12 @@ __global__ void __launch_bounds__(kRmsNormBlock) rms_norm_kernel(RmsNormArgs a) 
   wait_for_prior_grid();     // x is the kernel ahead's output
   allow_dependent_launch();  // the projection after this one may start its weight prefetch
   const int64_t D = a.D;
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * D;
-  const T* x = static_cast<const T*>(a.x) + row;
-  const T* residual = a.residual != nullptr ? static_cast<const T*>(a.residual) + row : nullptr;
-  T* out = static_cast<T*>(a.out) + row;
+  const T* x = static_cast<const T*>(a.x) + static_cast<int64_t>(blockIdx.x) * D;
+  T* out = static_cast<T*>(a.out) + static_cast<int64_t>(blockIdx.x) * D;
   const T* weight = static_cast<const T*>(a.weight);
-  // The value normalized: x, or x + residual rounded to T (read again in the second loop: L1 hits).
-  const auto value = [&](int64_t i) {
-    return residual != nullptr ? to_float(from_float<T>(to_float(x[i]) + to_float(residual[i]))) : to_float(x[i]);
-  };
   float sum = 0.f;
   for (int64_t i = threadIdx.x; i < D; i += kRmsNormBlock) {
-    const float v = value(i);
-    if (residual != nullptr) static_cast<T*>(a.sum)[row + i] = from_float<T>(v);
+    const float v = to_float(x[i]);
     sum += v * v;
   }
   __shared__ float warp_sum[kRmsNormBlock / 32];
@@ -47,7 +39,7 @@ __global__ void __launch_bounds__(kRmsNormBlock) rms_norm_kernel(RmsNormArgs a) 
   for (int w = 0; w < kRmsNormBlock / 32; ++w) total += warp_sum[w];
   const float rstd = rsqrtf(total / static_cast<float>(D) + a.eps);
   for (int64_t i = threadIdx.x; i < D; i += kRmsNormBlock) {  // (x again: L1 hits)
-    out[i] = from_float<T>(to_float(weight[i]) * (rstd * value(i)));
+    out[i] = from_float<T>(to_float(weight[i]) * (rstd * to_float(x[i])));
   }
 }
 
