@@ -38,6 +38,19 @@ bool stacks_with(const torch::nn::AnyModule& part, const torch::nn::AnyModule& f
   return true;
 }
 
+// Points the layer at `weight` (with `scb`, quantized) and `bias` (where it has one).
+void set_tensors(const torch::nn::AnyModule& layer, const at::Tensor& weight, const at::Tensor& scb,
+                 const at::Tensor& bias) {
+  if (const auto q = std::dynamic_pointer_cast<Linear8bitLtImpl>(layer.ptr())) {
+    q->set_quantized(weight, scb);
+    if (bias.defined()) q->bias.set_data(bias);
+    return;
+  }
+  const auto l = std::dynamic_pointer_cast<torch::nn::LinearImpl>(layer.ptr());
+  l->weight.set_data(weight);
+  if (bias.defined()) l->bias.set_data(bias);
+}
+
 }  // namespace
 
 StackedLinear StackedLinear::stack(const std::vector<torch::nn::AnyModule>& parts) {
@@ -59,39 +72,25 @@ StackedLinear StackedLinear::stack(const std::vector<torch::nn::AnyModule>& part
   }
   const auto& [weight, scb, bias] = std::tie(stacked[0], stacked[1], stacked[2]);
   const int64_t in = weight.size(1), rows = weight.size(0);
-  if (std::dynamic_pointer_cast<Linear8bitLtImpl>(parts.front().ptr())) {
-    const auto first = std::dynamic_pointer_cast<Linear8bitLtImpl>(parts.front().ptr());
-    // Built empty ([0, 0]: nothing allocated or initialized), then given its real size and the stacked codes.
+  // The stacked layer, built empty (nothing allocated or initialized), then given its real size.
+  if (const auto first = std::dynamic_pointer_cast<Linear8bitLtImpl>(parts.front().ptr())) {
     Linear8bitLt layer(Linear8bitLtOptions(0, 0).bias(bias.defined()).has_fp16_weights(false)
                            .threshold(first->state.threshold).initialize(false));
     layer->options.in_features(in).out_features(rows);
-    layer->set_quantized(weight, scb);
-    if (bias.defined()) layer->bias.set_data(bias);
-    int64_t row = 0;
-    for (size_t p = 0; p < parts.size(); ++p) {
-      const auto part = std::dynamic_pointer_cast<Linear8bitLtImpl>(parts[p].ptr());
-      part->set_quantized(weight.narrow(0, row, out.rows_[p]), scb.narrow(0, row, out.rows_[p]));
-      if (bias.defined()) part->bias.set_data(bias.narrow(0, row, out.rows_[p]));
-      row += out.rows_[p];
-    }
     out.stacked_ = torch::nn::AnyModule(layer);
   } else {
-    torch::nn::Linear layer(torch::nn::LinearOptions(1, 0).bias(bias.defined()));  // (as above)
+    torch::nn::Linear layer(torch::nn::LinearOptions(1, 0).bias(bias.defined()));
     layer->options = torch::nn::LinearOptions(in, rows).bias(bias.defined());
-    layer->weight.set_data(weight);
     layer->weight.set_requires_grad(false);
-    if (bias.defined()) {
-      layer->bias.set_data(bias);
-      layer->bias.set_requires_grad(false);
-    }
-    int64_t row = 0;
-    for (size_t p = 0; p < parts.size(); ++p) {
-      const auto part = std::dynamic_pointer_cast<torch::nn::LinearImpl>(parts[p].ptr());
-      part->weight.set_data(weight.narrow(0, row, out.rows_[p]));
-      if (bias.defined()) part->bias.set_data(bias.narrow(0, row, out.rows_[p]));
-      row += out.rows_[p];
-    }
+    if (bias.defined()) layer->bias.set_requires_grad(false);
     out.stacked_ = torch::nn::AnyModule(layer);
+  }
+  set_tensors(out.stacked_, weight, scb, bias);
+  int64_t row = 0;
+  for (size_t p = 0; p < parts.size(); ++p) {  // each part a view of its rows
+    const auto view = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, row, out.rows_[p]) : t; };
+    set_tensors(parts[p], view(weight), view(scb), view(bias));
+    row += out.rows_[p];
   }
   out.parts_ = parts;
   return out;
@@ -99,22 +98,16 @@ StackedLinear StackedLinear::stack(const std::vector<torch::nn::AnyModule>& part
 
 bool StackedLinear::views_current() const {
   const auto stacked = part_tensors(stacked_);
-  const auto q0 = std::dynamic_pointer_cast<Linear8bitLtImpl>(stacked_.ptr());
   int64_t row = 0;
   for (size_t p = 0; p < parts_.size(); ++p) {
-    const auto q = std::dynamic_pointer_cast<Linear8bitLtImpl>(parts_[p].ptr());
-    if (q && (!q->is_quantized() || q->state.use_pool || q->state.threshold != q0->state.threshold)) return false;
+    if (!stacks_with(parts_[p], stacked_)) return false;  // (kind, settings, dtypes and device as stacked)
     const auto t = part_tensors(parts_[p]);
     for (size_t i = 0; i < t.size(); ++i) {
-      if (t[i].defined() != stacked[i].defined()) return false;
       if (!t[i].defined()) continue;
       const int64_t row_elements = t[i].dim() == 2 ? t[i].size(1) : 1;
       const auto* expected = static_cast<const char*>(stacked[i].const_data_ptr()) +
                              row * row_elements * static_cast<int64_t>(stacked[i].element_size());
-      if (t[i].const_data_ptr() != expected || t[i].size(0) != rows_[p] || t[i].dtype() != stacked[i].dtype() ||
-          t[i].device() != stacked[i].device()) {
-        return false;
-      }
+      if (t[i].const_data_ptr() != expected || t[i].size(0) != rows_[p]) return false;
     }
     row += rows_[p];
   }
