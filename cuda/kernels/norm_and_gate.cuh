@@ -1,7 +1,7 @@
 // Two more steps of the C++ models' layers as single kernels, both launched programmatically on
-// sm_90 (see launch_may_overlap): each waits for the kernel ahead before reading, then at once
-// allows the kernel after it to start, so that the projection that follows (gemv_fused at decode
-// sizes) prefetches its weights while they run, which ATen's kernels in their place do not allow.
+// sm_90 (see launch_may_overlap): each waits for the kernel ahead before reading x, then allows
+// the kernel after it to start, so that the projection that follows (gemv_fused at decode sizes)
+// prefetches its weights while they finish, which ATen's kernels in their place do not allow.
 // - rms_norm_kernel: one block a row, x * rsqrt(mean(x^2) + eps) * weight in fp32, rounded once
 //   (ATen's formula; its sum of squares runs in another order, so a value may differ in its last
 //   bit).
@@ -16,46 +16,122 @@ namespace llmint8::cuda {
 
 constexpr int kRmsNormBlock = 256;
 constexpr int kSiluMulBlock = 256;
+// 16-byte chunks of a row each rms_norm thread holds on its vector path: rows of up to
+// kRmsNormBlock * kRmsNormChunks * 16 bytes (8192 fp16 / bf16 elements, 4096 fp32).
+constexpr int kRmsNormChunks = 4;
 
-template <typename T>
+// Both kernels allow the kernel after them to start only once their own loads have returned
+// (rms_norm) or at their end (silu_mul), not at their start: allowed at once, the projection's
+// weight prefetches (megabytes) went out ahead of the few loads these kernels wait on. With
+// that and the 16-byte loads below, rms_norm went from 7.5-9.1 us a row to 1.5 in an H200
+// profile of the C++ decode, and the decode from 787 / 1046 / 1150 tok/s (fp16 / t=6 / t=0) to
+// 852 / 1165 / 1287 (benchmarks/RESULTS.md, twenty-third session; the two changes were not
+// measured apart).
+
+// VECTOR: D % kPerVector<T> == 0, D within the chunks above, every pointer 16-byte aligned
+// (the launcher checks): each thread issues all its loads at once, the weight's before the
+// wait (a parameter: the kernel ahead does not write it), and keeps x in registers. Otherwise
+// one element at a time.
+template <typename T, bool VECTOR>
 __global__ void __launch_bounds__(kRmsNormBlock) rms_norm_kernel(RmsNormArgs a) {
-  wait_for_prior_grid();     // x is the kernel ahead's output
-  allow_dependent_launch();  // the projection after this one may start its weight prefetch
   const int64_t D = a.D;
   const T* x = static_cast<const T*>(a.x) + static_cast<int64_t>(blockIdx.x) * D;
   T* out = static_cast<T*>(a.out) + static_cast<int64_t>(blockIdx.x) * D;
   const T* weight = static_cast<const T*>(a.weight);
+  constexpr int V = kPerVector<T>;
+  constexpr int kChunks = VECTOR ? kRmsNormChunks : 1;
+  const int64_t vectors = D / V;
+  int4 w[kChunks], v[kChunks];
   float sum = 0.f;
-  for (int64_t i = threadIdx.x; i < D; i += kRmsNormBlock) {
-    const float v = to_float(x[i]);
-    sum += v * v;
+  if constexpr (VECTOR) {
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      const int64_t i = threadIdx.x + c * kRmsNormBlock;
+      w[c] = load16_or_zero<false>(reinterpret_cast<const int4*>(weight) + i, i < vectors);
+    }
+    wait_for_prior_grid();  // x is the kernel ahead's output
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      const int64_t i = threadIdx.x + c * kRmsNormBlock;
+      v[c] = load16_or_zero<false>(reinterpret_cast<const int4*>(x) + i, i < vectors);
+    }
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {  // (zeros past the row add nothing)
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const float f = to_float(reinterpret_cast<const T*>(&v[c])[e]);
+        sum += f * f;
+      }
+    }
+  } else {
+    wait_for_prior_grid();
+    for (int64_t i = threadIdx.x; i < D; i += kRmsNormBlock) {
+      const float f = to_float(x[i]);
+      sum += f * f;
+    }
   }
+  allow_dependent_launch();  // this block's loads are in: the projection after it may start
   __shared__ float warp_sum[kRmsNormBlock / 32];
   for (int offset = 16; offset > 0; offset /= 2) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
   if (threadIdx.x % 32 == 0) warp_sum[threadIdx.x / 32] = sum;
   __syncthreads();
   float total = 0.f;
 #pragma unroll
-  for (int w = 0; w < kRmsNormBlock / 32; ++w) total += warp_sum[w];
+  for (int w_i = 0; w_i < kRmsNormBlock / 32; ++w_i) total += warp_sum[w_i];
   const float rstd = rsqrtf(total / static_cast<float>(D) + a.eps);
-  for (int64_t i = threadIdx.x; i < D; i += kRmsNormBlock) {  // (x again: L1 hits)
-    out[i] = from_float<T>(to_float(weight[i]) * (rstd * to_float(x[i])));
+  if constexpr (VECTOR) {
+#pragma unroll
+    for (int c = 0; c < kChunks; ++c) {
+      const int64_t i = threadIdx.x + c * kRmsNormBlock;
+      if (i >= vectors) break;
+      int4 result;
+#pragma unroll
+      for (int e = 0; e < V; ++e) {
+        const float xe = to_float(reinterpret_cast<const T*>(&v[c])[e]);
+        reinterpret_cast<T*>(&result)[e] = from_float<T>(to_float(reinterpret_cast<const T*>(&w[c])[e]) * (rstd * xe));
+      }
+      reinterpret_cast<int4*>(out)[i] = result;
+    }
+  } else {
+    for (int64_t i = threadIdx.x; i < D; i += kRmsNormBlock) {  // (x again: L1 hits)
+      out[i] = from_float<T>(to_float(weight[i]) * (rstd * to_float(x[i])));
+    }
   }
 }
 
-template <typename T>
+// VECTOR: n % kPerVector<T> == 0 and every pointer 16-byte aligned (the launcher checks): each
+// thread takes 16 bytes of gate and of up a step; otherwise one element.
+template <typename T, bool VECTOR>
 __global__ void __launch_bounds__(kSiluMulBlock) silu_mul_kernel(SiluMulArgs a) {
-  wait_for_prior_grid();
-  allow_dependent_launch();
+  constexpr int V = VECTOR ? kPerVector<T> : 1;
+  const int64_t steps = a.n / V, stride = static_cast<int64_t>(gridDim.x) * kSiluMulBlock;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kSiluMulBlock + threadIdx.x;
   const T* gate = static_cast<const T*>(a.gate);
   const T* up = static_cast<const T*>(a.up);
   T* out = static_cast<T*>(a.out);
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kSiluMulBlock;
-  for (int64_t i = static_cast<int64_t>(blockIdx.x) * kSiluMulBlock + threadIdx.x; i < a.n; i += stride) {
-    const float g = to_float(gate[i]);
-    const T act = from_float<T>(g / (1.f + expf(-g)));  // at::silu's expression
-    out[i] = from_float<T>(to_float(act) * to_float(up[i]));
+  wait_for_prior_grid();
+  for (int64_t i = first; i < steps; i += stride) {
+    alignas(16) T g[V], u[V], r[V];
+    if constexpr (VECTOR) {
+      *reinterpret_cast<int4*>(g) = load16_or_zero<false>(reinterpret_cast<const int4*>(gate) + i, true);
+      *reinterpret_cast<int4*>(u) = load16_or_zero<false>(reinterpret_cast<const int4*>(up) + i, true);
+    } else {
+      g[0] = gate[i];
+      u[0] = up[i];
+    }
+#pragma unroll
+    for (int e = 0; e < V; ++e) {
+      const float gf = to_float(g[e]);
+      const T act = from_float<T>(gf / (1.f + expf(-gf)));  // at::silu's expression
+      r[e] = from_float<T>(to_float(act) * to_float(u[e]));
+    }
+    if constexpr (VECTOR) {
+      reinterpret_cast<int4*>(out)[i] = *reinterpret_cast<const int4*>(r);
+    } else {
+      out[i] = r[0];
+    }
   }
+  allow_dependent_launch();  // (at the end: see above; a decode-sized call is one step a thread)
 }
 
 }  // namespace llmint8::cuda

@@ -436,7 +436,9 @@ TEST_CASE("rms_norm and silu_mul: the models' norm and gate in one kernel each",
     return;
   }
   const auto dtype = GENERATE(at::kHalf, at::kBFloat16, at::kFloat);
-  const int64_t D = GENERATE(4096, 100);
+  // 4096: the 16-byte path in every dtype; 100: element by element except fp32; 8200: past the
+  // rows the 16-byte path holds in registers, element by element.
+  const int64_t D = GENERATE(4096, 100, 8200);
   INFO("dtype " << c10::toString(dtype) << ", D " << D);
   auto gen = at::make_generator<at::CPUGeneratorImpl>(5);
   // Within `relative` of |expected| plus 1e-6 (half's subnormals near 0).
@@ -451,13 +453,22 @@ TEST_CASE("rms_norm and silu_mul: the models' norm and gate in one kernel each",
   REQUIRE((y.scalar_type() == dtype && y.sizes() == x.sizes()));
   // Float64: weight * x / sqrt(mean(x^2) + eps), within the output's rounding.
   const auto x64 = x.to(at::kDouble);
-  CHECK(near(y, weight.to(at::kDouble) * x64 * (x64.pow(2).mean(-1, true) + eps).rsqrt(), ulp / 2 + fp32_work));
+  const auto expected = weight.to(at::kDouble) * x64 * (x64.pow(2).mean(-1, true) + eps).rsqrt();
+  CHECK(near(y, expected, ulp / 2 + fp32_work));
+  // Rows that start off 16-byte alignment take the element-wise path, with the same values.
+  const auto shifted = at::empty({x.numel() + 1}, x.options().device(at::kCUDA));
+  const auto x_off = shifted.narrow(0, 1, x.numel()).view(x.sizes());
+  x_off.copy_(x);
+  CHECK(near(llmint8::cuda::rms_norm(x_off, weight.cuda(), eps).cpu(), expected, ulp / 2 + fp32_work));
   // ATen's kernel differs in the order of its sum only: one unit in the last place at most.
   CHECK(near(y, at::rms_norm(x.cuda(), {D}, weight.cuda(), eps).cpu(), ulp * 1.01 + fp32_work));
 
   const auto gate = (at::randn({3, D}, gen) * 4).to(dtype), up = at::randn({3, D}, gen).to(dtype);
   const auto gated = llmint8::cuda::silu_mul(gate.cuda(), up.cuda()).cpu();
   CHECK(at::equal(gated, (at::silu(gate.cuda()) * up.cuda()).cpu()));  // bit for bit
+  const auto gate_off = at::empty({gate.numel() + 1}, gate.options().device(at::kCUDA)).narrow(0, 1, gate.numel());
+  gate_off.copy_(gate.reshape(-1));  // off 16-byte alignment: element by element, the same bits
+  CHECK(at::equal(llmint8::cuda::silu_mul(gate_off.view(gate.sizes()), up.cuda()).cpu(), gated));
   const auto g64 = gate.to(at::kDouble);
   CHECK(near(gated, g64 / (1 + (-g64).exp()) * up.to(at::kDouble), ulp * 1.01 + fp32_work));
   // Bad input: named.
