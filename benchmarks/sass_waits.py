@@ -9,7 +9,8 @@ branches: a wait on a path rarely taken, such as a division's slow-path CALL, sh
 
     nvcc -std=c++17 -O3 --expt-relaxed-constexpr -gencode arch=compute_90,code=sm_90 -I. \
         -c cuda/backend_gemv_fused.cu -o /tmp/gf.o
-    cuobjdump -sass -fun '<mangled kernel name>' /tmp/gf.o > /tmp/gf.sass   # pip: nvidia-cuda-cuobjdump
+    cuobjdump -sass -fun '<mangled kernel name>' /tmp/gf.o > /tmp/gf.sass
+    # (pip: nvidia-cuda-cuobjdump and nvidia-cuda-nvdisasm, which cuobjdump runs: put their bin/ on PATH)
     python benchmarks/sass_waits.py /tmp/gf.sass LDG.E.S8 "LDG.E.NA.128"
 """
 
