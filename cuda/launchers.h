@@ -164,12 +164,16 @@ struct RotaryCacheArgs {
 cudaError_t launch_rotary_cache(FloatKind kind, const RotaryCacheArgs& args, cudaStream_t stream);
 
 // RMSNorm of x [rows, D]: out = weight * (x * rsqrt(mean(x^2) + eps)) in fp32, rounded once;
-// weight [D], all of one float type, contiguous. A programmatic launch on sm_90 (device).
+// weight [D], all of one float type, contiguous. With `residual` (else null), x + residual rounded
+// to the type is normalized in x's place and written to `sum` [rows, D]. A programmatic launch on
+// sm_90 (device).
 struct RmsNormArgs {
   const void *x, *weight;
   void* out;
   int64_t rows, D;
   float eps;
+  const void* residual = nullptr;
+  void* sum = nullptr;
 };
 cudaError_t launch_rms_norm(FloatKind kind, const RmsNormArgs& args, int device, cudaStream_t stream);
 

@@ -73,19 +73,46 @@ at::Tensor rotary_into_cache(const at::Tensor& q, const at::Tensor& k, const at:
   return q_out;
 }
 
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  constexpr const char* op = "rms_norm";
-  check_tensors(op, {{"x", &x}, {"weight", &weight}});
+namespace {
+
+// rms_norm, and add_rms_norm where `residual` is given (its sum into `sum`).
+at::Tensor launch_norm(const char* op, const at::Tensor& x, const at::Tensor* residual, const at::Tensor& weight,
+                       double eps, at::Tensor* sum) {
+  if (residual != nullptr) {
+    check_tensors(op, {{"x", &x}, {"residual", residual}, {"weight", &weight}});
+    TORCH_CHECK_VALUE(residual->sizes() == x.sizes(), op, ": residual must be of x's shape ", x.sizes(), ", got ",
+                      residual->sizes());
+  } else {
+    check_tensors(op, {{"x", &x}, {"weight", &weight}});
+  }
   TORCH_CHECK_VALUE(x.dim() >= 1 && weight.dim() == 1 && weight.size(0) == x.size(-1), op, ": weight must be [",
                     x.dim() >= 1 ? x.size(-1) : 0, "] for x ", x.sizes(), ", got ", weight.sizes());
   TORCH_CHECK_VALUE(std::isfinite(eps) && eps >= 0, op, ": eps must be a finite number >= 0, got ", eps);
   const c10::cuda::CUDAGuard guard(x.device());
   auto out = at::empty_like(x);
+  if (sum != nullptr) *sum = at::empty_like(x);
   if (x.numel() == 0) return out;
-  const RmsNormArgs args{x.const_data_ptr(), weight.const_data_ptr(), out.mutable_data_ptr(), x.numel() / x.size(-1),
-                         x.size(-1), static_cast<float>(eps)};
+  RmsNormArgs args{x.const_data_ptr(), weight.const_data_ptr(), out.mutable_data_ptr(), x.numel() / x.size(-1),
+                   x.size(-1), static_cast<float>(eps)};
+  if (residual != nullptr) {
+    args.residual = residual->const_data_ptr();
+    args.sum = sum->mutable_data_ptr();
+  }
   C10_CUDA_CHECK(launch_rms_norm(float_kind(x.scalar_type()), args, x.get_device(), at::cuda::getCurrentCUDAStream().stream()));
   return out;
+}
+
+}  // namespace
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  return launch_norm("rms_norm", x, nullptr, weight, eps, nullptr);
+}
+
+std::pair<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& residual,
+                                               const at::Tensor& weight, double eps) {
+  at::Tensor sum;
+  auto normed = launch_norm("add_rms_norm", x, &residual, weight, eps, &sum);
+  return {sum, normed};
 }
 
 at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {

@@ -5,6 +5,8 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <utility>
+
 namespace llmint8::cuda {
 
 // A decode step's rotary embedding and cache write (cuda/kernels/rotary_cache.cuh): returns q
@@ -21,6 +23,11 @@ at::Tensor rotary_into_cache(const at::Tensor& q, const at::Tensor& k, const at:
 // rsqrt(mean(x^2) + eps)) in fp32, rounded once to x's dtype, as at::rms_norm (whose sum of squares
 // runs in another order: a value may differ in its last bit). x contiguous, weight of x's dtype.
 at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// x + residual, rounded to x's dtype as ATen's add rounds it, and rms_norm of that sum, in one
+// kernel: {sum, normed}. residual of x's shape, dtype and device, contiguous.
+std::pair<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Tensor& residual,
+                                               const at::Tensor& weight, double eps);
 
 // silu(gate) * up, each product rounded as at::silu(gate) * up rounds it (the same values).
 at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up);

@@ -12,7 +12,8 @@ cudaError_t launch_rms_norm(FloatKind kind, const RmsNormArgs& args, int device,
     using T = decltype(tag);
     constexpr int V = kPerVector<T>;
     const bool vector = args.D % V == 0 && args.D <= int64_t{kRmsNormBlock} * kRmsNormChunks * V &&
-                        aligned16(args.x) && aligned16(args.weight) && aligned16(args.out);
+                        aligned16(args.x) && aligned16(args.weight) && aligned16(args.out) &&
+                        aligned16(args.residual) && aligned16(args.sum);
     return launch_may_overlap(vector ? rms_norm_kernel<T, true> : rms_norm_kernel<T, false>,
                               dim3(static_cast<unsigned>(args.rows)), kRmsNormBlock, 0, args, decode_overlap(device),
                               stream);

@@ -194,6 +194,17 @@ at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
   return at::rms_norm(x.to(at::kFloat), {dim}, fp32_scale(), eps).to(x.scalar_type());
 }
 
+std::pair<at::Tensor, at::Tensor> RMSNormImpl::forward_added(const at::Tensor& x, const at::Tensor& delta) {
+#ifdef LLMINT8_WITH_CUDA
+  if (x.is_cuda() && !plus_one && weight.scalar_type() == x.scalar_type() && delta.scalar_type() == x.scalar_type() &&
+      delta.sizes() == x.sizes()) {
+    return cuda::add_rms_norm(x.contiguous(), delta.contiguous(), weight.detach(), eps);
+  }
+#endif
+  const auto sum = x + delta;
+  return {sum, forward(sum)};
+}
+
 LlamaAttentionImpl::LlamaAttentionImpl(const LlamaConfig& c, int64_t layer, const ParameterInit& init)
     : config(c), window(c.window(layer)) {
   const int64_t q_dim = c.n_heads * c.head_dim(), kv_dim = c.n_kv_heads * c.head_dim();
@@ -323,8 +334,18 @@ LlamaDecoderLayerImpl::LlamaDecoderLayerImpl(const LlamaConfig& c, int64_t layer
 
 at::Tensor LlamaDecoderLayerImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& signed_sin,
                                           at::Tensor& k_cache, at::Tensor& v_cache, const CachePosition& where) {
-  const auto h = x + self_attn->forward(input_layernorm->forward(x), cos, signed_sin, k_cache, v_cache, where);
-  return h + mlp->forward(post_attention_layernorm->forward(h));
+  const auto [h, delta] = forward_unsummed(x, at::Tensor(), cos, signed_sin, k_cache, v_cache, where);
+  return h + delta;
+}
+
+std::pair<at::Tensor, at::Tensor> LlamaDecoderLayerImpl::forward_unsummed(
+    const at::Tensor& residual, const at::Tensor& delta, const at::Tensor& cos, const at::Tensor& signed_sin,
+    at::Tensor& k_cache, at::Tensor& v_cache, const CachePosition& where) {
+  const auto [x, normed] = delta.defined() ? input_layernorm->forward_added(residual, delta)
+                                           : std::pair(residual, input_layernorm->forward(residual));
+  const auto attention = self_attn->forward(normed, cos, signed_sin, k_cache, v_cache, where);
+  const auto [h, h_normed] = post_attention_layernorm->forward_added(x, attention);
+  return {h, mlp->forward(h_normed)};
 }
 
 LlamaModelImpl::LlamaModelImpl(const LlamaConfig& c, const ParameterInit& init) {
@@ -471,14 +492,16 @@ at::Tensor LlamaForCausalLMImpl::run(const at::Tensor& tokens, const CachePositi
     step_masks.emplace_back(attention.window, made);
     return made;
   };
+  // Each layer's output stays the pair (residual, delta) it sums, added by the next norm's kernel.
+  at::Tensor delta;
   int64_t i = 0;
   for (const auto& layer : *model->layers) {
     auto* decoder = layer->as<LlamaDecoderLayerImpl>();
     const CachePosition here = layer_position(*decoder->self_attn, cache.keys[i]);
-    x = decoder->forward(x, cos, signed_sin, cache.keys[i], cache.values[i], here);
+    std::tie(x, delta) = decoder->forward_unsummed(x, delta, cos, signed_sin, cache.keys[i], cache.values[i], here);
     ++i;
   }
-  const auto h = model->norm->forward(x);
+  const auto h = delta.defined() ? model->norm->forward_added(x, delta).second : model->norm->forward(x);
   return (config.tie_embeddings ? at::linear(h, embedding) : lm_head.forward(h)).to(at::kFloat);
 }
 

@@ -4,7 +4,8 @@
 // prefetches its weights while they finish, which ATen's kernels in their place do not allow.
 // - rms_norm_kernel: one block a row, x * rsqrt(mean(x^2) + eps) * weight in fp32, rounded once
 //   (ATen's formula; its sum of squares runs in another order, so a value may differ in its last
-//   bit).
+//   bit). With a residual it first adds it (the decoder layer's skip connection), rounded to the
+//   type as ATen's add rounds it, and writes that sum too: one kernel where two ran.
 // - silu_mul_kernel: silu(gate) rounded to the type, times up, rounded again: ATen's at::silu
 //   then multiply, bit for bit (the same fp32 expressions).
 #pragma once
@@ -34,10 +35,14 @@ constexpr int kRmsNormChunks = 4;
 // one element at a time.
 template <typename T, bool VECTOR>
 __global__ void __launch_bounds__(kRmsNormBlock) rms_norm_kernel(RmsNormArgs a) {
-  const int64_t D = a.D;
-  const T* x = static_cast<const T*>(a.x) + static_cast<int64_t>(blockIdx.x) * D;
-  T* out = static_cast<T*>(a.out) + static_cast<int64_t>(blockIdx.x) * D;
+  const int64_t D = a.D, row = static_cast<int64_t>(blockIdx.x) * D;
+  const T* x = static_cast<const T*>(a.x) + row;
+  const T* residual = a.residual != nullptr ? static_cast<const T*>(a.residual) + row : nullptr;
+  T* sum_out = residual != nullptr ? static_cast<T*>(a.sum) + row : nullptr;
+  T* out = static_cast<T*>(a.out) + row;
   const T* weight = static_cast<const T*>(a.weight);
+  // x, or x + residual rounded to T: the value normalized.
+  const auto added = [&](T xe, T re) { return residual != nullptr ? from_float<T>(to_float(xe) + to_float(re)) : xe; };
   constexpr int V = kPerVector<T>;
   constexpr int kChunks = VECTOR ? kRmsNormChunks : 1;
   const int64_t vectors = D / V;
@@ -49,24 +54,34 @@ __global__ void __launch_bounds__(kRmsNormBlock) rms_norm_kernel(RmsNormArgs a) 
       const int64_t i = threadIdx.x + c * kRmsNormBlock;
       w[c] = load16_or_zero<false>(reinterpret_cast<const int4*>(weight) + i, i < vectors);
     }
-    wait_for_prior_grid();  // x is the kernel ahead's output
+    wait_for_prior_grid();  // x (and the residual) are the kernels' ahead output
+    const int4* x4 = reinterpret_cast<const int4*>(x);
+    const int4* r4 = residual != nullptr ? reinterpret_cast<const int4*>(residual) : x4;  // (x4: never loaded)
+    int4 r[kChunks];
 #pragma unroll
     for (int c = 0; c < kChunks; ++c) {
       const int64_t i = threadIdx.x + c * kRmsNormBlock;
-      v[c] = load16_or_zero<false>(reinterpret_cast<const int4*>(x) + i, i < vectors);
+      v[c] = load16_or_zero<false>(x4 + i, i < vectors);
+      r[c] = load16_or_zero<false>(r4 + i, residual != nullptr && i < vectors);
     }
 #pragma unroll
     for (int c = 0; c < kChunks; ++c) {  // (zeros past the row add nothing)
 #pragma unroll
       for (int e = 0; e < V; ++e) {
-        const float f = to_float(reinterpret_cast<const T*>(&v[c])[e]);
+        T& ve = reinterpret_cast<T*>(&v[c])[e];
+        ve = added(ve, reinterpret_cast<const T*>(&r[c])[e]);
+        const float f = to_float(ve);
         sum += f * f;
       }
+      const int64_t i = threadIdx.x + c * kRmsNormBlock;
+      if (residual != nullptr && i < vectors) reinterpret_cast<int4*>(sum_out)[i] = v[c];
     }
   } else {
     wait_for_prior_grid();
     for (int64_t i = threadIdx.x; i < D; i += kRmsNormBlock) {
-      const float f = to_float(x[i]);
+      const T ve = added(x[i], residual != nullptr ? residual[i] : T{});
+      if (residual != nullptr) sum_out[i] = ve;
+      const float f = to_float(ve);
       sum += f * f;
     }
   }
@@ -93,8 +108,9 @@ __global__ void __launch_bounds__(kRmsNormBlock) rms_norm_kernel(RmsNormArgs a) 
       reinterpret_cast<int4*>(out)[i] = result;
     }
   } else {
-    for (int64_t i = threadIdx.x; i < D; i += kRmsNormBlock) {  // (x again: L1 hits)
-      out[i] = from_float<T>(to_float(weight[i]) * (rstd * to_float(x[i])));
+    for (int64_t i = threadIdx.x; i < D; i += kRmsNormBlock) {  // (x and the residual again: L1 hits)
+      const T ve = added(x[i], residual != nullptr ? residual[i] : T{});
+      out[i] = from_float<T>(to_float(weight[i]) * (rstd * to_float(ve)));
     }
   }
 }

@@ -430,7 +430,7 @@ TEST_CASE("rotary_into_cache: the rotary embedding and cache write of the ATen o
   CHECK(at::equal(k_cache, k_before));
 }
 
-TEST_CASE("rms_norm and silu_mul: the models' norm and gate in one kernel each", "[cuda]") {
+TEST_CASE("rms_norm (with a residual added or not) and silu_mul: the models' norm and gate in one kernel each", "[cuda]") {
   if (!at::globalContext().hasCUDA()) {
     SUCCEED("no GPU");
     return;
@@ -463,6 +463,15 @@ TEST_CASE("rms_norm and silu_mul: the models' norm and gate in one kernel each",
   // ATen's kernel differs in the order of its sum only: one unit in the last place at most.
   CHECK(near(y, at::rms_norm(x.cuda(), {D}, weight.cuda(), eps).cpu(), ulp * 1.01 + fp32_work));
 
+  // With a residual: ATen's sum bit for bit, and our norm of it bit for bit.
+  const auto r = (at::randn({3, 2, D}, gen) * 2).to(dtype);
+  const auto [sum, normed] = llmint8::cuda::add_rms_norm(x.cuda(), r.cuda(), weight.cuda(), eps);
+  CHECK(at::equal(sum.cpu(), (x.cuda() + r.cuda()).cpu()));
+  CHECK(at::equal(normed.cpu(), llmint8::cuda::rms_norm((x.cuda() + r.cuda()), weight.cuda(), eps).cpu()));
+  const auto s64 = x.to(at::kDouble) + r.to(at::kDouble);
+  CHECK(near(sum.cpu(), s64, ulp / 2));
+  CHECK(near(normed.cpu(), weight.to(at::kDouble) * s64 * (s64.pow(2).mean(-1, true) + eps).rsqrt(), ulp * 1.6 + fp32_work));
+
   const auto gate = (at::randn({3, D}, gen) * 4).to(dtype), up = at::randn({3, D}, gen).to(dtype);
   const auto gated = llmint8::cuda::silu_mul(gate.cuda(), up.cuda()).cpu();
   CHECK(at::equal(gated, (at::silu(gate.cuda()) * up.cuda()).cpu()));  // bit for bit
@@ -478,6 +487,10 @@ TEST_CASE("rms_norm and silu_mul: the models' norm and gate in one kernel each",
                      {"rms_norm: weight must be", "as x, got Double"}));
   CHECK(contains_all(error_message([&] { llmint8::cuda::rms_norm(x.cuda(), weight.cuda(), -1.0); }),
                      {"rms_norm: eps must be a finite number >= 0"}));
+  CHECK(contains_all(error_message([&] { llmint8::cuda::add_rms_norm(x.cuda(), r.cuda().narrow(2, 0, D - 1).contiguous(), weight.cuda(), eps); }),
+                     {"add_rms_norm: residual must be of x's shape"}));
+  CHECK(contains_all(error_message([&] { llmint8::cuda::add_rms_norm(x.cuda(), r.cuda().to(at::kDouble), weight.cuda(), eps); }),
+                     {"add_rms_norm: residual must be", "as x, got Double"}));
   CHECK(contains_all(error_message([&] { llmint8::cuda::silu_mul(gate.cuda(), up.cuda().narrow(1, 0, D - 1).contiguous()); }),
                      {"silu_mul: up must be of gate's shape"}));
   CHECK(contains_all(error_message([&] { llmint8::cuda::silu_mul(gate.cuda(), up); }),

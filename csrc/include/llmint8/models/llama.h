@@ -20,6 +20,7 @@
 #include <torch/nn/modules/embedding.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace llmint8::models {
@@ -103,6 +104,9 @@ class RMSNormImpl : public torch::nn::Module {
  public:
   RMSNormImpl(int64_t dim, double eps, bool plus_one = false, const ParameterInit& init = {});
   at::Tensor forward(const at::Tensor& x);  // computed in fp32, returned in x's dtype
+  // {x + delta, forward(x + delta)}: on CUDA one kernel for both (a decoder layer's skip
+  // connection and the norm after it).
+  std::pair<at::Tensor, at::Tensor> forward_added(const at::Tensor& x, const at::Tensor& delta);
   at::Tensor weight;
   double eps;
   bool plus_one;  // scale by 1 + weight (weight starts at 0)
@@ -146,6 +150,12 @@ class LlamaDecoderLayerImpl : public torch::nn::Module {
   LlamaDecoderLayerImpl(const LlamaConfig& config, int64_t layer, const ParameterInit& init = {});
   at::Tensor forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& signed_sin, at::Tensor& k_cache,
                      at::Tensor& v_cache, const CachePosition& where);
+  // The same layer on the input residual + delta (delta undefined: residual alone), its output
+  // left as the pair it sums: the next layer's norm (or the model's) adds them in its kernel.
+  std::pair<at::Tensor, at::Tensor> forward_unsummed(const at::Tensor& residual, const at::Tensor& delta,
+                                                     const at::Tensor& cos, const at::Tensor& signed_sin,
+                                                     at::Tensor& k_cache, at::Tensor& v_cache,
+                                                     const CachePosition& where);
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   LlamaAttention self_attn{nullptr};
   LlamaMLP mlp{nullptr};
