@@ -1,7 +1,6 @@
 // The table of product backends: adding a kernel is one file and one row here.
 #include "cuda/scaled_product.h"
 
-#include <cstdlib>
 #include <iterator>
 #include <string>
 #include <vector>
@@ -11,12 +10,6 @@ namespace llmint8::cuda {
 namespace {
 
 const ProductBackend kBackends[] = {
-    // The layer op for one or two rows in one kernel on sm_90, the weight rows brought into a
-    // shared-memory ring by the TMA unit (cuda/backend_gemv_tma.cu).
-    {"gemv_tma",
-     "layer op, 1 <= M <= 2 on sm_90, K % 16 == 0, 16-byte aligned rows, two 64 KB ring stages beside the codes "
-     "(t=6: and the outlier list)",
-     true, gemv_tma_applies, gemv_tma_launch},
     // The layer op for one or two rows in one kernel: each block quantizes the activations and
     // lists their outlier columns, then streams weight rows as gemv_dp4a does
     // (cuda/backend_gemv_fused.cu).
@@ -54,22 +47,6 @@ const ProductBackend kBackends[] = {
     {"int32_gemm", "any shape, any card", false, int32_gemm_applies, int32_gemm_launch},
 };
 
-// Rows named in LLMINT8_DISABLE_BACKENDS (comma-separated names), read once a process: skipped by
-// find_product_backend, so that a backend which a faster one shadows on this card can still be
-// run, tested and timed. The last row, which applies to everything, is never skipped.
-bool disabled(size_t row) {
-  static const std::vector<bool> rows = [] {
-    std::vector<bool> skip(std::size(kBackends), false);
-    const char* names = std::getenv("LLMINT8_DISABLE_BACKENDS");
-    const std::string list = "," + std::string(names != nullptr ? names : "") + ",";
-    for (size_t i = 0; i + 1 < skip.size(); ++i) {
-      skip[i] = list.find("," + std::string(kBackends[i].name) + ",") != std::string::npos;
-    }
-    return skip;
-  }();
-  return rows[row];
-}
-
 }  // namespace
 
 const ProductBackend* product_backends(size_t* count) {
@@ -85,9 +62,8 @@ std::vector<std::string> product_backend_names() {
 
 const ProductBackend* find_product_backend(const ScaledProduct& p) {
   const bool quantized = p.a != nullptr;
-  for (size_t i = 0; i < std::size(kBackends); ++i) {
-    const ProductBackend& backend = kBackends[i];
-    if (backend.quantizes_activations != quantized && !disabled(i) && backend.applies(p)) return &backend;
+  for (const auto& backend : kBackends) {
+    if (backend.quantizes_activations != quantized && backend.applies(p)) return &backend;
   }
   return nullptr;
 }

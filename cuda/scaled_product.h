@@ -74,8 +74,6 @@ cudaError_t launch_outlier_rest(const ScaledProduct& p, int first, int sm_count,
                                 cudaStream_t stream, const float* sub_a = nullptr, const float* sub_w = nullptr);
 
 // The backends (one file each).
-bool gemv_tma_applies(const ScaledProduct& p);
-cudaError_t gemv_tma_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
 bool gemv_fused_applies(const ScaledProduct& p);
 cudaError_t gemv_fused_launch(const ScaledProduct& p, const Scratch& scratch, cudaStream_t stream);
 bool gemv_dp4a_applies(const ScaledProduct& p);

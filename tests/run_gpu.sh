@@ -18,8 +18,6 @@
 #                                           too: this tree against each REF's, bench_linear.py in turns;
 #                                           AB_MORE_ARGS="args;args" compares more argument sets)
 #   STEPS=ab_e2e AB_E2E_ARGS="--layers 8 --skip-python" ...   (the same trees, end to end: bench_e2e.py in turns)
-#   STEPS="ab ab_e2e" AB_ENV=LLMINT8_DISABLE_BACKENDS=gemv_tma ...   (no .ab: B is this build with AB_ENV
-#                                           set, e.g. a backend against the one it shadows)
 #   LLMINT8_ALL_ARCHITECTURES=1 ...       (every release architecture, not only this card's)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -82,7 +80,6 @@ ab_refs=() ab_trees=() ab_built=""
 build_ab_trees() {
   [ -z "$ab_built" ] || return 0
   ab_built=1
-  if [ -n "${AB_ENV:-}" ]; then ab_refs=("$AB_ENV"); ab_trees=(0); return 0; fi  # B: this build, AB_ENV set
   mapfile -t ab_refs < <(cut -d' ' -f1 .ab/REF 2> /dev/null)
   ab_trees=()
   for j in "${!ab_refs[@]}"; do
@@ -98,14 +95,8 @@ step build python3 -m pip install --no-build-isolation --no-deps -v .
 for name in $steps; do
   [ "${status[build]}" = pass ] || break
   case $name in
-    catch2) step catch2 build-gpu/tests/cpp/llmint8_tests  # its summary counts the cases run
-      # the backends that faster ones shadow on this card (gemv_fused behind gemv_tma on sm_90)
-      step catch2_shadowed env LLMINT8_DISABLE_BACKENDS=gemv_tma build-gpu/tests/cpp/llmint8_tests "[cuda_paths]" ;;
-    pytest) step pytest bash -c "cd tests/python && env $pytest_threads LLMINT8_REQUIRE_CPP_TOOL=1 python3 -m pytest -q -rsx -p no:cacheprovider $pytest_parallel ${PYTEST_ARGS:-.}"
-      # the one-kernel decode tests again with gemv_tma off (gemv_fused takes them), when test_cuda.py ran
-      if [ -z "${PYTEST_ARGS:-}" ] || [[ "${PYTEST_ARGS}" == *test_cuda.py* ]]; then
-        step pytest_shadowed bash -c "cd tests/python && env LLMINT8_DISABLE_BACKENDS=gemv_tma python3 -m pytest -q -p no:cacheprovider test_cuda.py -k 'one_or_two_row or fused_decode or most_columns or fused_kernel_does_not'"
-      fi ;;
+    catch2) step catch2 build-gpu/tests/cpp/llmint8_tests ;;  # its summary counts the cases run
+    pytest) step pytest bash -c "cd tests/python && env $pytest_threads LLMINT8_REQUIRE_CPP_TOOL=1 python3 -m pytest -q -rsx -p no:cacheprovider $pytest_parallel ${PYTEST_ARGS:-.}" ;;
     sanitizers)  # the CUDA paths suite reaches every kernel and product backend (tests/cpp/test_cuda_paths.cpp);
       # racecheck takes only it ("[cuda_paths]"): over both "[cuda]" cases it had not ended after 5 minutes
       step memcheck compute-sanitizer --tool memcheck --error-exitcode 1 build-gpu/tests/cpp/llmint8_tests "[cuda]"
@@ -132,7 +123,7 @@ for name in $steps; do
           for round in 1 2; do
             python3 benchmarks/bench_linear.py \$args --json /tmp/ab/a\$i-\$round.json > /dev/null
             for j in \"\${trees[@]}\"; do
-              PYTHONPATH=/tmp/llmint8-ab\$j ${AB_ENV:-} python3 benchmarks/bench_linear.py \$args --json /tmp/ab/b\$j-\$i-\$round.json > /dev/null
+              PYTHONPATH=/tmp/llmint8-ab\$j python3 benchmarks/bench_linear.py \$args --json /tmp/ab/b\$j-\$i-\$round.json > /dev/null
             done
           done
           for j in \"\${trees[@]}\"; do
@@ -150,7 +141,7 @@ for name in $steps; do
         for round in 1 2; do
           python3 benchmarks/bench_e2e.py ${AB_E2E_ARGS:-} --json $out/ab_e2e_runs/e2e-a-\$round.json > /dev/null
           for j in \"\${trees[@]}\"; do
-            PYTHONPATH=/tmp/llmint8-ab\$j ${AB_ENV:-} python3 benchmarks/bench_e2e.py ${AB_E2E_ARGS:-} --json $out/ab_e2e_runs/e2e-b\$j-\$round.json > /dev/null
+            PYTHONPATH=/tmp/llmint8-ab\$j python3 benchmarks/bench_e2e.py ${AB_E2E_ARGS:-} --json $out/ab_e2e_runs/e2e-b\$j-\$round.json > /dev/null
           done
         done
         for j in \"\${trees[@]}\"; do
@@ -166,7 +157,7 @@ done
 echo "== summary ($gpu_info; now: $(gpu_state))"
 failed=0
 [ -z "${unknown_step:-}" ] || failed=1
-for name in build catch2 catch2_shadowed pytest pytest_shadowed memcheck racecheck profile ncu bench e2e guards ab_build ab ab_e2e; do
+for name in build catch2 pytest memcheck racecheck profile ncu bench e2e guards ab_build ab ab_e2e; do
   [ -n "${status[$name]:-}" ] || continue
   echo "$name: ${status[$name]}"
   [ "${status[$name]}" = pass ] || failed=1

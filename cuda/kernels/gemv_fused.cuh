@@ -85,22 +85,27 @@ __device__ __forceinline__ void prefetch_row_to_l2(const int8_t* w, int64_t K, i
   }
 }
 
-// Steps 1 to 3 of the layer op, by all WARPS * 32 threads of the block: the outlier columns
-// into `bits` and each row's absmax over its other columns into row_stat[m]; every row's codes
-// into `codes` ([rows][K], outlier columns zero: their term is in float); with a threshold, the
-// outlier columns in order into `list`. Returns the number listed (0 without a threshold), after
-// a barrier: codes, list and row_stat are then complete for every warp.
-template <typename T, int ROWS, int WARPS>
-__device__ __forceinline__ int32_t quantize_in_block(const FusedGemvParams& p, uint32_t* bits, int8_t* codes,
-                                                    uint16_t* list, float* row_stat) {
+template <typename T, int ROWS, int WARPS>  // WARPS: weight rows a block takes at once, one a warp
+__global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 32))
+    gemv_fused_kernel(FusedGemvParams p) {
   constexpr int kThreads = WARPS * 32;
+  static_assert(ROWS >= 1 && ROWS <= kFusedGemvMaxRows, "1 or 2 rows");
+  static_assert(WARPS == 16 || WARPS == 32, "one or two blocks an SM");
   constexpr int V = kPerVector<T>;  // elements per 16-byte activation load
   constexpr int kPrologueBatch = kFusedGemvPrologueBatch;
+  extern __shared__ __align__(16) uint8_t dynamic_smem[];
   __shared__ float warp_max[WARPS][ROWS];
+  __shared__ float row_stat[ROWS];
   __shared__ int32_t listed;  // outlier columns in the list
-  const int64_t K = p.K, words = (K + 31) / 32;
+
+  const int64_t K = p.K, N = p.N, words = (K + 31) / 32, vectors = K / 16;
+  uint32_t* bits = reinterpret_cast<uint32_t*>(dynamic_smem);  // one bit per column
   const int rows = p.rows;  // <= ROWS; the loops below run to ROWS (unrolled) and skip the rest
+  int8_t* codes = reinterpret_cast<int8_t*>(dynamic_smem + fused_gemv_bitmask_bytes(K));  // [rows][K]
+  uint16_t* list = reinterpret_cast<uint16_t*>(codes + rows * K);  // [K] at most, with a threshold only
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int64_t row_stride = static_cast<int64_t>(gridDim.x) * WARPS;
+  const int64_t first_row = static_cast<int64_t>(blockIdx.x) * WARPS + warp;
   const T* x = static_cast<const T*>(p.x);
   const bool find_outliers = p.threshold > 0.f;
   // Steps 1 and 2 read the activations kPrologueBatch 16-byte chunks of every row at a time, all
@@ -119,6 +124,17 @@ __device__ __forceinline__ int32_t quantize_in_block(const FusedGemvParams& p, u
     }
   };
   const auto element = [](const int4& raw, int e) { return to_float(reinterpret_cast<const T*>(&raw)[e]); };
+
+  // Every warp asks for its first row now: the whole card's weight reads are under way while the
+  // blocks quantize. With a programmatic launch (sm_90) this runs before the kernel ahead has
+  // ended, so nothing it may have written is read before wait_for_prior_grid(): prefetches only.
+  // Its second row too: each row's loads go out with a row in L2 ahead of them.
+  for (int i = 0; i < 2; ++i) {
+    const int64_t n = first_row + i * row_stride;
+    if (n < N) prefetch_row_to_l2(p.b + n * K, K, p.l2_ahead, lane);
+  }
+  wait_for_prior_grid();
+  allow_dependent_launch();  // a programmatic launch after this one may start its prefetches
 
   // 1. Outlier columns (any row at or above the threshold, as quantize_small_m decides) into the
   //    bitmask, and each row's absmax over the other columns.
@@ -212,38 +228,7 @@ __device__ __forceinline__ int32_t quantize_in_block(const FusedGemvParams& p, u
     if (tid == 0) listed = total;
   }
   __syncthreads();  // codes and list complete: from here on each warp works alone
-  return find_outliers ? listed : 0;
-}
-
-template <typename T, int ROWS, int WARPS>  // WARPS: weight rows a block takes at once, one a warp
-__global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 32))
-    gemv_fused_kernel(FusedGemvParams p) {
-  static_assert(ROWS >= 1 && ROWS <= kFusedGemvMaxRows, "1 or 2 rows");
-  static_assert(WARPS == 16 || WARPS == 32, "one or two blocks an SM");
-  extern __shared__ __align__(16) uint8_t dynamic_smem[];
-  __shared__ float row_stat[ROWS];
-
-  const int64_t K = p.K, N = p.N, vectors = K / 16;
-  uint32_t* bits = reinterpret_cast<uint32_t*>(dynamic_smem);  // one bit per column
-  const int rows = p.rows;  // <= ROWS; the loops below run to ROWS (unrolled) and skip the rest
-  int8_t* codes = reinterpret_cast<int8_t*>(dynamic_smem + fused_gemv_bitmask_bytes(K));  // [rows][K]
-  uint16_t* list = reinterpret_cast<uint16_t*>(codes + rows * K);  // [K] at most, with a threshold only
-  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int64_t row_stride = static_cast<int64_t>(gridDim.x) * WARPS;
-  const int64_t first_row = static_cast<int64_t>(blockIdx.x) * WARPS + warp;
-  const T* x = static_cast<const T*>(p.x);
-  // Every warp asks for its first row now: the whole card's weight reads are under way while the
-  // blocks quantize. With a programmatic launch (sm_90) this runs before the kernel ahead has
-  // ended, so nothing it may have written is read before wait_for_prior_grid(): prefetches only.
-  // Its second row too: each row's loads go out with a row in L2 ahead of them.
-  for (int i = 0; i < 2; ++i) {
-    const int64_t n = first_row + i * row_stride;
-    if (n < N) prefetch_row_to_l2(p.b + n * K, K, p.l2_ahead, lane);
-  }
-  wait_for_prior_grid();
-  allow_dependent_launch();  // a programmatic launch after this one may start its prefetches
-
-  const int32_t outlier_count = quantize_in_block<T, ROWS, WARPS>(p, bits, codes, list, row_stat);
+  const int32_t outlier_count = find_outliers ? listed : 0;
   // With many outlier columns the gather rereads much of each row right after its stream: the
   // stream then keeps its rows in L2 (evict-normal); with few, evict-first, which was faster
   // (launcher: the count where the two cross). The vote keeps the policy in a uniform register.

@@ -31,14 +31,6 @@ def cuda_kernels(call):
     return result, [e.name for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
 
 
-def one_kernel_backend():
-    """The backend that takes one- and two-row layers in one kernel on this card: gemv_tma on sm_90
-    (unless LLMINT8_DISABLE_BACKENDS names it: tests/run_gpu.sh runs the decode tests both ways),
-    gemv_fused elsewhere."""
-    disabled = os.environ.get("LLMINT8_DISABLE_BACKENDS", "").split(",")
-    return "gemv_tma" if torch.cuda.get_device_capability()[0] >= 9 and "gemv_tma" not in disabled else "gemv_fused"
-
-
 def reference_linear(A, CB, SCB, bias, threshold):
     """The float64 LLM.int8() forward, computed on A's device (pure PyTorch)."""
     return llmint8.reference.int8_linear(A, CB, SCB, bias, threshold)
@@ -158,9 +150,8 @@ def test_decode_allocates_only_the_output_and_runs_two_kernels(threshold):
 @pytest.mark.parametrize("M", [1, 2])
 @pytest.mark.parametrize("K", [4096, 11008])
 def test_one_or_two_row_decode_is_one_kernel(threshold, M, K):
-    # gemv_tma / gemv_fused quantize the activations, find their outlier columns and stream the
-    # weight; two rows of 11008 at t=6 take 67 KB of shared memory for the codes and the list
-    # (past the 48 KB default; gemv_tma's ring comes on top).
+    # gemv_fused quantizes the activations, finds their outlier columns and streams the weight;
+    # two rows of 11008 at t=6 take 67 KB of shared memory (past the 48 KB default).
     A = make_activations((M, K), torch.float16, "cuda", outlier_cols=[5, 900])
     _, CB, SCB = make_weight(1024, K, "cuda")
     bias = torch.randn(1024, device="cuda", dtype=torch.float16)
@@ -169,7 +160,7 @@ def test_one_or_two_row_decode_is_one_kernel(threshold, M, K):
     before = torch.cuda.memory_stats()["allocation.all.allocated"]
     out, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, bias, threshold))
     assert torch.cuda.memory_stats()["allocation.all.allocated"] - before == 1  # the output
-    assert len(kernels) == 1 and one_kernel_backend() in kernels[0], kernels
+    assert len(kernels) == 1 and "gemv_fused" in kernels[0], kernels
     assert_matches_reference(out, reference_linear(A, CB, SCB, bias, threshold))
 
 
@@ -177,8 +168,7 @@ def test_one_or_two_row_decode_is_one_kernel(threshold, M, K):
 @pytest.mark.parametrize("M", [1, 2])
 def test_fused_decode_loops_over_rows_past_one_resident_wave(dtype, M):
     # gemv_fused launches at most the blocks that fit on the card at once (16 rows each at this
-    # K), gemv_tma one a multiprocessor; with 40003 rows each warp takes several, the last stride
-    # partly past the end.
+    # K); with 40003 rows each warp takes several, the last stride partly past the end.
     N, K = 40003, 256
     _, CB, SCB = make_weight(N, K, "cuda", seed=3)
     bias = torch.randn(N, device="cuda", dtype=dtype)
@@ -194,14 +184,13 @@ def test_fused_decode_loops_over_rows_past_one_resident_wave(dtype, M):
 def test_fused_decode_block_sizes(dtype, M, K):
     # gemv_fused takes 16 weight rows a block up to K = 8192 and 32 above; 4500 rows are more
     # than one resident wave of 32-row blocks on an H200 (132 SMs), so warps loop there too.
-    # gemv_tma brings rows in 4 KB pieces: two and three a row here, the last one short at 8208.
     N = 4500
     _, CB, SCB = make_weight(N, K, "cuda", seed=K)
     bias = torch.randn(N, device="cuda", dtype=dtype)
     for count, threshold in ((0, 0.0), (1, 6.0), (33, 6.0), (320, 6.0)):
         A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, count), seed=count)
         out, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, bias, threshold))
-        assert len(kernels) == 1 and one_kernel_backend() in kernels[0], kernels
+        assert len(kernels) == 1 and "gemv_fused" in kernels[0], kernels
         assert_matches_reference(out, reference_linear(A, CB, SCB, bias, threshold))
 
 
@@ -232,21 +221,18 @@ def test_fused_decode_outlier_list_steps(dtype, M, count, K):
     # count too (from 33). With one row a lane loads its held column's byte with its stream's last
     # chunks: at K = 2048 (128 16-byte chunks) every lane streams one step, at 2080 (130) lanes 0-1
     # two steps and lanes 2-31 one; with two rows it is copied into shared memory as the row starts.
-    # gemv_tma reads every listed column's byte from the row's piece in shared memory, each lane
-    # its entries lane, lane + 32, ...: the same counts step its loop.
     N = 1000
     _, CB, SCB = make_weight(N, K, "cuda", seed=7)
     A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, count), seed=count)
     out, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, None, 6.0))
-    assert any(one_kernel_backend() in k for k in kernels), kernels
+    assert any("gemv_fused" in k for k in kernels), kernels
     assert_matches_reference(out, reference_linear(A, CB, SCB, None, 6.0))
 
 
 @pytest.mark.parametrize("case", ["too_wide", "misaligned"])
 def test_decode_the_fused_kernel_does_not_take(case):
-    # 2 x 49152 codes do not fit gemv_fused's 96 KB of shared memory (nor gemv_tma's); a row
-    # starting 8 bytes into its storage is not 16-byte aligned. Both go through the quantizer,
-    # then gemv_dp4a.
+    # 2 x 49152 codes do not fit gemv_fused's 96 KB of shared memory; a row starting 8 bytes into
+    # its storage is not 16-byte aligned. Both go through the quantizer, then gemv_dp4a.
     K = 49152 if case == "too_wide" else 2048
     _, CB, SCB = make_weight(264, K, "cuda")
     if case == "too_wide":
@@ -256,17 +242,15 @@ def test_decode_the_fused_kernel_does_not_take(case):
         assert A.data_ptr() % 16 == 8
     for threshold in (0.0, 6.0):
         out, kernels = cuda_kernels(lambda: ops.int8_linear(A, CB, SCB, None, threshold))
-        assert not any("gemv_fused" in k or "gemv_tma" in k for k in kernels), kernels
-        assert any("gemv_dp4a" in k for k in kernels), kernels
+        assert not any("gemv_fused" in k for k in kernels) and any("gemv_dp4a" in k for k in kernels), kernels
         assert_matches_reference(out, reference_linear(A, CB, SCB, None, threshold))
 
 
 def test_build_info_lists_the_product_backends():
     names = [b.split(":")[0] for b in llmint8.build_info()["cuda_product_backends"]]
-    assert names[:5] == ["gemv_tma", "gemv_fused", "gemv_dp4a", "small_m_mma", "dequantized_mma"], names
-    assert names[-1] == "int32_gemm"
+    assert names[:4] == ["gemv_fused", "gemv_dp4a", "small_m_mma", "dequantized_mma"] and names[-1] == "int32_gemm"
     if llmint8.build_info()["fused_sm90_gemm"]:
-        assert names[5:7] == ["sm90_dequantized", "sm90_cutlass"], names
+        assert names[4:6] == ["sm90_dequantized", "sm90_cutlass"], names
 
 
 # The fused Hopper GEMM (CUTLASS, sm_90a) takes M > 16 with K % 16 == 0 and 16-byte output rows.
