@@ -37,24 +37,21 @@ int64_t resident_blocks(Kernel kernel, int threads, size_t smem) {
 
 // Outlier columns from which gemv_fused streams its weight rows under evict-normal rather than
 // evict-first, so that the gather after each row finds the row's bytes at those columns in L2:
-// past the staged ones, where the gather from L2 starts (the first 32 are each held by a lane,
-// the next `staged` copied into shared memory, both during the stream). On an H200, graph
-// replay, weights in turns, t=6, us with an evict-first -> evict-normal stream
-// (benchmarks/RESULTS.md), before the staging, one row: 11008 x 4096 at 8 columns 15.8 -> 17.1,
+// past 32, where the gather starts (the first 32 are each held by a lane, fetched during the
+// stream). On an H200, graph replay, weights in turns, t=6, us with an evict-first ->
+// evict-normal stream (benchmarks/RESULTS.md), one row: 11008 x 4096 at 8 columns 15.8 -> 17.1,
 // 32: 15.9 -> 17.3, 64: 18.1 -> 17.8, 320: 24.7 -> 20.0; 4096 x 11008 at 32 17.2 -> 17.6, 64:
 // 19.9 -> 17.9. (Two rows, before they held columns too, crossed near K / 512 columns.)
-int reread_columns(int staged) { return 33 + staged; }
+constexpr int kRereadColumns = 33;
 
 template <typename T, int ROWS, int WARPS>
 cudaError_t launch_blocks(FusedGemvParams params, size_t smem, int device, cudaStream_t stream) {
   const auto kernel = gemv_fused_kernel<T, ROWS, WARPS>;
   const int64_t row_groups = (params.N + WARPS - 1) / WARPS;
   if (row_groups == 0) return cudaSuccess;
-  params.l2_ahead = decode_prefetch_bytes(params.K);  // of each of a warp's next two rows
-  params.staged = ROWS == 1 && params.threshold > 0.f ? fused_gemv_staged_entries(smem, WARPS) : 0;
-  params.reread_columns = reread_columns(params.staged);
-  smem += static_cast<size_t>(WARPS) * params.staged * sizeof(uint32_t);
   const auto grid = static_cast<unsigned>(std::min(row_groups, resident_blocks(kernel, WARPS * 32, smem)));
+  params.l2_ahead = decode_prefetch_bytes(params.K);  // of each of a warp's next two rows
+  params.reread_columns = kRereadColumns;
   return launch_may_overlap(kernel, grid, WARPS * 32, smem, params, decode_overlap(device), stream);
 }
 
@@ -79,7 +76,7 @@ bool gemv_fused_applies(const ScaledProduct& p) {
 cudaError_t gemv_fused_launch(const ScaledProduct& p, const Scratch& /*scratch*/, cudaStream_t stream) {
   const FusedGemvParams params{p.x,        p.threshold, p.b, p.col, p.bias,
                                p.bias_kind, p.out,       p.out_kind, p.N, p.K,
-                               static_cast<int>(p.M), 0, 0, 0};
+                               static_cast<int>(p.M), 0, 0};
   const size_t smem = smem_bytes(p);
   return with_float_type(p.x_kind, [&](auto tag) {
     using T = decltype(tag);

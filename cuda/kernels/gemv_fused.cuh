@@ -20,8 +20,6 @@
 
 #include <cub/block/block_scan.cuh>
 
-#include <algorithm>
-
 namespace llmint8::cuda {
 
 // The registers allow 1024 threads an SM (64 a thread). A block's warps share one prologue, so
@@ -52,14 +50,12 @@ struct FusedGemvParams {
   int rows;      // M, at most the kernel's ROWS
   int l2_ahead;  // bytes of each weight row pulled into L2 two rows ahead of its loads (0: none)
   int reread_columns;  // outlier columns from which the stream keeps its rows in L2 for the gather
-  int staged;          // list entries 32.. of each row whose bytes a warp stages in shared memory (one row only)
 };
 
 // Dynamic shared memory of a block: the outlier bitmask, the codes of every row, then (with a
 // threshold) the list of outlier columns, 16-bit: with the list a column takes over 3 bytes,
 // so the 96 KB allow K < 32768 and every index fits. Past 48 KB the launch opts in to more
-// (kFusedGemvMaxSmem). With a threshold, the staged words of every warp follow
-// (fused_gemv_staged_bytes: as many as the 96 KB leave room for, up to kFusedGemvMaxStaged a warp).
+// (kFusedGemvMaxSmem).
 constexpr size_t kFusedGemvMaxSmem = 96 * 1024;
 __host__ __device__ inline size_t fused_gemv_bitmask_bytes(int64_t K) {
   return static_cast<size_t>((K + 127) / 128) * 16;  // whole 16-byte units: the codes after it stay aligned
@@ -67,15 +63,6 @@ __host__ __device__ inline size_t fused_gemv_bitmask_bytes(int64_t K) {
 inline size_t fused_gemv_smem_bytes(int rows, int64_t K, bool outliers) {
   const size_t codes = static_cast<size_t>(rows * K);
   return fused_gemv_bitmask_bytes(K) + codes + (outliers ? static_cast<size_t>(K) * sizeof(uint16_t) : 0);
-}
-// List entries 32 to 32 + kFusedGemvMaxStaged - 1 have their row bytes staged (below); 320 covers
-// the 355 columns of the C++ benchmark model's down_proj at decode.
-constexpr int kFusedGemvMaxStaged = 320;
-// Staged entries a warp where `base` bytes (fused_gemv_smem_bytes) leave room, a multiple of 32.
-inline int fused_gemv_staged_entries(size_t base, int warps) {
-  const size_t room = base < kFusedGemvMaxSmem ? kFusedGemvMaxSmem - base : 0;
-  const auto fit = static_cast<int>(room / (static_cast<size_t>(warps) * sizeof(uint32_t)));
-  return std::min(kFusedGemvMaxStaged, fit / 32 * 32);
 }
 
 // 16-byte chunks c0, c0 + 32, ... (kFusedGemvUnroll of them) of a weight row; zeros past the end.
@@ -116,8 +103,6 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
   const int rows = p.rows;  // <= ROWS; the loops below run to ROWS (unrolled) and skip the rest
   int8_t* codes = reinterpret_cast<int8_t*>(dynamic_smem + fused_gemv_bitmask_bytes(K));  // [rows][K]
   uint16_t* list = reinterpret_cast<uint16_t*>(codes + rows * K);  // [K] at most, with a threshold only
-  // [WARPS][p.staged] words: the row's aligned word at list entries 32, 33, ... (copied as the row starts)
-  uint32_t* staged = reinterpret_cast<uint32_t*>(list + K) + static_cast<int64_t>(threadIdx.x / 32) * p.staged;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
   const int64_t row_stride = static_cast<int64_t>(gridDim.x) * WARPS;
   const int64_t first_row = static_cast<int64_t>(blockIdx.x) * WARPS + warp;
@@ -282,13 +267,6 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
     } else {  // (w and K are 16-byte aligned: so is the byte's word)
       if (lane < outlier_count) copy_word_async(&held_word[warp][lane], w + (list[lane] & ~3));
     }
-    // The row's words at list entries 32.. (up to p.staged of them) copied into shared memory
-    // (cp.async) now, while the row streams: after the stream the gather reads them there
-    // instead of going to L2 a round trip per 4 entries a lane (355 columns, down_proj of the
-    // benchmark model: about 6 us a call more than at t=0 on an H200).
-    // One row only: with two, the live registers made ptxas spill.
-    const int32_t staged_end = ROWS == 1 ? min(outlier_count, 32 + p.staged) : 32;
-    for (int32_t j = lane + 32; j < staged_end; j += 32) copy_word_async(&staged[j - 32], w + (list[j] & ~3));
     int8_t lane_w = 0;
 
     // 4. The exact int32 product of the codes with the weight row, streamed once.
@@ -341,12 +319,10 @@ __global__ void __launch_bounds__(WARPS * 32, kFusedGemvThreadsPerSm / (WARPS * 
         outlier_sum[r] = r < rows && held_col >= 0 ? to_float(x[r * K + held_col]) * held_w : 0.f;
       }
     }
-    if (staged_end > 32) wait_async_copies();  // (each lane reads only the words it copied)
 #pragma unroll(ROWS == 1 ? 4 : 1)
     for (int32_t j = lane + 32; j < outlier_count; j += 32) {
       const int64_t c = list[j];
-      const float wk = static_cast<float>(j < staged_end ? static_cast<int8_t>(staged[j - 32] >> (8 * (c & 3)))
-                                                         : static_cast<int8_t>(__ldg(w + c)));
+      const float wk = static_cast<float>(__ldg(w + c));
 #pragma unroll
       for (int r = 0; r < ROWS; ++r) {
         if (r < rows) outlier_sum[r] += to_float(x[r * K + c]) * wk;

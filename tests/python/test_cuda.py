@@ -213,7 +213,7 @@ def test_most_columns_outliers(dtype, M):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32], ids=str)
 @pytest.mark.parametrize("M", [1, 2])
-@pytest.mark.parametrize("count", [1, 31, 32, 33, 65, 352, 353])
+@pytest.mark.parametrize("count", [1, 31, 32, 33, 65])
 @pytest.mark.parametrize("K", [2048, 2080])
 def test_fused_decode_outlier_list_steps(dtype, M, count, K):
     # gemv_fused keeps the first 32 listed columns one a lane and gathers the rest after the
@@ -221,8 +221,6 @@ def test_fused_decode_outlier_list_steps(dtype, M, count, K):
     # count too (from 33). With one row a lane loads its held column's byte with its stream's last
     # chunks: at K = 2048 (128 16-byte chunks) every lane streams one step, at 2080 (130) lanes 0-1
     # two steps and lanes 2-31 one; with two rows it is copied into shared memory as the row starts.
-    # With one row, entries 32 to 351 have their words copied into shared memory as the row starts
-    # (the staged ones), the rest are gathered from L2 after the stream: 352 and 353 on both sides.
     N = 1000
     _, CB, SCB = make_weight(N, K, "cuda", seed=7)
     A = make_activations((M, K), dtype, "cuda", outlier_cols=outlier_set(K, count), seed=count)
