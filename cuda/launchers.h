@@ -163,16 +163,6 @@ struct RotaryCacheArgs {
 };
 cudaError_t launch_rotary_cache(FloatKind kind, const RotaryCacheArgs& args, cudaStream_t stream);
 
-// The greedy decode step's end: tokens[r] = the index of the first maximum of logits row r
-// ([rows, V] fp32, contiguous; NaN counts as the maximum, as in torch.argmax), then *position += 1.
-struct GreedyNextArgs {
-  const float* logits;
-  int64_t rows, V;
-  int64_t* tokens;
-  int64_t* position;
-};
-cudaError_t launch_greedy_next(const GreedyNextArgs& args, cudaStream_t stream);
-
 // RMSNorm of x [rows, D]: out = weight * (x * rsqrt(mean(x^2) + eps)) in fp32, rounded once;
 // weight [D], all of one float type, contiguous. With `residual` (else null), x + residual rounded
 // to the type is normalized in x's place and written to `sum` [rows, D]. A programmatic launch on

@@ -127,25 +127,4 @@ at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up) {
   return out;
 }
 
-void greedy_next(const at::Tensor& logits, at::Tensor& tokens, at::Tensor& position) {
-  constexpr const char* op = "greedy_next";
-  for (const auto& [name, t] : Named{{"logits", &logits}, {"tokens", &tokens}, {"position", &position}}) {
-    TORCH_CHECK_VALUE(t->defined() && t->is_cuda() && t->device() == logits.device() && t->is_contiguous(), op, ": ",
-                      name, " must be a contiguous CUDA tensor on logits' device (", logits.device().str(), ")");
-  }
-  TORCH_CHECK_VALUE(logits.scalar_type() == at::kFloat && logits.dim() >= 1 && logits.size(-1) > 0, op,
-                    ": logits must be fp32 [..., V] with V > 0, got ", logits.sizes(), " ",
-                    c10::toString(logits.scalar_type()));
-  const int64_t V = logits.size(-1), rows = logits.numel() / V;
-  TORCH_CHECK_VALUE(tokens.scalar_type() == at::kLong && tokens.numel() == rows, op, ": tokens must be ", rows,
-                    " int64 (one a row of logits), got ", tokens.sizes(), " ", c10::toString(tokens.scalar_type()));
-  TORCH_CHECK_VALUE(position.scalar_type() == at::kLong && position.numel() == 1, op,
-                    ": position must be one int64, got ", position.sizes(), " ", c10::toString(position.scalar_type()));
-  if (rows == 0) return;
-  const c10::cuda::CUDAGuard guard(logits.device());
-  const GreedyNextArgs args{logits.const_data_ptr<float>(), rows, V, tokens.mutable_data_ptr<int64_t>(),
-                            position.mutable_data_ptr<int64_t>()};
-  C10_CUDA_CHECK(launch_greedy_next(args, at::cuda::getCurrentCUDAStream().stream()));
-}
-
 }  // namespace llmint8::cuda

@@ -32,10 +32,4 @@ std::pair<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& x, const at::Te
 // silu(gate) * up, each product rounded as at::silu(gate) * up rounds it (the same values).
 at::Tensor silu_mul(const at::Tensor& gate, const at::Tensor& up);
 
-// The end of a greedy decode step in one kernel (cuda/kernels/greedy_next.cuh): tokens (int64,
-// one per row) = argmax of logits [..., V] (fp32) over its last dimension, the first maximum (NaN
-// counting as the maximum), as torch.argmax; then position (int64, one element) += 1. All on one
-// CUDA device, contiguous.
-void greedy_next(const at::Tensor& logits, at::Tensor& tokens, at::Tensor& position);
-
 }  // namespace llmint8::cuda

@@ -8,8 +8,6 @@
 #include <ATen/cuda/CUDAGraph.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
-
-#include "cuda/model_steps.h"  // greedy_next
 #endif
 
 #include <algorithm>
@@ -62,7 +60,8 @@ class DecodeGraph {
         graph_.capture_begin();
         logits_ = model.decode_step(token_, position_, cache);
         if (greedy) {  // (sampling sets token and position from the host before each replay)
-          cuda::greedy_next(logits_, token_, position_);  // (the first maximum, as the host's argmax)
+          token_.copy_(logits_.argmax(-1));  // (the first maximum, as the host's argmax)
+          position_.add_(1);
         }
         graph_.capture_end();
       } catch (const c10::Error& e) {

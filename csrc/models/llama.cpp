@@ -69,17 +69,6 @@ at::Tensor rope_inv_freq(const RopeConfig& rope, int64_t head_dim, const at::Ten
   return inv_freq;
 }
 
-// cos and the signed sine (apply_rotary) [T, head_dim] in `dtype` of the rotary angles of
-// `positions` [T] (int64): in fp32 (exact integers: positions < 2^24), then rounded to `dtype`.
-std::pair<at::Tensor, at::Tensor> rotary_angles(const at::Tensor& positions, const at::Tensor& inv_freq,
-                                                at::ScalarType dtype) {
-  const auto angles = at::outer(positions.to(at::kFloat), inv_freq);
-  const auto emb = at::cat({angles, angles}, -1);  // [T, head_dim]
-  const auto cos = emb.cos().to(dtype), sin = emb.sin().to(dtype);
-  const int64_t half = inv_freq.size(0);
-  return {cos, at::cat({-sin.narrow(-1, 0, half), sin.narrow(-1, half, half)}, -1)};  // see apply_rotary
-}
-
 // x * cos + rotate_half(x) * sin, Hugging Face's rotary convention (halves, not pairs), given the
 // sine with its first half negated: rotate_half(x) * sin = [-x2, x1] * [s, s] = [x2, x1] * [-s, s],
 // the same values with one copy of x less (a negation rounds nothing).
@@ -481,27 +470,15 @@ at::Tensor LlamaForCausalLMImpl::run(const at::Tensor& tokens, const CachePositi
   if (!inv_freq_.defined() || inv_freq_.device() != x.device()) {
     inv_freq_ = rope_inv_freq(config.rope, config.head_dim(), x.options().dtype(at::kFloat));
   }
-  at::Tensor cos, signed_sin;  // [T, head_dim]
-  if (where.on_device() && !cache.keys.empty()) {
-    // A decode step: the angles of every cache position, computed once by the same ops as below,
-    // and the step's rows picked by its positions on the device: one kernel a step instead of the
-    // nine that compute them. (The same values on CUDA, where every element takes one path; on the
-    // CPU an element may take the vectorized path in the table and the scalar one in a step: an ulp.)
-    const int64_t S = cache.keys[0].size(2);
-    if (!angle_table_.defined() || angle_table_.device() != x.device() ||
-        angle_table_.scalar_type() != x.scalar_type() || angle_table_.size(1) != S) {
-      const auto [all_cos, all_signed_sin] =
-          rotary_angles(at::arange(S, x.options().dtype(at::kLong)), inv_freq_, x.scalar_type());
-      angle_table_ = at::stack({all_cos, all_signed_sin});
-    }
-    const auto rows = angle_table_.index_select(1, where.positions);  // [2, T, head_dim]
-    cos = rows[0], signed_sin = rows[1];
-  } else {
-    const int64_t T = tokens.size(1);
-    const auto positions =
-        where.on_device() ? where.positions : at::arange(where.start, where.start + T, x.options().dtype(at::kLong));
-    std::tie(cos, signed_sin) = rotary_angles(positions, inv_freq_, x.scalar_type());
-  }
+  // Rotary angles of the tokens' positions in fp32 (exact integers: positions < 2^24), then x's dtype.
+  const int64_t T = tokens.size(1);
+  const auto positions =
+      where.on_device() ? where.positions : at::arange(where.start, where.start + T, x.options().dtype(at::kLong));
+  const auto angles = at::outer(positions.to(at::kFloat), inv_freq_);
+  const auto emb = at::cat({angles, angles}, -1);  // [T, head_dim]
+  const auto cos = emb.cos().to(x.scalar_type()), sin = emb.sin().to(x.scalar_type());
+  const int64_t half = config.head_dim() / 2;
+  const auto signed_sin = at::cat({-sin.narrow(-1, 0, half), sin.narrow(-1, half, half)}, -1);  // see apply_rotary
   // A decode step's masks depend on the positions and a layer's window only: made once per window.
   std::vector<std::pair<int64_t, CachePosition>> step_masks;
   const auto layer_position = [&](const LlamaAttentionImpl& attention, const at::Tensor& k_cache) -> CachePosition {

@@ -430,53 +430,6 @@ TEST_CASE("rotary_into_cache: the rotary embedding and cache write of the ATen o
   CHECK(at::equal(k_cache, k_before));
 }
 
-TEST_CASE("greedy_next: each row's first maximum into the token buffer and the position advanced, in one kernel",
-          "[cuda]") {
-  if (!at::globalContext().hasCUDA()) {
-    SUCCEED("no GPU");
-    return;
-  }
-  // 32000: float4 loads; 1001: element by element; rows of 4 off 16-byte alignment: element by element.
-  const int64_t V = GENERATE(32000, 1001, 4);
-  const bool aligned = GENERATE(true, false);
-  INFO("V " << V << (aligned ? "" : ", rows off 16-byte alignment"));
-  const int64_t rows = 5;
-  auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
-  auto logits = at::randn({rows, 1, V}, gen);
-  const int64_t a = V / 3, b = V - 1;  // (a < b)
-  logits[1][0][a] = 50.0, logits[1][0][b] = 50.0;  // a tie: the first maximum
-  logits[2][0][b] = NAN, logits[2][0][a] = NAN;  // NaN counts as the maximum: the first NaN
-  logits[3].fill_(-INFINITY);  // every element the maximum: index 0
-  logits[4][0][b] = 1e30;  // the last element
-  // Independently of torch.argmax: the expected indices by construction, rows 1-4.
-  const std::vector<int64_t> planted = {a, a, 0, b};
-  const auto reference = at::argmax(logits, -1).view(-1);  // (the first maximum, NaN the maximum)
-  for (int64_t r = 1; r < rows; ++r) REQUIRE(reference[r].item<int64_t>() == planted[r - 1]);
-  auto device_logits = logits.cuda();
-  if (!aligned) {
-    const auto shifted = at::empty({logits.numel() + 1}, logits.options().device(at::kCUDA));
-    device_logits = shifted.narrow(0, 1, logits.numel()).view(logits.sizes());
-    device_logits.copy_(logits);
-  }
-  auto tokens = at::full({rows, 1}, -1, at::TensorOptions().dtype(at::kLong).device(at::kCUDA));
-  auto position = at::full({1}, 7, at::TensorOptions().dtype(at::kLong).device(at::kCUDA));
-  llmint8::cuda::greedy_next(device_logits, tokens, position);
-  CHECK(at::equal(tokens.cpu().view(-1), reference));
-  CHECK(position.item<int64_t>() == 8);
-  // Bad input: named, and nothing written.
-  const auto call = [&](const at::Tensor& l, at::Tensor t, at::Tensor p) {
-    return error_message([&] { llmint8::cuda::greedy_next(l, t, p); });
-  };
-  CHECK(contains_all(call(logits, tokens, position), {"greedy_next: logits must be a contiguous CUDA tensor"}));
-  CHECK(contains_all(call(device_logits.to(at::kHalf), tokens, position),
-                     {"greedy_next: logits must be fp32 [..., V] with V > 0, got [5, 1, ", "Half"}));
-  CHECK(contains_all(call(device_logits, tokens.to(at::kInt), position),
-                     {"greedy_next: tokens must be 5 int64 (one a row of logits), got [5, 1] Int"}));
-  CHECK(contains_all(call(device_logits, tokens, at::zeros({2}, position.options())),
-                     {"greedy_next: position must be one int64, got [2] Long"}));
-  CHECK(position.item<int64_t>() == 8);
-}
-
 TEST_CASE("rms_norm (with a residual added or not) and silu_mul: the models' norm and gate in one kernel each", "[cuda]") {
   if (!at::globalContext().hasCUDA()) {
     SUCCEED("no GPU");

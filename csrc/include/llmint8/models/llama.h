@@ -191,9 +191,6 @@ class LlamaForCausalLMImpl : public CausalLM {
   // What forward and decode_step share: embeddings, rotary angles, the layers, the head.
   at::Tensor run(const at::Tensor& tokens, const CachePosition& where, KVCache& cache);
   at::Tensor inv_freq_;  // rotary inverse frequencies [head_dim / 2], fp32, on the device of the last forward
-  // [2, S, head_dim]: cos and the signed sine of positions 0..S-1 of the last decode step's cache
-  // (S positions), in its activations' dtype and on their device.
-  at::Tensor angle_table_;
 };
 TORCH_MODULE(LlamaForCausalLM);
 
