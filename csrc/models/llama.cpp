@@ -183,7 +183,7 @@ at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
   // own dtype and computes in fp32 inside: no conversions around it there (1 + weight excepted,
   // which would round in half precision).
   const int64_t dim = x.size(-1);
-  if (x.is_cuda() && !plus_one && weight.scalar_type() == x.scalar_type()) {
+  if (fused_on_cuda(x)) {
 #ifdef LLMINT8_WITH_CUDA
     // Our kernel: the same formula, and the projection after it may start before it ends.
     return cuda::rms_norm(x.contiguous(), weight.detach(), eps);
@@ -194,10 +194,13 @@ at::Tensor RMSNormImpl::forward(const at::Tensor& x) {
   return at::rms_norm(x.to(at::kFloat), {dim}, fp32_scale(), eps).to(x.scalar_type());
 }
 
+bool RMSNormImpl::fused_on_cuda(const at::Tensor& x) const {
+  return x.is_cuda() && !plus_one && weight.scalar_type() == x.scalar_type();
+}
+
 std::pair<at::Tensor, at::Tensor> RMSNormImpl::forward_added(const at::Tensor& x, const at::Tensor& delta) {
 #ifdef LLMINT8_WITH_CUDA
-  if (x.is_cuda() && !plus_one && weight.scalar_type() == x.scalar_type() && delta.scalar_type() == x.scalar_type() &&
-      delta.sizes() == x.sizes()) {
+  if (fused_on_cuda(x) && delta.scalar_type() == x.scalar_type() && delta.sizes() == x.sizes()) {
     return cuda::add_rms_norm(x.contiguous(), delta.contiguous(), weight.detach(), eps);
   }
 #endif

@@ -113,6 +113,8 @@ class RMSNormImpl : public torch::nn::Module {
 
  private:
   const at::Tensor& fp32_scale();  // (1 +) weight in fp32, made again only when the weight changes
+  // Whether x takes the fused CUDA norm (the weight as it is, in x's dtype) rather than the fp32 path.
+  bool fused_on_cuda(const at::Tensor& x) const;
   at::Tensor scale_;
   const void* scale_of_ = nullptr;
   int64_t scale_version_ = -1;
